@@ -1,0 +1,134 @@
+# spoa-auth: build, test, run.
+#
+#   make            install missing Debian packages, build build/spoa-auth
+#   make run        start HAProxy + agent + demo services on localhost
+#   make test       unit tests, fuzz smoke run, end-to-end tests (release and ASan/UBSan)
+#   make unit       C unit tests only          make e2e    pytest suite only
+#   make asan       unit + e2e in an ASan/UBSan build (build-asan/)
+#   make tsan       concurrent unit tests under ThreadSanitizer (build-tsan/)
+#   make fuzz       build the libFuzzer targets (clang); make fuzz-run FUZZ_SECONDS=60
+#   make opts       print the effective flags
+#
+# Variables: CC, CFLAGS, SANITIZER=address|undefined|thread (comma list ok),
+# ERR=1 (-Werror), DEBUG=1 (-O0), BUILD=dir, HAPROXY_BIN, PREFIX, DESTDIR, SBINDIR.
+
+CC       ?= cc
+PKG_CONFIG ?= pkg-config
+CFLAGS   ?= -O2 -g
+STD      := -std=c11 -D_GNU_SOURCE
+WARN     := -Wall -Wextra -Wundef -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wformat=2 -Wno-missing-field-initializers
+BUILD    ?= build
+PYTHON   ?= /usr/bin/python3
+
+ifeq ($(ERR),1)
+WARN += -Werror
+endif
+ifeq ($(DEBUG),1)
+CFLAGS := -O0 -g3
+endif
+ifneq ($(SANITIZER),)
+CFLAGS += -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+
+DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack 2>/dev/null)
+DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc)
+EV_CFLAGS  ?=
+EV_LIBS    ?= -lev
+LIBS       := $(DEP_LIBS) $(EV_LIBS) -lpthread -lm
+
+ALL_CFLAGS := $(STD) $(WARN) $(CFLAGS) $(DEP_CFLAGS) $(EV_CFLAGS) -Iagent -MMD -MP
+
+AGENT_SRCS := $(filter-out agent/main.c,$(wildcard agent/*.c))
+AGENT_OBJS := $(patsubst agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRCS))
+UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+BIN        := $(BUILD)/spoa-auth
+
+PREFIX  ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+
+.PHONY: all deps build unit e2e test test-release asan tsan fuzz fuzz-run fuzz-smoke \
+        run opts clean help
+
+all: deps build
+
+deps:
+	@sh scripts/install-deps
+
+build: $(BIN)
+
+$(BIN): $(BUILD)/agent/main.o $(BUILD)/libagent.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/libagent.a: $(AGENT_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/agent/%.o: agent/%.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagent.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libagent.a $(LIBS)
+
+# Rebuild everything when the flags change.
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' > $@
+
+FORCE:
+
+unit: deps $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; ./$$t; done
+
+e2e: deps $(BIN)
+	SPOA_AUTH_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The whole suite: release build, fuzz smoke, then the same tests under ASan/UBSan.
+test: deps
+	$(MAKE) --no-print-directory test-release
+	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory asan
+
+test-release: unit e2e
+
+asan:
+	$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address,undefined CFLAGS='-O1 -g' unit e2e
+
+tsan:
+	$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread CFLAGS='-O1 -g' unit
+
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))
+FUZZ_SECONDS ?= 60
+
+fuzz: deps $(FUZZ_BINS)
+
+build-fuzz/%: tests/fuzz/%.c $(AGENT_SRCS)
+	@mkdir -p build-fuzz
+	clang $(STD) -g -O1 -fsanitize=fuzzer,address,undefined -Iagent $(DEP_CFLAGS) \
+	    -o $@ $< $(AGENT_SRCS) $(LIBS)
+
+fuzz-run: fuzz
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
+	    ./$$f -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
+
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=15
+
+run: deps $(BIN)
+	@sh scripts/run-demo
+
+opts:
+	@echo 'CC=$(CC)'; echo 'CFLAGS=$(ALL_CFLAGS)'; echo 'LIBS=$(LIBS)'
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz
+
+help:
+	@sed -n '1,/^$$/p' Makefile
+
+-include $(AGENT_OBJS:.o=.d) $(BUILD)/agent/main.d
