@@ -234,6 +234,23 @@ size_t spop_agent_hello_encode(uint8_t *buf, const uint8_t *end,
 size_t spop_agent_disconnect_encode(uint8_t *buf, const uint8_t *end,
                                     enum spop_error status, const char *message);
 
+/* ---- ACK decoding ----
+ * The agent never receives ACKs; this exists for the unit tests, the fuzzers
+ * and tools that check what the encoders produce. */
+
+/* One decoded ACK action; <name> and a STR/BIN <value> borrow the frame. */
+struct spop_action {
+	uint8_t type;                  /* SPOP_ACT_SET_VAR or SPOP_ACT_UNSET_VAR */
+	uint8_t scope;                 /* enum spop_scope, as the raw byte sent */
+	struct spop_str name;          /* bare variable name */
+	struct spop_data value;        /* set-var's value; type NULL for unset-var */
+};
+
+/* Next action of an ACK payload (start with <*p> = f->payload). Returns 1
+ * with <*a> filled, 0 at <end>, -1 if malformed: truncated, an action type
+ * other than set-var/unset-var, or an nb-args other than 3 resp. 2. */
+int spop_action_next(const uint8_t **p, const uint8_t *end, struct spop_action *a);
+
 /* Short name of a status code, for logs ("frame too big"...). Never NULL. */
 const char *spop_err_to_str(enum spop_error e);
 
