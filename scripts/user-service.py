@@ -1,0 +1,318 @@
+#!/usr/bin/python3
+"""Demo user service for spoa-auth (Python 3 standard library only).
+
+Routes
+  POST /api/user/login    JSON or form {username, password}; demo users
+                          alice/alice, bob/bob, admin/admin (role admin).
+                          Sets the session cookie (HttpOnly, SameSite=Lax,
+                          HMAC-SHA256 signed, with an expiry).
+  POST /api/user/logout   clears the cookie (Max-Age=0).
+  GET  /api/user/me       the session's user (cookie or Bearer token), or 401.
+  GET  /api/user/token?request_uri=URI
+                          the exchange spoa-auth calls. 200: a short-lived
+                          HS256 JWT, text/plain (claims sub, name, role, sid,
+                          iat, exp), for a valid session cookie, an
+                          "Authorization: Bearer <jwt>" or an
+                          "X-Example-Authorization: <jwt>" this service issued.
+                          401 JSON + WWW-Authenticate without one; 403 JSON
+                          when URI is under /api/business/admin and the role
+                          is not admin. A session past half its life is
+                          refreshed with a new Set-Cookie on the 200.
+  GET  /__stats           JSON for tests: number of /api/user/token calls and
+                          SHA-256 hashes of the last tokens issued.
+
+Environment: DEMO_JWT_SECRET (shared with the business service) and
+DEMO_SESSION_SECRET; each is random at start when unset.
+Flags: --host (127.0.0.1), --port (8101), --quiet.
+"""
+import argparse
+import base64
+import collections
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import posixpath
+import re
+import secrets
+import sys
+import threading
+import time
+import urllib.parse
+
+USERS = {
+    "alice": {"password": "alice", "name": "Alice Liddell", "role": "user"},
+    "bob": {"password": "bob", "name": "Bob Builder", "role": "user"},
+    "admin": {"password": "admin", "name": "Ada Admin", "role": "admin"},
+}
+SESSION_COOKIE = "session"
+SESSION_TTL = 3600          # seconds
+TOKEN_TTL = 120             # seconds
+ADMIN_PREFIX = "/api/business/admin"
+REALM = 'Bearer realm="example"'
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text):
+    if isinstance(text, str):
+        text = text.encode("ascii")
+    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+
+
+class Keys:
+    def __init__(self):
+        self.jwt = os.environ.get("DEMO_JWT_SECRET", "").encode() or secrets.token_bytes(32)
+        self.session = os.environ.get("DEMO_SESSION_SECRET", "").encode() or secrets.token_bytes(32)
+
+
+def jwt_encode(key, claims):
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = (header + "." + payload).encode("ascii")
+    sig = hmac.new(key, signing_input, hashlib.sha256).digest()
+    return header + "." + payload + "." + b64url(sig)
+
+
+def jwt_decode(key, token, now=None):
+    """Returns the claims of a valid, unexpired HS256 token, else None."""
+    try:
+        header_b64, payload_b64, sig_b64 = token.split(".")
+        header = json.loads(b64url_decode(header_b64))
+        if header.get("alg") != "HS256":
+            return None
+        expected = hmac.new(key, (header_b64 + "." + payload_b64).encode("ascii"), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, b64url_decode(sig_b64)):
+            return None
+        claims = json.loads(b64url_decode(payload_b64))
+        if not isinstance(claims, dict) or int(claims.get("exp", 0)) <= (now or time.time()):
+            return None
+        return claims
+    except (ValueError, TypeError, UnicodeError, AttributeError):
+        return None
+
+
+def session_encode(key, payload):
+    body = b64url(json.dumps(payload, separators=(",", ":")).encode())
+    sig = b64url(hmac.new(key, body.encode("ascii"), hashlib.sha256).digest())
+    return body + "." + sig
+
+
+def session_decode(key, value):
+    try:
+        body, sig = value.split(".")
+        expected = hmac.new(key, body.encode("ascii"), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, b64url_decode(sig)):
+            return None
+        payload = json.loads(b64url_decode(body))
+        if not isinstance(payload, dict) or int(payload.get("exp", 0)) <= time.time():
+            return None
+        if payload.get("sub") not in USERS:
+            return None
+        return payload
+    except (ValueError, TypeError, UnicodeError, AttributeError):
+        return None
+
+
+def cookie_values(header_values, name):
+    """All values of cookie <name> in the Cookie header(s), in order."""
+    out = []
+    for header in header_values:
+        for part in header.split(";"):
+            k, sep, v = part.strip().partition("=")
+            if sep and k == name:
+                out.append(v.strip().strip('"'))
+    return out
+
+
+def normalize_path(uri):
+    """Path of a request URI (origin or absolute form) as a backend would
+    route it: percent-decoded, slashes collapsed, dot segments resolved."""
+    path = uri.split("?", 1)[0] if uri.startswith("/") else urllib.parse.urlsplit(uri).path
+    path = re.sub(r"/+", "/", "/" + urllib.parse.unquote(path))
+    return posixpath.normpath(path)
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.token_calls = 0
+        self.logins = 0
+        self.recent = collections.deque(maxlen=4096)
+
+    def snapshot(self):
+        with self.lock:
+            return {"token_calls": self.token_calls, "logins": self.logins,
+                    "recent_token_sha256": list(self.recent)}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "demo-user-service/1"
+    error_content_type = "application/json"
+    error_message_format = '{"error":"%(code)d","message":"%(message)s"}'
+
+    # ---- plumbing --------------------------------------------------------
+    def log_message(self, fmt, *args):
+        if not self.server.quiet:
+            sys.stderr.write("user-service: %s %s\n" % (self.address_string(), fmt % args))
+
+    def read_body(self, limit=65536):
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return None
+        try:
+            n = int(length) if length is not None else 0
+        except ValueError:
+            n = -1
+        if n < 0 or n > limit:
+            self.close_connection = True
+            return None
+        return self.rfile.read(n) if n else b""
+
+    def reply(self, status, body, content_type="application/json", headers=()):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body, separators=(",", ":"))
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def unauthorized(self, message="login required"):
+        self.reply(401, {"error": "unauthorized", "message": message},
+                   headers=[("WWW-Authenticate", REALM)])
+
+    # ---- credentials -----------------------------------------------------
+    def session_cookie(self, payload, max_age=SESSION_TTL):
+        value = session_encode(self.server.keys.session, payload) if payload else ""
+        return "%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax" % (SESSION_COOKIE, value, max_age)
+
+    def identify(self):
+        """(user-claims, session-payload-or-None) from the request's
+        credentials, or (None, None)."""
+        keys = self.server.keys
+        for value in cookie_values(self.headers.get_all("Cookie") or [], SESSION_COOKIE):
+            payload = session_decode(keys.session, value)
+            if payload:
+                user = USERS[payload["sub"]]
+                return {"sub": payload["sub"], "name": user["name"], "role": user["role"],
+                        "sid": payload["sid"]}, payload
+        auth = self.headers.get("Authorization") or ""
+        scheme, _, cred = auth.partition(" ")
+        candidates = [cred.strip()] if scheme.lower() == "bearer" else []
+        candidates += [v.strip() for v in self.headers.get_all("X-Example-Authorization") or []]
+        for token in candidates:
+            claims = jwt_decode(keys.jwt, token)
+            if claims and claims.get("sub") in USERS:
+                return {k: claims.get(k) for k in ("sub", "name", "role", "sid")}, None
+        return None, None
+
+    # ---- routes ----------------------------------------------------------
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/api/user/token":
+            return self.token(url)
+        if url.path == "/api/user/me":
+            user, _ = self.identify()
+            return self.reply(200, {"user": user}) if user else self.unauthorized()
+        if url.path == "/__stats":
+            return self.reply(200, self.server.stats.snapshot())
+        return self.reply(404, {"error": "not_found"})
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        body = self.read_body()
+        if body is None:
+            return self.reply(413, {"error": "body_too_large_or_unsupported"})
+        path = urllib.parse.urlsplit(self.path).path
+        if path == "/api/user/login":
+            return self.login(body)
+        if path == "/api/user/logout":
+            return self.reply(200, {"ok": True}, headers=[("Set-Cookie", self.session_cookie(None, 0))])
+        return self.reply(404, {"error": "not_found"})
+
+    def login(self, body):
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        try:
+            if ctype == "application/json":
+                form = json.loads(body or b"{}")
+                if not isinstance(form, dict):
+                    raise ValueError
+            else:
+                form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8")).items()}
+        except (ValueError, UnicodeError):
+            return self.reply(400, {"error": "bad_request", "message": "JSON or form body expected"})
+        username, password = str(form.get("username", "")), str(form.get("password", ""))
+        user = USERS.get(username)
+        if not user or not hmac.compare_digest(user["password"].encode(), password.encode()):
+            return self.reply(401, {"error": "invalid_credentials"}, headers=[("WWW-Authenticate", REALM)])
+        now = int(time.time())
+        payload = {"sub": username, "sid": secrets.token_hex(8), "iat": now, "exp": now + SESSION_TTL}
+        with self.server.stats.lock:
+            self.server.stats.logins += 1
+        return self.reply(200, {"ok": True, "user": {"sub": username, "name": user["name"],
+                                                     "role": user["role"]}, "sid": payload["sid"]},
+                          headers=[("Set-Cookie", self.session_cookie(payload))])
+
+    def token(self, url):
+        stats = self.server.stats
+        with stats.lock:
+            stats.token_calls += 1
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        request_uri = (query.get("request_uri") or [""])[0]
+        user, session = self.identify()
+        if not user:
+            return self.unauthorized()
+        if user["role"] != "admin":
+            path = normalize_path(request_uri)
+            if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+                return self.reply(403, {"error": "forbidden", "message": "admin role required"})
+        now = int(time.time())
+        claims = dict(user, iat=now, exp=now + TOKEN_TTL)
+        token = jwt_encode(self.server.keys.jwt, claims)
+        with stats.lock:
+            stats.recent.append(hashlib.sha256(token.encode()).hexdigest())
+        headers = []
+        if session and session["exp"] - now < SESSION_TTL // 2:
+            headers.append(("Set-Cookie", self.session_cookie(
+                dict(session, iat=now, exp=now + SESSION_TTL))))
+        return self.reply(200, token, "text/plain", headers)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024   # bursts of new keep-alive connections from the agent
+
+
+def main():
+    ap = argparse.ArgumentParser(description="spoa-auth demo user service")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8101)
+    ap.add_argument("--quiet", action="store_true", help="no access log")
+    args = ap.parse_args()
+    srv = Server((args.host, args.port), Handler)
+    srv.keys, srv.stats, srv.quiet = Keys(), Stats(), args.quiet
+    sys.stderr.write("user-service: listening on %s:%d\n" % (args.host, args.port))
+    sys.stderr.flush()
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+
+
+if __name__ == "__main__":
+    main()
