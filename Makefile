@@ -8,6 +8,8 @@
 #   make tsan       concurrent unit tests under ThreadSanitizer (build-tsan/)
 #   make fuzz       build the libFuzzer targets (clang); make fuzz-run FUZZ_SECONDS=60
 #   make opts       print the effective flags
+#   make install    install (PREFIX, DESTDIR, SBINDIR, SYSCONFDIR, UNITDIR); make uninstall
+#   make deb        Debian binary package in build/    make verify-unit  systemd-analyze the unit
 #
 # Variables: CC, CFLAGS, SANITIZER=address|undefined|thread (comma list ok),
 # ERR=1 (-Werror), DEBUG=1 (-O0), BUILD=dir, HAPROXY_BIN, PREFIX, DESTDIR, SBINDIR.
@@ -48,6 +50,11 @@ BIN        := $(BUILD)/spoa-auth
 
 PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /lib/systemd/system
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/spoa-auth
+INSTALL_BIN ?= $(BIN)
 
 .PHONY: all deps build unit e2e test test-release asan tsan fuzz fuzz-run fuzz-smoke \
         run opts clean help
@@ -130,5 +137,49 @@ clean:
 
 help:
 	@sed -n '1,/^$$/p' Makefile
+
+# Installation (docs/operations.md). The config file is never overwritten; the
+# unit's /usr/sbin and /etc paths are rewritten to SBINDIR and SYSCONFDIR.
+# INSTALL_BIN: the binary to install (default: the one built here).
+DOC_FILES := docs/operations.md $(wildcard haproxy/haproxy.cfg haproxy/spoe-auth.conf)
+
+.PHONY: install uninstall deb verify-unit
+
+install: $(INSTALL_BIN)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/spoa-auth $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(SBINDIR)/spoa-auth
+	@c=$(DESTDIR)$(SYSCONFDIR)/spoa-auth/spoa-auth.conf; if [ -e $$c ]; then \
+	    echo "install: keeping $$c"; else install -m 0644 scripts/spoa-auth.conf $$c; fi
+	sed -e 's|/usr/sbin/spoa-auth|$(SBINDIR)/spoa-auth|g' -e 's|/etc/spoa-auth/|$(SYSCONFDIR)/spoa-auth/|g' \
+	    scripts/spoa-auth.service > $(DESTDIR)$(UNITDIR)/spoa-auth.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/spoa-auth.service
+	install -m 0644 docs/spoa-auth.8 $(DESTDIR)$(MANDIR)/man8/spoa-auth.8
+	install -m 0644 $(DOC_FILES) $(DESTDIR)$(DOCDIR)/
+
+# Leaves the config file if it was changed from the shipped default.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/spoa-auth $(DESTDIR)$(UNITDIR)/spoa-auth.service \
+	    $(DESTDIR)$(MANDIR)/man8/spoa-auth.8 $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOC_FILES)))
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	@c=$(DESTDIR)$(SYSCONFDIR)/spoa-auth/spoa-auth.conf; if cmp -s scripts/spoa-auth.conf $$c; then \
+	    rm -f $$c; rmdir $(DESTDIR)$(SYSCONFDIR)/spoa-auth 2>/dev/null || true; \
+	    elif [ -e $$c ]; then echo "uninstall: keeping modified $$c"; fi
+
+deb: deps $(BIN)
+	sh scripts/build-deb $(BIN)
+
+# systemd-analyze verify on a copy of the unit whose ExecStart exists, with the
+# man page on MANPATH; then the exposure score (fails above UNIT_EXPOSURE/10).
+VERIFY_EXEC ?= /bin/true
+UNIT_EXPOSURE ?= 20
+verify-unit:
+	@rm -rf $(BUILD)/verify-unit && mkdir -p $(BUILD)/verify-unit/man/man8
+	sed 's|/usr/sbin/spoa-auth|$(VERIFY_EXEC)|g' scripts/spoa-auth.service > $(BUILD)/verify-unit/spoa-auth.service
+	cp docs/spoa-auth.8 $(BUILD)/verify-unit/man/man8/
+	MANPATH=$(abspath $(BUILD)/verify-unit/man) systemd-analyze verify $(BUILD)/verify-unit/spoa-auth.service
+	@systemd-analyze security --offline=true --threshold=$(UNIT_EXPOSURE) --no-pager \
+	    $(BUILD)/verify-unit/spoa-auth.service > $(BUILD)/verify-unit/security.txt; \
+	    rc=$$?; tail -n 1 $(BUILD)/verify-unit/security.txt; exit $$rc
 
 -include $(AGENT_OBJS:.o=.d) $(BUILD)/agent/main.d
