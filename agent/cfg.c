@@ -1,0 +1,782 @@
+/*
+ * cfg.c: configuration file and command-line options -> struct cfg.
+ *
+ * One table (cfg_keys) drives everything: defaults, parsing, --help. Defaults
+ * go through the same parsers as user values so they cannot drift. Errors
+ * name where the value came from ("FILE:LINE" or "command line") and the key.
+ * Runs on the main thread only (startup and SIGHUP); may block (file reads,
+ * getaddrinfo) since no worker loop runs here.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "varname.h"
+
+#define CFG_WHY_MAX 192
+#define CFG_WHERE_MAX 300
+
+/* Where a value came from, for list semantics and error messages. */
+enum cfg_src {
+	CFG_SRC_DEFAULT = 0,
+	CFG_SRC_FILE = 1,
+	CFG_SRC_CMDLINE = 2,
+};
+
+struct cfg_builder;
+
+/* Parses <val> into the builder. Returns 0, or -1 with a reason in <why>. */
+typedef int (*cfg_parse_fn)(struct cfg_builder *b, const char *val, char *why);
+
+struct cfg_key {
+	const char *name;
+	const char *def;       /* NULL: unset by default */
+	const char *help;
+	cfg_parse_fn parse;
+};
+
+/* Parsing state: the cfg being filled plus, per list key, which source last
+ * set it (a new source replaces the list, the same source appends). */
+struct cfg_builder {
+	struct cfg *c;
+	enum cfg_src src;
+	enum cfg_src fwd_src, copy_src;
+	char where[CFG_WHERE_MAX];            /* location of the value being parsed */
+	char prefix_where[CFG_WHERE_MAX];     /* where var-prefix was set */
+	char **copy_where;                    /* per copy-header entry */
+};
+
+/* ---- small helpers ---- */
+
+static int cfg_why(char *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cfg_why(char *why, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, CFG_WHY_MAX, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int cfg_strdup(char **dst, const char *val, char *why)
+{
+	char *s = strdup(val);
+
+	if (!s)
+		return cfg_why(why, "out of memory");
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+/* Parses a decimal integer in [<min>, <max>], with an optional suffix stored in
+ * <*rest>. Returns 0 or -1 (no digits, overflow). */
+static int cfg_parse_num(const char *val, unsigned long long *out, const char **rest)
+{
+	unsigned long long v = 0;
+	const char *p = val;
+
+	if (!isdigit((unsigned char)*p))
+		return -1;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > (ULLONG_MAX - 9) / 10)
+			return -1;
+		v = v * 10 + (unsigned long long)(*p - '0');
+	}
+	*out = v;
+	*rest = p;
+	return 0;
+}
+
+static int cfg_parse_uint(const char *val, unsigned long long min,
+                          unsigned long long max, unsigned long long *out, char *why)
+{
+	const char *rest;
+
+	if (cfg_parse_num(val, out, &rest) < 0 || *rest)
+		return cfg_why(why, "'%s' is not a number", val);
+	if (*out < min || *out > max)
+		return cfg_why(why, "%llu is out of range [%llu, %llu]", *out, min, max);
+	return 0;
+}
+
+/* Durations: "123ms", "2s", "1m", bare = ms. Result in ms, in [min, max]. */
+static int cfg_parse_duration(const char *val, unsigned min, unsigned max,
+                              unsigned *out, char *why)
+{
+	unsigned long long v, mul;
+	const char *rest;
+
+	if (cfg_parse_num(val, &v, &rest) < 0)
+		return cfg_why(why, "'%s' is not a duration (e.g. 500ms, 2s, 1m)", val);
+	if (*rest == 0 || strcmp(rest, "ms") == 0)
+		mul = 1;
+	else if (strcmp(rest, "s") == 0)
+		mul = 1000;
+	else if (strcmp(rest, "m") == 0)
+		mul = 60000;
+	else
+		return cfg_why(why, "'%s': unknown unit '%s' (ms, s, m)", val, rest);
+	if (v > UINT_MAX / mul || v * mul < min || v * mul > max)
+		return cfg_why(why, "'%s' is out of range [%ums, %ums]", val, min, max);
+	*out = (unsigned)(v * mul);
+	return 0;
+}
+
+/* Sizes: bytes, "k" (1024), "m" (1048576). Result in [min, max]. */
+static int cfg_parse_size(const char *val, unsigned long long min,
+                          unsigned long long max, unsigned long long *out, char *why)
+{
+	unsigned long long v, mul;
+	const char *rest;
+
+	if (cfg_parse_num(val, &v, &rest) < 0)
+		return cfg_why(why, "'%s' is not a size (e.g. 8192, 16k, 1m)", val);
+	if (*rest == 0)
+		mul = 1;
+	else if (strcasecmp(rest, "k") == 0)
+		mul = 1024;
+	else if (strcasecmp(rest, "m") == 0)
+		mul = 1024 * 1024;
+	else
+		return cfg_why(why, "'%s': unknown unit '%s' (k, m)", val, rest);
+	if (v > ULLONG_MAX / mul || v * mul < min || v * mul > max)
+		return cfg_why(why, "'%s' is out of range [%llu, %llu]", val, min, max);
+	*out = v * mul;
+	return 0;
+}
+
+static int cfg_parse_bool_str(const char *val, int *out, char *why)
+{
+	static const char *const yes[] = { "on", "yes", "true", "1" };
+	static const char *const no[] = { "off", "no", "false", "0" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(val, yes[i]) == 0) {
+			*out = 1;
+			return 0;
+		}
+		if (strcasecmp(val, no[i]) == 0) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return cfg_why(why, "'%s' is not a boolean (on/off, yes/no, true/false, 1/0)", val);
+}
+
+/* "host:port", "[v6]:port", ":port" or "*:port" (any address). */
+static int cfg_parse_addr(const char *val, struct sockaddr_storage *ss,
+                          socklen_t *sslen, char *why)
+{
+	char host[256];
+	const char *port, *h = val;
+	size_t hlen;
+	struct addrinfo hints, *res = NULL;
+	unsigned long long pnum;
+	int rc;
+
+	if (*val == '[') {
+		const char *close = strchr(val, ']');
+
+		if (!close || close[1] != ':')
+			return cfg_why(why, "'%s': expected [IPv6]:port", val);
+		h = val + 1;
+		hlen = (size_t)(close - h);
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(val, ':');
+
+		if (!colon)
+			return cfg_why(why, "'%s': expected host:port", val);
+		if (memchr(val, ':', (size_t)(colon - val)))
+			return cfg_why(why, "'%s': IPv6 addresses need brackets: [addr]:port", val);
+		hlen = (size_t)(colon - val);
+		port = colon + 1;
+	}
+	if (hlen >= sizeof(host))
+		return cfg_why(why, "'%s': host too long", val);
+	memcpy(host, h, hlen);
+	host[hlen] = 0;
+	if (cfg_parse_uint(port, 1, 65535, &pnum, why) < 0)
+		return cfg_why(why, "'%s': bad port '%s'", val, port);
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo((hlen == 0 || strcmp(host, "*") == 0) ? NULL : host, port,
+	                 &hints, &res);
+	if (rc != 0)
+		return cfg_why(why, "'%s': %s", val, gai_strerror(rc));
+	if (res->ai_addrlen > sizeof(*ss)) {
+		freeaddrinfo(res);
+		return cfg_why(why, "'%s': address too long", val);
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*sslen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* RFC 9110 token characters: what a header name may contain. */
+static int cfg_is_tchar(unsigned char ch)
+{
+	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static void cfg_free_list(char ***list, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++) {
+		free((*list)[i]);
+		(*list)[i] = NULL;
+	}
+	free(*list);
+	*list = NULL;
+	*n = 0;
+}
+
+/* Appends the space-separated header names of <val> to <*list>. <lower> folds
+ * them to lower case. <*where> (optional) gets a copy of <loc> per entry. */
+static int cfg_list_append(char ***list, size_t *n, char ***where, const char *loc,
+                           const char *val, int lower, char *why)
+{
+	const char *p = val;
+
+	while (*p) {
+		const char *s;
+		size_t len;
+		char **nl, *item;
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		s = p;
+		while (*p && *p != ' ' && *p != '\t' && *p != ',')
+			p++;
+		len = (size_t)(p - s);
+		for (size_t i = 0; i < len; i++)
+			if (!cfg_is_tchar((unsigned char)s[i]))
+				return cfg_why(why, "'%.*s' is not a valid header name", (int)len, s);
+		item = strndup(s, len);
+		if (!item)
+			return cfg_why(why, "out of memory");
+		if (lower)
+			for (size_t i = 0; i < len; i++)
+				item[i] = (char)tolower((unsigned char)item[i]);
+		nl = realloc(*list, (*n + 1) * sizeof(*nl));
+		if (!nl) {
+			free(item);
+			return cfg_why(why, "out of memory");
+		}
+		*list = nl;
+		if (where) {
+			char **nw = realloc(*where, (*n + 1) * sizeof(*nw));
+
+			if (!nw) {
+				free(item);
+				return cfg_why(why, "out of memory");
+			}
+			*where = nw;
+			nw[*n] = strdup(loc);
+			if (!nw[*n]) {
+				free(item);
+				return cfg_why(why, "out of memory");
+			}
+		}
+		nl[(*n)++] = item;
+	}
+	return 0;
+}
+
+/* ---- per-key parsers ---- */
+
+static int cfg_p_listen(struct cfg_builder *b, const char *val, char *why)
+{
+	if (cfg_parse_addr(val, &b->c->listen_addr, &b->c->listen_addrlen, why) < 0)
+		return -1;
+	return cfg_strdup(&b->c->listen, val, why);
+}
+
+static int cfg_p_workers(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_uint(val, 0, 1024, &v, why) < 0)
+		return -1;
+	b->c->workers = (unsigned)v;
+	return 0;
+}
+
+static int cfg_p_max_frame(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_size(val, 256, 1048576, &v, why) < 0)
+		return -1;
+	b->c->max_frame_size = (uint32_t)v;
+	return 0;
+}
+
+static int cfg_p_max_conns(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_uint(val, 1, 1000000, &v, why) < 0)
+		return -1;
+	b->c->max_connections = (unsigned)v;
+	return 0;
+}
+
+static int cfg_p_url(struct cfg_builder *b, const char *val, char *why)
+{
+	const char *host;
+
+	if (strncasecmp(val, "http://", 7) == 0)
+		host = val + 7;
+	else if (strncasecmp(val, "https://", 8) == 0)
+		host = val + 8;
+	else
+		return cfg_why(why, "'%s': must start with http:// or https://", val);
+	if (*host == 0 || *host == '/' || *host == '?' || *host == ':')
+		return cfg_why(why, "'%s': no host", val);
+	for (const char *p = val; *p; p++) {
+		/* The URL goes on the request line as is: no room for
+		 * spaces, controls or a fragment. */
+		if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '#')
+			return cfg_why(why, "'%s': invalid character in URL", val);
+	}
+	return cfg_strdup(&b->c->user_service_url, val, why);
+}
+
+static int cfg_p_forward(struct cfg_builder *b, const char *val, char *why)
+{
+	if (b->fwd_src != b->src) {
+		cfg_free_list(&b->c->forward_headers, &b->c->n_forward_headers);
+		b->fwd_src = b->src;
+	}
+	return cfg_list_append(&b->c->forward_headers, &b->c->n_forward_headers,
+	                       NULL, NULL, val, 1, why);
+}
+
+static int cfg_p_timeout(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 1, 3600000, &b->c->timeout_ms, why);
+}
+
+static int cfg_p_connect_timeout(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 1, 3600000, &b->c->connect_timeout_ms, why);
+}
+
+static int cfg_p_max_resp(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_size(val, 1, 64 * 1024 * 1024, &v, why) < 0)
+		return -1;
+	b->c->max_response_size = (size_t)v;
+	return 0;
+}
+
+static int cfg_p_keepalive(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_uint(val, 0, 100000, &v, why) < 0)
+		return -1;
+	b->c->keepalive_max = (unsigned)v;
+	return 0;
+}
+
+/* TLS files must be readable now: failing at the first request is worse. */
+static int cfg_p_file(char **dst, const char *val, char *why)
+{
+	if (access(val, R_OK) != 0)
+		return cfg_why(why, "'%s': %s", val, strerror(errno));
+	return cfg_strdup(dst, val, why);
+}
+
+static int cfg_p_ca(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_p_file(&b->c->ca_file, val, why);
+}
+
+static int cfg_p_cert(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_p_file(&b->c->client_cert, val, why);
+}
+
+static int cfg_p_key(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_p_file(&b->c->client_key, val, why);
+}
+
+static int cfg_p_tls_verify(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_bool_str(val, &b->c->tls_verify, why);
+}
+
+static int cfg_p_prefix(struct cfg_builder *b, const char *val, char *why)
+{
+	for (const char *p = val; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '.')
+			return cfg_why(why, "'%s': only [A-Za-z0-9._] allowed", val);
+	snprintf(b->prefix_where, sizeof(b->prefix_where), "%s", b->where);
+	return cfg_strdup(&b->c->var_prefix, val, why);
+}
+
+static int cfg_p_copy(struct cfg_builder *b, const char *val, char *why)
+{
+	if (b->copy_src != b->src) {
+		for (size_t i = 0; i < b->c->n_copy_headers; i++) {
+			free(b->copy_where[i]);
+			b->copy_where[i] = NULL;
+		}
+		free(b->copy_where);
+		b->copy_where = NULL;
+		cfg_free_list(&b->c->copy_headers, &b->c->n_copy_headers);
+		b->copy_src = b->src;
+	}
+	return cfg_list_append(&b->c->copy_headers, &b->c->n_copy_headers,
+	                       &b->copy_where, b->where, val, 0, why);
+}
+
+static int cfg_p_log_level(struct cfg_builder *b, const char *val, char *why)
+{
+	int l = log_level_parse(val);
+
+	if (l < 0)
+		return cfg_why(why, "'%s': expected error, warn, info, access or debug", val);
+	b->c->log_level = l;
+	return 0;
+}
+
+static int cfg_p_drain(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 0, 3600000, &b->c->drain_timeout_ms, why);
+}
+
+static const struct cfg_key cfg_keys[] = {
+	{ "listen", CFG_DEFAULT_LISTEN,
+	  "SPOP listen address (host:port, [v6]:port)", cfg_p_listen },
+	{ "workers", "0", "worker threads (0 = CPU count)", cfg_p_workers },
+	{ "max-frame-size", "16380",
+	  "our SPOP max frame size (256..1048576)", cfg_p_max_frame },
+	{ "max-connections", "1024", "SPOP connections per worker", cfg_p_max_conns },
+	{ "user-service-url", "http://127.0.0.1:8101/api/user/token",
+	  "user service URL; request_uri= is appended", cfg_p_url },
+	{ "forward-headers", "cookie authorization x-example-authorization",
+	  "SPOE args forwarded as request headers", cfg_p_forward },
+	{ "timeout", "1000ms",
+	  "whole user-service exchange (keep below HAProxy's timeout processing)",
+	  cfg_p_timeout },
+	{ "connect-timeout", "300ms", "user-service connect timeout", cfg_p_connect_timeout },
+	{ "max-response-size", "8192",
+	  "response body bound in bytes; bigger = error", cfg_p_max_resp },
+	{ "keepalive-max", "64",
+	  "idle keep-alive connections per worker (CURLMOPT_MAXCONNECTS)", cfg_p_keepalive },
+	{ "ca-file", NULL, "CA bundle for https (default: system store)", cfg_p_ca },
+	{ "client-cert", NULL, "client certificate for https", cfg_p_cert },
+	{ "client-key", NULL, "client private key for https", cfg_p_key },
+	{ "tls-verify", "on", "https peer and host verification", cfg_p_tls_verify },
+	{ "var-prefix", "auth",
+	  "must equal the SPOE option var-prefix (used for name-length checks)", cfg_p_prefix },
+	{ "copy-header", NULL,
+	  "response headers copied as hdr.<name> (repeatable, space-separated)", cfg_p_copy },
+	{ "log-level", "info", "error, warn, info, access or debug", cfg_p_log_level },
+	{ "drain-timeout", "5s",
+	  "on SIGTERM, how long in-flight exchanges may take", cfg_p_drain },
+};
+
+#define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
+
+static const struct cfg_key *cfg_key_find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < CFG_NKEYS; i++)
+		if (strlen(cfg_keys[i].name) == len && memcmp(cfg_keys[i].name, name, len) == 0)
+			return &cfg_keys[i];
+	return NULL;
+}
+
+/* ---- refcount ---- */
+
+struct cfg *cfg_get(struct cfg *c)
+{
+	atomic_fetch_add_explicit(&c->refcnt, 1, memory_order_relaxed);
+	return c;
+}
+
+static void cfg_free(struct cfg *c)
+{
+	free(c->listen); c->listen = NULL;
+	free(c->user_service_url); c->user_service_url = NULL;
+	cfg_free_list(&c->forward_headers, &c->n_forward_headers);
+	free(c->ca_file); c->ca_file = NULL;
+	free(c->client_cert); c->client_cert = NULL;
+	free(c->client_key); c->client_key = NULL;
+	free(c->var_prefix); c->var_prefix = NULL;
+	for (size_t i = 0; i < c->n_copy_headers; i++) {
+		free(c->copy_vars ? c->copy_vars[i] : NULL);
+		if (c->copy_vars)
+			c->copy_vars[i] = NULL;
+	}
+	free(c->copy_vars); c->copy_vars = NULL;
+	cfg_free_list(&c->copy_headers, &c->n_copy_headers);
+	free(c);
+}
+
+void cfg_put(struct cfg *c)
+{
+	if (!c)
+		return;
+	/* acq_rel: the freeing thread must see every other thread's reads done. */
+	if (atomic_fetch_sub_explicit(&c->refcnt, 1, memory_order_acq_rel) == 1)
+		cfg_free(c);
+}
+
+int cfg_forwards_header(const struct cfg *c, const char *name, size_t len)
+{
+	for (size_t i = 0; i < c->n_forward_headers; i++)
+		if (strlen(c->forward_headers[i]) == len &&
+		    strncasecmp(c->forward_headers[i], name, len) == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- loading ---- */
+
+/* Applies one key/value. <kname>/<klen> is the key as written. */
+static int cfg_apply(struct cfg_builder *b, const char *kname, size_t klen,
+                     const char *val, int cmdline, char *err, size_t errlen)
+{
+	const struct cfg_key *k = cfg_key_find(kname, klen);
+	char why[CFG_WHY_MAX];
+
+	if (!k) {
+		snprintf(err, errlen, "%s: %s '%s%.*s': unknown %s", b->where,
+		         cmdline ? "option" : "key", cmdline ? "--" : "", (int)klen, kname,
+		         cmdline ? "option" : "key");
+		return -1;
+	}
+	if (*val == 0) {
+		snprintf(err, errlen, "%s: %s '%s%s': missing value", b->where,
+		         cmdline ? "option" : "key", cmdline ? "--" : "", k->name);
+		return -1;
+	}
+	why[0] = 0;
+	if (k->parse(b, val, why) < 0) {
+		snprintf(err, errlen, "%s: %s '%s%s': %s", b->where,
+		         cmdline ? "option" : "key", cmdline ? "--" : "", k->name, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int cfg_load_file(struct cfg_builder *b, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	unsigned lineno = 0;
+	int ret = -1;
+
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	b->src = CFG_SRC_FILE;
+	while (getline(&line, &cap, f) >= 0) {
+		char *p = line, *key, *val, *end;
+		size_t klen;
+
+		lineno++;
+		/* '#' starts a comment at the start of a line or after blanks. */
+		for (char *q = p; *q; q++) {
+			if (*q == '#' && (q == p || q[-1] == ' ' || q[-1] == '\t')) {
+				*q = 0;
+				break;
+			}
+		}
+		while (*p == ' ' || *p == '\t')
+			p++;
+		end = p + strlen(p);
+		while (end > p && isspace((unsigned char)end[-1]))
+			*--end = 0;
+		if (*p == 0)
+			continue;
+		key = p;
+		while (*p && *p != ' ' && *p != '\t')
+			p++;
+		klen = (size_t)(p - key);
+		while (*p == ' ' || *p == '\t')
+			p++;
+		val = p;
+		snprintf(b->where, sizeof(b->where), "%s:%u", path, lineno);
+		if (cfg_apply(b, key, klen, val, 0, err, errlen) < 0)
+			goto out_close;
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
+		goto out_close;
+	}
+	ret = 0;
+out_close:
+	free(line);
+	line = NULL;
+	fclose(f);
+	return ret;
+}
+
+static int cfg_load_argv(struct cfg_builder *b, int argc, char *const argv[],
+                         char *err, size_t errlen)
+{
+	b->src = CFG_SRC_CMDLINE;
+	snprintf(b->where, sizeof(b->where), "command line");
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *eq, *val;
+		size_t klen;
+
+		if (strncmp(a, "--", 2) != 0 || a[2] == 0) {
+			snprintf(err, errlen, "command line: '%s': expected --key value", a);
+			return -1;
+		}
+		a += 2;
+		eq = strchr(a, '=');
+		if (eq) {
+			klen = (size_t)(eq - a);
+			val = eq + 1;
+		} else {
+			klen = strlen(a);
+			if (!cfg_key_find(a, klen))
+				val = "";  /* reported as unknown below */
+			else if (i + 1 >= argc)
+				val = "";  /* reported as missing below */
+			else
+				val = argv[++i];
+		}
+		if (cfg_apply(b, a, klen, val, 1, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Cross-key checks: variable names depend on var-prefix. */
+static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
+{
+	static const char *const fixed[] = {
+		"status", "outcome", "token", "body", "content_type", "location",
+		"www_authenticate", "set_cookie", "set_cookie2", "set_cookie3",
+		"set_cookie4", "cache", "noop",
+	};
+	struct cfg *c = b->c;
+
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		if (varname_check(c->var_prefix, fixed[i], strlen(fixed[i])) != 0) {
+			snprintf(err, errlen, "%s: key 'var-prefix': variable 'txn.%s.%s' "
+			         "would be invalid (charset [A-Za-z0-9._], at most 63 chars)",
+			         b->prefix_where, c->var_prefix, fixed[i]);
+			return -1;
+		}
+	}
+	c->copy_vars = calloc(c->n_copy_headers ? c->n_copy_headers : 1, sizeof(*c->copy_vars));
+	if (!c->copy_vars) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < c->n_copy_headers; i++) {
+		const char *h = c->copy_headers[i];
+		char name[128];
+		size_t n;
+
+		/* "X-User-Id" -> "hdr.x_user_id" */
+		memcpy(name, "hdr.", 4);
+		n = varname_from_header(name + 4, sizeof(name) - 4, h, strlen(h));
+		if (n)
+			n += 4;
+		if (n == 0 || varname_check(c->var_prefix, name, n) != 0) {
+			snprintf(err, errlen, "%s: key 'copy-header': '%s' gives an invalid "
+			         "variable name (charset [A-Za-z0-9._], 'txn.%s.hdr.<name>' at most 63 chars)",
+			         b->copy_where ? b->copy_where[i] : b->where, h, c->var_prefix);
+			return -1;
+		}
+		c->copy_vars[i] = strndup(name, n);
+		if (!c->copy_vars[i]) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+struct cfg *cfg_load(const char *path, int argc, char *const argv[],
+                     char *err, size_t errlen)
+{
+	struct cfg_builder b;
+	struct cfg *c;
+
+	memset(&b, 0, sizeof(b));
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	atomic_init(&c->refcnt, 1);
+	b.c = c;
+
+	b.src = CFG_SRC_DEFAULT;
+	for (size_t i = 0; i < CFG_NKEYS; i++) {
+		if (!cfg_keys[i].def)
+			continue;
+		snprintf(b.where, sizeof(b.where), "default");
+		if (cfg_apply(&b, cfg_keys[i].name, strlen(cfg_keys[i].name),
+		              cfg_keys[i].def, 0, err, errlen) < 0)
+			goto out_free_cfg;
+	}
+	if (path && cfg_load_file(&b, path, err, errlen) < 0)
+		goto out_free_cfg;
+	if (cfg_load_argv(&b, argc, argv, err, errlen) < 0)
+		goto out_free_cfg;
+	if (cfg_validate(&b, err, errlen) < 0)
+		goto out_free_cfg;
+
+	for (size_t i = 0; i < c->n_copy_headers; i++) {
+		free(b.copy_where[i]);
+		b.copy_where[i] = NULL;
+	}
+	free(b.copy_where);
+	b.copy_where = NULL;
+	return c;
+
+out_free_cfg:
+	for (size_t i = 0; i < c->n_copy_headers && b.copy_where; i++) {
+		free(b.copy_where[i]);
+		b.copy_where[i] = NULL;
+	}
+	free(b.copy_where);
+	b.copy_where = NULL;
+	cfg_free(c);
+	return NULL;
+}
+
+void cfg_print_help(FILE *out)
+{
+	fprintf(out, "Configuration keys (file: 'key value'; command line: --key value or --key=value):\n");
+	for (size_t i = 0; i < CFG_NKEYS; i++) {
+		fprintf(out, "  --%-20s %s\n", cfg_keys[i].name, cfg_keys[i].help);
+		fprintf(out, "  %-22s (default: %s)\n", "", cfg_keys[i].def ? cfg_keys[i].def : "unset");
+	}
+	fprintf(out, "Durations: 123ms, 2s, 1m, bare number = ms. Sizes: bytes, k, m.\n");
+}

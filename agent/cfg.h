@@ -1,0 +1,72 @@
+/*
+ * cfg.h: configuration file + command-line overrides -> immutable, refcounted
+ * struct cfg.
+ *
+ * A cfg is built once by cfg_load(), never modified afterwards, and shared by
+ * every thread through cfg_get()/cfg_put() (atomic refcount). A reload builds
+ * a new one; whoever still holds the old one (an in-flight exchange) keeps it
+ * alive until it is done.
+ */
+#ifndef SPOA_CFG_H
+#define SPOA_CFG_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CFG_DEFAULT_LISTEN "127.0.0.1:12345"
+
+struct cfg {
+	atomic_uint refcnt;
+
+	/* listen: text as given (for logs) and the parsed address. */
+	char *listen;
+	struct sockaddr_storage listen_addr;
+	socklen_t listen_addrlen;
+
+	unsigned workers;               /* 0 in the file = resolved to the CPU count */
+	uint32_t max_frame_size;        /* 256..1048576 */
+	unsigned max_connections;       /* per worker */
+	char *user_service_url;
+	char **forward_headers;         /* lower-cased header names */
+	size_t n_forward_headers;
+	unsigned timeout_ms;
+	unsigned connect_timeout_ms;
+	size_t max_response_size;
+	unsigned keepalive_max;
+	char *ca_file;                  /* NULL when unset */
+	char *client_cert;
+	char *client_key;
+	int tls_verify;
+	char *var_prefix;
+	char **copy_headers;            /* response header names, as given */
+	char **copy_vars;               /* matching variable names "hdr.<name>" */
+	size_t n_copy_headers;
+	int log_level;                  /* enum log_level */
+	unsigned drain_timeout_ms;
+};
+
+/* Loads <path> (NULL: defaults only), then applies the command-line options
+ * <argv>[0..<argc>-1], each "--key=value" or "--key" followed by its value as
+ * the next element. List keys (forward-headers, copy-header) given on the
+ * command line replace the file's list; repeated, they append.
+ * Returns a cfg with one reference, or NULL with a message in <err> of the form
+ * "FILE:LINE: key 'K': why" or "command line: option '--K': why". */
+struct cfg *cfg_load(const char *path, int argc, char *const argv[],
+                     char *err, size_t errlen);
+
+/* Takes a reference on <c> and returns it. */
+struct cfg *cfg_get(struct cfg *c);
+
+/* Drops a reference; frees <c> on the last one. NULL is accepted. */
+void cfg_put(struct cfg *c);
+
+/* Prints every key with its default and meaning to <out> (for --help). */
+void cfg_print_help(FILE *out);
+
+/* Returns 1 if <name> (<len> bytes, any case) is in c->forward_headers. */
+int cfg_forwards_header(const struct cfg *c, const char *name, size_t len);
+
+#endif /* SPOA_CFG_H */

@@ -1,0 +1,548 @@
+/*
+ * conn.c: one SPOP connection: framing, handshake, NOTIFY dispatch, ACK
+ * writes, orderly and disorderly closes.
+ *
+ * Lifetime rule: a connection is only freed by conn_release() at the end of
+ * an entry point (libev callback or a public function), when no other entry
+ * point of it is on the stack (<busy> == 0). Inner code marks it <dead>
+ * instead, so frame processing never runs on freed memory. Exchanges still
+ * in flight at close are orphaned: they complete later and their result is
+ * dropped.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "cfg.h"
+#include "conn.h"
+#include "decision.h"
+#include "exchange.h"
+#include "log.h"
+#include "metrics.h"
+#include "spop.h"
+#include "worker.h"
+
+/* Stop reading while this much is waiting to be written: a peer that does
+ * not read its ACKs must not make us buffer without bound. */
+#define CONN_TX_HIGH(c) ((size_t)(c)->max_frame * 8)
+/* Seconds a closing connection may take to flush its last frame. */
+#define CONN_LINGER_S 2.0
+/* Reads per wakeup, so one busy connection cannot starve the others. */
+#define CONN_READS_PER_EVENT 16
+
+static const char *const conn_state_names[CONN_ST_ENTRIES] = {
+	[CONN_ST_HELLO] = "HEL",
+	[CONN_ST_RUNNING] = "RUN",
+	[CONN_ST_CLOSING] = "CLO",
+};
+
+const char *conn_state_to_str(enum conn_state st)
+{
+	if ((int)st < 0 || st >= CONN_ST_ENTRIES)
+		return "???";
+	return conn_state_names[st];
+}
+
+static size_t conn_tx_pending(const struct conn *c)
+{
+	return c->tx_len - c->tx_off;
+}
+
+/* Frees <c> if it is dead and no entry point of it is running. Callers must
+ * not touch <c> afterwards. */
+static void conn_release(struct conn *c)
+{
+	if (c->dead && c->busy == 0)
+		conn_free(c);
+}
+
+/* Starts or stops reading according to the state and the back-pressure
+ * limits. When reading resumes with frames already buffered, a read event is
+ * fed so they get processed without waiting for new bytes. */
+static void conn_update_rx(struct conn *c)
+{
+	struct ev_loop *loop = c->w->loop;
+	int want = !c->dead && c->st != CONN_ST_CLOSING &&
+	           c->n_inflight < CONN_MAX_INFLIGHT && conn_tx_pending(c) < CONN_TX_HIGH(c);
+
+	if (want && !ev_is_active(&c->rio)) {
+		ev_io_start(loop, &c->rio);
+		if (c->rx_len)
+			ev_feed_event(loop, &c->rio, EV_READ);
+	} else if (!want && ev_is_active(&c->rio)) {
+		ev_io_stop(loop, &c->rio);
+	}
+}
+
+/* Queues <n> bytes (the unsent tail of a frame). Returns 0 or -1 (OOM). */
+static int conn_tx_append(struct conn *c, const uint8_t *p, size_t n)
+{
+	if (c->tx_off && c->tx_off == c->tx_len)
+		c->tx_off = c->tx_len = 0;
+	if (c->tx_len + n > c->tx_cap && c->tx_off) {
+		memmove(c->tx, c->tx + c->tx_off, c->tx_len - c->tx_off);
+		c->tx_len -= c->tx_off;
+		c->tx_off = 0;
+	}
+	if (c->tx_len + n > c->tx_cap) {
+		size_t cap = c->tx_cap ? c->tx_cap : 4096;
+		uint8_t *nb;
+
+		while (cap < c->tx_len + n)
+			cap *= 2;
+		nb = realloc(c->tx, cap);
+		if (!nb)
+			return -1;
+		c->tx = nb;
+		c->tx_cap = cap;
+	}
+	memcpy(c->tx + c->tx_len, p, n);
+	c->tx_len += n;
+	return 0;
+}
+
+static void conn_io_error(struct conn *c, int err)
+{
+	/* EPIPE/ECONNRESET: HAProxy went away; that is a normal close. */
+	if (err != EPIPE && err != ECONNRESET) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "%s: write: %s", c->peer, strerror(err));
+	}
+	c->dead = 1;
+}
+
+/* Sends one whole frame given as <iov>[0..<cnt>-1] with a single sendmsg()
+ * (HAProxy 3.2+ may reset a connection whose frame arrives in pieces), or
+ * queues it entirely behind already queued bytes to keep frame order. */
+static void conn_write_frame(struct conn *c, struct iovec *iov, int cnt)
+{
+	size_t total = 0, done = 0;
+
+	if (c->dead)
+		return;
+	for (int i = 0; i < cnt; i++)
+		total += iov[i].iov_len;
+	if (conn_tx_pending(c) == 0) {
+		struct msghdr msg;
+		ssize_t n;
+
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = iov;
+		msg.msg_iovlen = (size_t)cnt;
+		do
+			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (n < 0 && errno == EINTR);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				conn_io_error(c, errno);
+				return;
+			}
+			n = 0;
+		}
+		done = (size_t)n;
+	}
+	METRICS_INC(c->w->met.frames_out);
+	if (done == total)
+		return;
+	/* Queue what is left, iovec by iovec. */
+	for (int i = 0; i < cnt; i++) {
+		const uint8_t *b = iov[i].iov_base;
+		size_t len = iov[i].iov_len;
+
+		if (done >= len) {
+			done -= len;
+			continue;
+		}
+		if (conn_tx_append(c, b + done, len - done) < 0) {
+			static struct log_rl rl;
+
+			log_ratelimited(LOG_LVL_ERROR, &rl, "%s: out of memory queueing a frame",
+			                c->peer);
+			c->dead = 1;
+			return;
+		}
+		done = 0;
+	}
+	ev_io_start(c->w->loop, &c->wio);
+}
+
+/* Closes once the queue is flushed (bounded by the linger timer). */
+static void conn_close_after_flush(struct conn *c)
+{
+	struct exchange *x;
+
+	c->st = CONN_ST_CLOSING;
+	/* Results of exchanges still running can no longer be sent. */
+	while ((x = c->inflight)) {
+		c->inflight = x->next;
+		exchange_orphan(x);
+	}
+	c->n_inflight = 0;
+	if (conn_tx_pending(c) == 0) {
+		c->dead = 1;
+		return;
+	}
+	conn_update_rx(c);
+	ev_timer_start(c->w->loop, &c->linger);
+}
+
+void conn_disconnect(struct conn *c, unsigned status, const char *msg)
+{
+	uint8_t buf[512];
+	struct iovec iov;
+	size_t n;
+
+	if (c->dead || c->st == CONN_ST_CLOSING)
+		return;
+	c->busy++;
+	if (status != SPOP_ERR_NONE) {
+		static struct log_rl rl;
+
+		metrics_proto_error(&c->w->met, status);
+		log_ratelimited(LOG_LVL_WARN, &rl, "%s: protocol error, disconnecting: %u (%s)",
+		                c->peer, status, msg);
+	}
+	n = spop_agent_disconnect_encode(buf, buf + sizeof(buf), (enum spop_error)status, msg);
+	if (n) {
+		iov.iov_base = buf;
+		iov.iov_len = n;
+		conn_write_frame(c, &iov, 1);
+	}
+	if (!c->dead)
+		conn_close_after_flush(c);
+	c->busy--;
+	conn_release(c);
+}
+
+/* Writes an ACK frame: header then <a>/<alen> as is. <reserve> bytes must
+ * remain under the negotiated size; otherwise status=0/error is sent. */
+static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
+                           const uint8_t *a, size_t alen, size_t reserve)
+{
+	uint8_t hdr[SPOP_FRAME_HDR_MAX];
+	uint8_t *p = spop_frame_begin(hdr, hdr + sizeof(hdr), SPOP_FRM_ACK, sid, fid);
+	struct iovec iov[2];
+	size_t hlen, len;
+
+	if (!p)
+		return;  /* cannot happen: the header buffer fits the largest varints */
+	hlen = (size_t)(p - hdr);
+	if (hlen - 4 + alen + reserve > c->max_frame) {
+		static struct log_rl rl;
+		struct decision *e = decision_error();
+
+		METRICS_INC(c->w->met.ack_too_big);
+		log_ratelimited(LOG_LVL_WARN, &rl, "%s: ACK of %zu bytes exceeds the negotiated "
+		                "max-frame-size %u: sending status=0 outcome=error",
+		                c->peer, hlen - 4 + alen, (unsigned)c->max_frame);
+		a = e->actions;
+		alen = e->actions_len;
+	}
+	len = hlen - 4 + alen;
+	hdr[0] = (uint8_t)(len >> 24);
+	hdr[1] = (uint8_t)(len >> 16);
+	hdr[2] = (uint8_t)(len >> 8);
+	hdr[3] = (uint8_t)len;
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = hlen;
+	iov[1].iov_base = (void *)a;
+	iov[1].iov_len = alen;
+	conn_write_frame(c, iov, 2);
+}
+
+void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
+                   const uint8_t *actions, size_t len)
+{
+	c->busy++;
+	if (!c->dead && c->st == CONN_ST_RUNNING)
+		conn_write_ack(c, sid, fid, actions, len, 0);
+	c->busy--;
+	conn_release(c);
+}
+
+void conn_track(struct conn *c, struct exchange *x)
+{
+	x->conn = c;
+	x->prev = NULL;
+	x->next = c->inflight;
+	if (c->inflight)
+		c->inflight->prev = x;
+	c->inflight = x;
+	c->n_inflight++;
+}
+
+void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d)
+{
+	if (x->prev)
+		x->prev->next = x->next;
+	else
+		c->inflight = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	x->prev = x->next = NULL;
+	x->conn = NULL;
+	c->n_inflight--;
+
+	c->busy++;
+	if (!c->dead && c->st == CONN_ST_RUNNING)
+		conn_write_ack(c, x->sid, x->fid, d->actions, d->actions_len, DECISION_ACK_RESERVE);
+	if (c->draining && c->n_inflight == 0)
+		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+	else
+		conn_update_rx(c);
+	c->busy--;
+	conn_release(c);
+}
+
+void conn_drain(struct conn *c)
+{
+	c->busy++;
+	c->draining = 1;
+	if (c->n_inflight == 0)
+		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+	c->busy--;
+	conn_release(c);
+}
+
+/* ---- frame handling ---- */
+
+static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
+{
+	struct spop_hello h;
+	uint32_t max = 0;
+	uint8_t buf[256];
+	struct iovec iov;
+	size_t n;
+	int r;
+
+	if (f->type != SPOP_FRM_HAPROXY_HELLO) {
+		conn_disconnect(c, SPOP_ERR_INVALID, "expected HAPROXY-HELLO");
+		return;
+	}
+	r = spop_hello_decode(f, &h);
+	if (r == 0)
+		r = spop_hello_check(&h, c->own_max, &max);
+	if (r < 0) {
+		conn_disconnect(c, (unsigned)-r, spop_err_to_str((enum spop_error)-r));
+		return;
+	}
+	/* "pipelining" only: async would route ACKs across connections and
+	 * fragmentation is not supported. */
+	n = spop_agent_hello_encode(buf, buf + sizeof(buf), max, "pipelining");
+	if (!n) {
+		conn_disconnect(c, SPOP_ERR_RES, "cannot encode AGENT-HELLO");
+		return;
+	}
+	iov.iov_base = buf;
+	iov.iov_len = n;
+	conn_write_frame(c, &iov, 1);
+	if (h.healthcheck) {
+		log_debug("%s: health check", c->peer);
+		conn_close_after_flush(c);
+		return;
+	}
+	c->max_frame = max;
+	c->st = CONN_ST_RUNNING;
+	log_debug("%s: handshake done, max-frame-size %u", c->peer, (unsigned)max);
+	if (c->draining)
+		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+}
+
+static void conn_handle_frame(struct conn *c, const struct spop_frame *f)
+{
+	struct spop_disconnect d;
+	int r;
+
+	if (c->st == CONN_ST_HELLO) {
+		conn_handle_hello(c, f);
+		return;
+	}
+	switch (f->type) {
+	case SPOP_FRM_NOTIFY:
+		r = exchange_notify(c, f);
+		if (r < 0)
+			conn_disconnect(c, (unsigned)-r, "invalid NOTIFY");
+		break;
+	case SPOP_FRM_HAPROXY_DISCON:
+		if (spop_disconnect_decode(f, &d) == 0)
+			log_debug("%s: HAPROXY-DISCONNECT %llu", c->peer,
+			          (unsigned long long)d.status);
+		conn_disconnect(c, SPOP_ERR_NONE, "");
+		break;
+	case SPOP_FRM_HAPROXY_HELLO:
+		conn_disconnect(c, SPOP_ERR_INVALID, "unexpected HAPROXY-HELLO");
+		break;
+	default:
+		/* Unknown frame types are ignored (SPOE.txt, and 2.x does the same). */
+		break;
+	}
+}
+
+/* Parses and handles every complete frame in the rx buffer, as long as the
+ * connection accepts more work, then compacts the buffer. */
+static void conn_process(struct conn *c)
+{
+	size_t off = 0;
+
+	while (!c->dead && c->st != CONN_ST_CLOSING && c->n_inflight < CONN_MAX_INFLIGHT) {
+		struct spop_frame f;
+		long r = spop_frame_decode(c->rx + off, c->rx_len - off, c->max_frame, &f, NULL);
+
+		if (r == 0)
+			break;
+		if (r < 0) {
+			conn_disconnect(c, (unsigned)-r, spop_err_to_str((enum spop_error)-r));
+			break;
+		}
+		METRICS_INC(c->w->met.frames_in);
+		off += (size_t)r;
+		conn_handle_frame(c, &f);
+	}
+	if (c->dead || c->st == CONN_ST_CLOSING) {
+		c->rx_len = 0;
+		return;
+	}
+	if (off) {
+		memmove(c->rx, c->rx + off, c->rx_len - off);
+		c->rx_len -= off;
+	}
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+	size_t cap = (size_t)c->own_max + 4;
+
+	(void)loop;
+	(void)revents;
+	c->busy++;
+	/* Frames left over while a limit held (fed event) come first. */
+	conn_process(c);
+	for (int i = 0; i < CONN_READS_PER_EVENT; i++) {
+		ssize_t n;
+
+		if (c->dead || c->st == CONN_ST_CLOSING || c->n_inflight >= CONN_MAX_INFLIGHT ||
+		    c->rx_len == cap)
+			break;
+		n = recv(c->fd, c->rx + c->rx_len, cap - c->rx_len, 0);
+		if (n == 0) {
+			/* EOF, possibly with exchanges in flight: a quiet close. */
+			log_debug("%s: closed by peer", c->peer);
+			c->dead = 1;
+			break;
+		}
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				if (errno != ECONNRESET)
+					log_debug("%s: read: %s", c->peer, strerror(errno));
+				c->dead = 1;
+			}
+			break;
+		}
+		c->rx_len += (size_t)n;
+		conn_process(c);
+	}
+	conn_update_rx(c);
+	c->busy--;
+	conn_release(c);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)revents;
+	c->busy++;
+	while (conn_tx_pending(c) && !c->dead) {
+		ssize_t n = send(c->fd, c->tx + c->tx_off, conn_tx_pending(c),
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				conn_io_error(c, errno);
+			break;
+		}
+		c->tx_off += (size_t)n;
+	}
+	if (conn_tx_pending(c) == 0) {
+		c->tx_off = c->tx_len = 0;
+		ev_io_stop(loop, &c->wio);
+		if (c->st == CONN_ST_CLOSING)
+			c->dead = 1;
+	}
+	conn_update_rx(c);
+	c->busy--;
+	conn_release(c);
+}
+
+static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	log_debug("%s: peer did not read our last frame in time: closing", c->peer);
+	c->dead = 1;
+	conn_release(c);
+}
+
+struct conn *conn_new(struct worker *w, int fd, const char *peer)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		goto out_close_fd;
+	c->w = w;
+	c->fd = fd;
+	c->own_max = w->cfg->max_frame_size;
+	/* Before HELLO the limit is our own max: the rx buffer is sized once. */
+	c->max_frame = c->own_max;
+	c->rx = malloc((size_t)c->own_max + 4);
+	if (!c->rx)
+		goto out_free_conn;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+	c->rio.data = c;
+	ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+	c->wio.data = c;
+	ev_timer_init(&c->linger, conn_linger_cb, CONN_LINGER_S, 0.);
+	c->linger.data = c;
+	ev_io_start(w->loop, &c->rio);
+	return c;
+
+out_free_conn:
+	free(c);
+	c = NULL;
+out_close_fd:
+	close(fd);
+	return NULL;
+}
+
+void conn_free(struct conn *c)
+{
+	struct ev_loop *loop = c->w->loop;
+	struct exchange *x;
+
+	ev_io_stop(loop, &c->rio);
+	ev_io_stop(loop, &c->wio);
+	ev_timer_stop(loop, &c->linger);
+	close(c->fd);
+	c->fd = -1;
+	while ((x = c->inflight)) {
+		c->inflight = x->next;
+		exchange_orphan(x);
+	}
+	c->n_inflight = 0;
+	free(c->rx); c->rx = NULL;
+	free(c->tx); c->tx = NULL;
+	worker_conn_gone(c->w, c);
+	free(c);
+}

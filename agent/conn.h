@@ -1,0 +1,89 @@
+/*
+ * conn.h: one SPOP connection from HAProxy, owned by one worker.
+ *
+ * States: HELLO (waiting for HAPROXY-HELLO) -> RUNNING (NOTIFY/ACK) ->
+ * CLOSING (a last frame is being flushed, then close). The rx buffer is
+ * allocated once at max frame + 4 and only complete frames are parsed; a
+ * length over the limit is refused from its 4-byte prefix, before anything is
+ * buffered. Each frame goes out in one writev(); leftovers are queued and the
+ * write watcher runs only while there are some.
+ */
+#ifndef SPOA_CONN_H
+#define SPOA_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+struct decision;
+struct exchange;
+struct worker;
+
+/* NOTIFYs in flight per connection before we stop reading (HAProxy itself
+ * keeps at most 20 per connection, or max-waiting-frames in 2.x). */
+#define CONN_MAX_INFLIGHT 256
+
+enum conn_state {
+	CONN_ST_HELLO = 0,      /* waiting for HAPROXY-HELLO */
+	CONN_ST_RUNNING = 1,    /* handshake done: NOTIFY -> ACK */
+	CONN_ST_CLOSING = 2,    /* last frame queued; close once flushed */
+	CONN_ST_ENTRIES
+};
+
+struct conn {
+	struct worker *w;               /* owner */
+	int fd;
+	ev_io rio, wio;
+	ev_timer linger;                /* bounds CLOSING when the peer stops reading */
+	enum conn_state st;
+	uint32_t own_max;               /* our max-frame-size when accepted */
+	uint32_t max_frame;             /* negotiated (own_max before HELLO) */
+	uint8_t *rx;                    /* owned, own_max + 4 bytes */
+	size_t rx_len;
+	uint8_t *tx;                    /* owned: unsent bytes of queued frames */
+	size_t tx_off, tx_len, tx_cap;
+	struct exchange *inflight;      /* exchanges waiting for their ACK */
+	unsigned n_inflight;
+	unsigned busy;                  /* > 0 while a callback of ours runs */
+	int dead;                       /* close as soon as not busy */
+	int draining;                   /* disconnect once nothing is in flight */
+	struct conn *prev, *next;       /* worker's list */
+	char peer[64];                  /* "ip:port", for logs */
+};
+
+/* Takes ownership of accepted socket <fd> (non-blocking) for worker <w>.
+ * Returns the connection, or NULL (fd closed) when out of memory. */
+struct conn *conn_new(struct worker *w, int fd, const char *peer);
+
+/* Closes <c> at once (no DISCONNECT): watchers stopped, in-flight exchanges
+ * orphaned, memory freed. Must not be called from within <c>'s own
+ * callbacks; they use conn_fail(). */
+void conn_free(struct conn *c);
+
+/* Sends ACK <sid>/<fid> with <actions>/<len> (noop ACKs, cached answers).
+ * Marks the connection dead on write errors (closed when safe). */
+void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
+                   const uint8_t *actions, size_t len);
+
+/* Puts exchange <x> on <c>'s in-flight list. */
+void conn_track(struct conn *c, struct exchange *x);
+
+/* Completion of exchange <x> (on <c>'s list): unlinks it and ACKs decision
+ * <d> (borrowed), replacing it with status=0/error if it does not fit the
+ * negotiated frame size. May close <c> (write error, drain finished):
+ * <c> must not be used after this returns. */
+void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d);
+
+/* Starts draining: AGENT-DISCONNECT 0 "shutting down" once nothing is in
+ * flight (at once if idle). May free <c>. */
+void conn_drain(struct conn *c);
+
+/* Sends AGENT-DISCONNECT <status> <msg> and closes once flushed (or after a
+ * short linger). May free <c> if not busy. */
+void conn_disconnect(struct conn *c, unsigned status, const char *msg);
+
+/* Short name of a state ("HEL", "RUN", "CLO"). */
+const char *conn_state_to_str(enum conn_state st);
+
+#endif /* SPOA_CONN_H */

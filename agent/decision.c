@@ -1,0 +1,212 @@
+/*
+ * decision.c: upstream response -> struct decision with pre-encoded ACK
+ * actions.
+ *
+ * Runs on worker threads; the result is immutable and may be shared between
+ * threads (the cache, issue 3). Encodes into one allocation sized for the
+ * largest frame we could send, then shrinks it: a single malloc + realloc per
+ * upstream answer, none per ACK.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cfg.h"
+#include "claims.h"
+#include "decision.h"
+#include "spop.h"
+#include "upstream.h"
+
+static const char *const decision_names[DECISION_OUTCOME_ENTRIES] = {
+	[DECISION_ALLOW] = "allow",
+	[DECISION_DENY] = "deny",
+	[DECISION_ERROR] = "error",
+};
+
+const char *decision_outcome_to_str(enum decision_outcome o)
+{
+	if ((int)o < 0 || o >= DECISION_OUTCOME_ENTRIES)
+		return "?";
+	return decision_names[o];
+}
+
+/* ---- encoding helpers: each returns 1, or 0 when out of room ---- */
+
+static int decision_put_str(uint8_t **p, const uint8_t *end, const char *name,
+                            const char *v, size_t vlen)
+{
+	struct spop_data d;
+
+	d.type = SPOP_T_STR;
+	d.u.str.ptr = v;
+	d.u.str.len = vlen;
+	return spop_put_set_var(p, end, SPOP_SCOPE_TXN, name, strlen(name), &d);
+}
+
+static int decision_put_cstr(uint8_t **p, const uint8_t *end, const char *name,
+                             const char *v)
+{
+	return decision_put_str(p, end, name, v, strlen(v));
+}
+
+static int decision_put_status(uint8_t **p, const uint8_t *end, long status,
+                               enum decision_outcome o)
+{
+	struct spop_data d;
+
+	d.type = SPOP_T_INT32;
+	d.u.s64 = status;
+	return spop_put_set_var(p, end, SPOP_SCOPE_TXN, "status", 6, &d) &&
+	       decision_put_cstr(p, end, "outcome", decision_outcome_to_str(o));
+}
+
+/* "application/msgpack", parameters and case ignored. */
+static int decision_is_msgpack(const char *ct)
+{
+	static const char mp[] = "application/msgpack";
+	size_t n = sizeof(mp) - 1;
+
+	if (!ct || strncasecmp(ct, mp, n) != 0)
+		return 0;
+	return ct[n] == 0 || ct[n] == ';' || ct[n] == ' ';
+}
+
+/* ---- the shared error and noop decisions ---- */
+
+static pthread_once_t decision_once = PTHREAD_ONCE_INIT;
+static struct decision *decision_err_shared;
+static uint8_t decision_noop_buf[32];
+static size_t decision_noop_len;
+/* Static storage: the shared error decision never fails to exist. The union
+ * gives the flexible array room without a GNU extension. */
+#define DECISION_ERR_ROOM 64
+static union {
+	struct decision d;
+	uint8_t raw[sizeof(struct decision) + DECISION_ERR_ROOM];
+} decision_err_static;
+
+static void decision_static_init(void)
+{
+	uint8_t *p = decision_err_static.d.actions;
+	const uint8_t *end = p + DECISION_ERR_ROOM;
+
+	atomic_init(&decision_err_static.d.refcnt, 1);
+	decision_err_static.d.status = 0;
+	decision_err_static.d.outcome = DECISION_ERROR;
+	decision_put_status(&p, end, 0, DECISION_ERROR);
+	decision_err_static.d.actions_len = (size_t)(p - decision_err_static.d.actions);
+	decision_err_shared = &decision_err_static.d;
+
+	p = decision_noop_buf;
+	spop_put_unset_var(&p, p + sizeof(decision_noop_buf), SPOP_SCOPE_TXN, "noop", 4);
+	decision_noop_len = (size_t)(p - decision_noop_buf);
+}
+
+struct decision *decision_error(void)
+{
+	pthread_once(&decision_once, decision_static_init);
+	return decision_err_shared;
+}
+
+const uint8_t *decision_noop_actions(size_t *len)
+{
+	pthread_once(&decision_once, decision_static_init);
+	*len = decision_noop_len;
+	return decision_noop_buf;
+}
+
+struct decision *decision_get(struct decision *d)
+{
+	if (d != decision_err_shared)
+		atomic_fetch_add_explicit(&d->refcnt, 1, memory_order_relaxed);
+	return d;
+}
+
+void decision_put(struct decision *d)
+{
+	if (!d || d == decision_err_shared)
+		return;
+	if (atomic_fetch_sub_explicit(&d->refcnt, 1, memory_order_acq_rel) == 1)
+		free(d);
+}
+
+/* ---- build ---- */
+
+/* Encodes every action of <r>. Returns 1, or 0 when it does not fit. */
+static int decision_encode(uint8_t **p, const uint8_t *end,
+                           const struct upstream_response *r, const struct cfg *cfg,
+                           enum decision_outcome o, unsigned *claims_skipped)
+{
+	static const char *const sc_names[UPSTREAM_MAX_SET_COOKIE] = {
+		"set_cookie", "set_cookie2", "set_cookie3", "set_cookie4",
+	};
+	const char *body = r->body ? r->body : "";
+
+	if (!decision_put_status(p, end, r->status, o))
+		return 0;
+	if (o == DECISION_ALLOW) {
+		if (!decision_put_str(p, end, "token", body, r->body_len))
+			return 0;
+	} else {
+		if (!decision_put_str(p, end, "body", body, r->body_len))
+			return 0;
+		if (r->content_type && !decision_put_cstr(p, end, "content_type", r->content_type))
+			return 0;
+	}
+	if (r->location && !decision_put_cstr(p, end, "location", r->location))
+		return 0;
+	if (r->www_authenticate &&
+	    !decision_put_cstr(p, end, "www_authenticate", r->www_authenticate))
+		return 0;
+	for (unsigned i = 0; i < r->n_set_cookie && i < UPSTREAM_MAX_SET_COOKIE; i++)
+		if (!decision_put_cstr(p, end, sc_names[i], r->set_cookie[i]))
+			return 0;
+	for (size_t i = 0; i < r->n_copy && i < cfg->n_copy_headers; i++)
+		if (r->copy[i] && !decision_put_cstr(p, end, cfg->copy_vars[i], r->copy[i]))
+			return 0;
+	if (decision_is_msgpack(r->content_type) && r->body_len) {
+		/* Hook: claims.c maps each top-level msgpack key to claim.<key>. */
+		int n = claims_encode(body, r->body_len, cfg->var_prefix, p, end,
+		                      claims_skipped);
+
+		/* -1: not a msgpack map: no claims, the rest stands. */
+		if (n == -2)
+			return 0;
+	}
+	return 1;
+}
+
+struct decision *decision_build(const struct upstream_response *r,
+                                const struct cfg *cfg, int *too_big)
+{
+	enum decision_outcome o;
+	struct decision *d, *shrunk;
+	uint8_t *p;
+	const uint8_t *end;
+	unsigned skipped = 0;
+
+	*too_big = 0;
+	if (r->status == 0)
+		return decision_error();
+	o = (r->status >= 200 && r->status < 300) ? DECISION_ALLOW : DECISION_DENY;
+
+	d = malloc(sizeof(*d) + cfg->max_frame_size);
+	if (!d)
+		return NULL;
+	p = d->actions;
+	end = d->actions + cfg->max_frame_size;
+	if (!decision_encode(&p, end, r, cfg, o, &skipped)) {
+		free(d);
+		d = NULL;
+		*too_big = 1;
+		return decision_error();
+	}
+	atomic_init(&d->refcnt, 1);
+	d->status = (int)r->status;
+	d->outcome = o;
+	d->claims_skipped = skipped;
+	d->actions_len = (size_t)(p - d->actions);
+	shrunk = realloc(d, sizeof(*d) + d->actions_len);
+	return shrunk ? shrunk : d;
+}

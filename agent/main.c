@@ -1,0 +1,225 @@
+/*
+ * main.c: spoa-auth entry point: command line, configuration, workers,
+ * signals (SIGTERM/SIGINT drain, SIGHUP reload, SIGPIPE ignored).
+ *
+ * The main thread runs libev's default loop, which only watches signals; the
+ * workers do all the serving. This file is the only caller of exit().
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "worker.h"
+
+#ifndef SPOA_VERSION
+#define SPOA_VERSION "0.1.0"
+#endif
+
+#define MAIN_ERR_MAX 512
+
+struct main_state {
+	const char *cfg_path;           /* -f, or NULL */
+	int n_opts;                     /* command-line overrides, kept for reloads */
+	char **opts;
+	struct cfg *cfg;                /* current */
+	struct worker **workers;
+	unsigned n_workers;
+	int stopping;
+};
+
+static void main_usage(FILE *out)
+{
+	fprintf(out,
+	        "Usage: spoa-auth [-f FILE] [-c] [--key value ...] [-h|--help] [-v|--version]\n"
+	        "  -f FILE     configuration file ('key value' lines, # comments)\n"
+	        "  -c          check the configuration and exit (0 = valid)\n"
+	        "  -h, --help  this help\n"
+	        "  -v, --version\n"
+	        "Every configuration key is also a --key option; options override the file.\n"
+	        "SIGTERM/SIGINT drain and stop; SIGHUP reloads the file and options.\n\n");
+	cfg_print_help(out);
+}
+
+/* Resolves workers = 0 to the CPU count. */
+static unsigned main_worker_count(const struct cfg *cfg)
+{
+	long n;
+
+	if (cfg->workers)
+		return cfg->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+static void main_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct main_state *st = w->data;
+
+	(void)revents;
+	if (st->stopping)
+		return;
+	st->stopping = 1;
+	log_info("signal %d: draining (up to %ums)", w->signum, st->cfg->drain_timeout_ms);
+	for (unsigned i = 0; i < st->n_workers; i++)
+		worker_post_drain(st->workers[i]);
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct main_state *st = w->data;
+	char err[MAIN_ERR_MAX];
+	struct cfg *nc;
+
+	(void)loop;
+	(void)revents;
+	nc = cfg_load(st->cfg_path, st->n_opts, st->opts, err, sizeof(err));
+	if (!nc) {
+		log_error("reload failed, keeping the current configuration: %s", err);
+		return;
+	}
+	if (strcmp(nc->listen, st->cfg->listen) != 0)
+		log_warn("reload: 'listen' changed (%s -> %s): requires a restart, ignored",
+		         st->cfg->listen, nc->listen);
+	if (nc->workers != st->cfg->workers)
+		log_warn("reload: 'workers' changed: requires a restart, ignored");
+	log_set_level((enum log_level)nc->log_level);
+	for (unsigned i = 0; i < st->n_workers; i++)
+		worker_post_reload(st->workers[i], nc);
+	cfg_put(st->cfg);
+	st->cfg = nc;
+	log_info("configuration reloaded");
+}
+
+int main(int argc, char **argv)
+{
+	struct main_state st;
+	char err[MAIN_ERR_MAX];
+	struct ev_loop *loop;
+	ev_signal sig_term, sig_int, sig_hup;
+	int check_only = 0, rc = 1;
+	unsigned started = 0;
+
+	memset(&st, 0, sizeof(st));
+	st.opts = calloc((size_t)argc + 1, sizeof(*st.opts));
+	if (!st.opts) {
+		fprintf(stderr, "spoa-auth: out of memory\n");
+		return 1;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			main_usage(stdout);
+			free(st.opts);
+			return 0;
+		} else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+			printf("spoa-auth %s\n", SPOA_VERSION);
+			free(st.opts);
+			return 0;
+		} else if (strcmp(a, "-c") == 0) {
+			check_only = 1;
+		} else if (strcmp(a, "-f") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "spoa-auth: -f needs a file name\n");
+				goto out_free_opts;
+			}
+			st.cfg_path = argv[++i];
+		} else if (strncmp(a, "--", 2) == 0 && a[2]) {
+			/* Left to cfg_load, which knows which keys take a value. */
+			st.opts[st.n_opts++] = argv[i];
+			if (!strchr(a, '=') && i + 1 < argc)
+				st.opts[st.n_opts++] = argv[++i];
+		} else {
+			fprintf(stderr, "spoa-auth: unexpected argument '%s' (see --help)\n", a);
+			goto out_free_opts;
+		}
+	}
+
+	st.cfg = cfg_load(st.cfg_path, st.n_opts, st.opts, err, sizeof(err));
+	if (!st.cfg) {
+		fprintf(stderr, "spoa-auth: %s\n", err);
+		goto out_free_opts;
+	}
+	if (check_only) {
+		printf("spoa-auth: configuration is valid\n");
+		rc = 0;
+		goto out_put_cfg;
+	}
+	log_set_level((enum log_level)st.cfg->log_level);
+	log_set_thread_name("main");
+	signal(SIGPIPE, SIG_IGN);
+
+	/* The default loop owns signals; create it before any thread. */
+	loop = ev_default_loop(EVFLAG_AUTO);
+	if (!loop) {
+		fprintf(stderr, "spoa-auth: cannot create the main event loop\n");
+		goto out_put_cfg;
+	}
+	st.n_workers = main_worker_count(st.cfg);
+	st.workers = calloc(st.n_workers, sizeof(*st.workers));
+	if (!st.workers) {
+		fprintf(stderr, "spoa-auth: out of memory\n");
+		goto out_put_cfg;
+	}
+	for (unsigned i = 0; i < st.n_workers; i++) {
+		st.workers[i] = worker_new(i, st.cfg, err, sizeof(err));
+		if (!st.workers[i]) {
+			fprintf(stderr, "spoa-auth: %s\n", err);
+			goto out_free_workers;
+		}
+	}
+
+	ev_signal_init(&sig_term, main_sigterm_cb, SIGTERM);
+	ev_signal_init(&sig_int, main_sigterm_cb, SIGINT);
+	ev_signal_init(&sig_hup, main_sighup_cb, SIGHUP);
+	sig_term.data = sig_int.data = sig_hup.data = &st;
+	ev_signal_start(loop, &sig_term);
+	ev_signal_start(loop, &sig_int);
+	ev_signal_start(loop, &sig_hup);
+
+	for (; started < st.n_workers; started++) {
+		if (worker_start(st.workers[started]) < 0) {
+			log_error("cannot start worker %u: %s", started, strerror(errno));
+			goto out_drain;
+		}
+	}
+	log_info("listening on %s with %u workers", st.cfg->listen, st.n_workers);
+	ev_run(loop, 0);
+	rc = 0;
+
+out_drain:
+	if (!st.stopping)
+		for (unsigned i = 0; i < started; i++)
+			worker_post_drain(st.workers[i]);
+	for (unsigned i = 0; i < started; i++) {
+		worker_join_free(st.workers[i]);
+		st.workers[i] = NULL;
+	}
+	if (rc == 0)
+		log_info("stopped");
+out_free_workers:
+	for (unsigned i = started; i < st.n_workers; i++) {
+		worker_free(st.workers[i]);
+		st.workers[i] = NULL;
+	}
+	free(st.workers);
+	st.workers = NULL;
+	ev_signal_stop(loop, &sig_term);
+	ev_signal_stop(loop, &sig_int);
+	ev_signal_stop(loop, &sig_hup);
+out_put_cfg:
+	cfg_put(st.cfg);
+	st.cfg = NULL;
+out_free_opts:
+	free(st.opts);
+	st.opts = NULL;
+	return rc;
+}

@@ -1,0 +1,571 @@
+/*
+ * upstream.c: libcurl multi on a libev loop, after curl's evhiperfifo example
+ * with its known defects fixed:
+ *   - timer seconds are timeout_ms / 1000.0 (the example divides integers,
+ *     so every sub-second timeout became 0 and the loop spun);
+ *   - the socket callback tolerates socketp == NULL on CURL_POLL_REMOVE
+ *     (curl >= 8.13 may announce REMOVE for a socket it never added) and
+ *     never returns -1 (that would abort every transfer of the multi);
+ *   - curl_multi_info_read() is drained after every socket_action, and
+ *     requests complete there, outside curl callbacks (no recursive API
+ *     calls, CURLM_RECURSIVE_API_CALL).
+ * One struct upstream per worker thread; nothing here is shared between
+ * threads. Never logs header values or bodies.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "upstream.h"
+
+/* Easy handles kept for reuse per worker (connection state lives in the
+ * multi's cache, so this only saves the handle setup). */
+#define UPSTREAM_POOL_MAX 64
+
+struct upstream_sock {
+	ev_io io;                       /* watches <fd> for curl */
+	curl_socket_t fd;
+	struct upstream *u;
+	struct upstream_sock *prev, *next;
+};
+
+struct upstream_req {
+	struct upstream *u;             /* owner */
+	CURL *easy;                     /* owned; back to the pool when done */
+	struct curl_slist *hdrs;        /* owned */
+	const struct cfg *cfg;          /* borrowed: the caller holds a ref */
+	upstream_done_fn done;
+	void *arg;
+	struct upstream_response resp;  /* owned strings */
+	size_t body_cap;
+	int oversize;
+	struct timespec start;
+	struct upstream_req *prev, *next;
+};
+
+struct upstream {
+	struct ev_loop *loop;           /* borrowed: the worker's */
+	CURLM *multi;                   /* owned */
+	ev_timer timer;                 /* curl's single timeout */
+	struct upstream_req *reqs;      /* running, owned */
+	unsigned n_reqs;
+	struct upstream_sock *socks;    /* watched sockets, owned */
+	CURL *pool[UPSTREAM_POOL_MAX];
+	unsigned n_pool;
+};
+
+static pthread_once_t upstream_once = PTHREAD_ONCE_INIT;
+static CURLcode upstream_init_rc;
+
+/* curl_global_init is not thread-safe in older libcurl: run it once, first. */
+static void upstream_global_init(void)
+{
+	upstream_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static uint64_t upstream_elapsed_us(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)(now.tv_sec - t0->tv_sec) * 1000000u +
+	       (uint64_t)((now.tv_nsec - t0->tv_nsec) / 1000);
+}
+
+/* ---- response capture ---- */
+
+static void upstream_resp_clear_headers(struct upstream_response *r)
+{
+	free(r->content_type); r->content_type = NULL;
+	free(r->location); r->location = NULL;
+	free(r->www_authenticate); r->www_authenticate = NULL;
+	free(r->cache_control); r->cache_control = NULL;
+	for (unsigned i = 0; i < r->n_set_cookie; i++) {
+		free(r->set_cookie[i]);
+		r->set_cookie[i] = NULL;
+	}
+	r->n_set_cookie = 0;
+	for (size_t i = 0; i < r->n_copy; i++) {
+		free(r->copy[i]);
+		r->copy[i] = NULL;
+	}
+}
+
+static void upstream_resp_free(struct upstream_response *r)
+{
+	upstream_resp_clear_headers(r);
+	free(r->copy); r->copy = NULL;
+	r->n_copy = 0;
+	free(r->body); r->body = NULL;
+	r->body_len = 0;
+}
+
+static size_t upstream_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct upstream_req *q = userdata;
+	struct upstream_response *r = &q->resp;
+	size_t n = size * nmemb;
+
+	if (n > q->cfg->max_response_size - r->body_len) {
+		/* Returning less than n makes curl fail with CURLE_WRITE_ERROR. */
+		q->oversize = 1;
+		return 0;
+	}
+	if (r->body_len + n + 1 > q->body_cap) {
+		size_t cap = q->body_cap ? q->body_cap : 1024;
+		char *nb;
+
+		while (cap < r->body_len + n + 1)
+			cap *= 2;
+		if (cap > q->cfg->max_response_size + 1)
+			cap = q->cfg->max_response_size + 1;
+		nb = realloc(r->body, cap);
+		if (!nb)
+			return 0;
+		r->body = nb;
+		q->body_cap = cap;
+	}
+	memcpy(r->body + r->body_len, ptr, n);
+	r->body_len += n;
+	r->body[r->body_len] = 0;
+	return n;
+}
+
+/* Keeps the first value of a header (later duplicates ignored). */
+static void upstream_keep(char **slot, const char *v, size_t vlen)
+{
+	if (*slot)
+		return;
+	*slot = strndup(v, vlen);   /* on OOM the header is just missing */
+}
+
+static size_t upstream_header_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct upstream_req *q = userdata;
+	struct upstream_response *r = &q->resp;
+	size_t n = size * nitems, nlen;
+	const char *colon, *v, *end = buf + n;
+
+	/* A status line starts a new response (1xx interim): forget headers. */
+	if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+		upstream_resp_clear_headers(r);
+		return n;
+	}
+	colon = memchr(buf, ':', n);
+	if (!colon)
+		return n;
+	nlen = (size_t)(colon - buf);
+	v = colon + 1;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+
+#define UPSTREAM_HDR_IS(lit) (nlen == sizeof(lit) - 1 && strncasecmp(buf, lit, nlen) == 0)
+	if (UPSTREAM_HDR_IS("content-type"))
+		upstream_keep(&r->content_type, v, (size_t)(end - v));
+	else if (UPSTREAM_HDR_IS("location"))
+		upstream_keep(&r->location, v, (size_t)(end - v));
+	else if (UPSTREAM_HDR_IS("www-authenticate"))
+		upstream_keep(&r->www_authenticate, v, (size_t)(end - v));
+	else if (UPSTREAM_HDR_IS("cache-control"))
+		upstream_keep(&r->cache_control, v, (size_t)(end - v));
+	else if (UPSTREAM_HDR_IS("set-cookie")) {
+		if (r->n_set_cookie < UPSTREAM_MAX_SET_COOKIE) {
+			r->set_cookie[r->n_set_cookie] = strndup(v, (size_t)(end - v));
+			if (r->set_cookie[r->n_set_cookie])
+				r->n_set_cookie++;
+		}
+	}
+#undef UPSTREAM_HDR_IS
+	/* copy-header may also name one of the above: check independently. */
+	for (size_t i = 0; i < r->n_copy; i++) {
+		const char *h = q->cfg->copy_headers[i];
+
+		if (strlen(h) == nlen && strncasecmp(h, buf, nlen) == 0)
+			upstream_keep(&r->copy[i], v, (size_t)(end - v));
+	}
+	return n;
+}
+
+/* ---- request lifecycle ---- */
+
+static void upstream_req_link(struct upstream *u, struct upstream_req *q)
+{
+	q->prev = NULL;
+	q->next = u->reqs;
+	if (u->reqs)
+		u->reqs->prev = q;
+	u->reqs = q;
+	u->n_reqs++;
+}
+
+static void upstream_req_unlink(struct upstream *u, struct upstream_req *q)
+{
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		u->reqs = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	q->prev = q->next = NULL;
+	u->n_reqs--;
+}
+
+static void upstream_req_free(struct upstream *u, struct upstream_req *q)
+{
+	if (q->easy) {
+		if (u->n_pool < UPSTREAM_POOL_MAX) {
+			/* Reset drops our options and pointers into <q>, keeps
+			 * nothing request-specific. */
+			curl_easy_reset(q->easy);
+			u->pool[u->n_pool++] = q->easy;
+		} else {
+			curl_easy_cleanup(q->easy);
+		}
+		q->easy = NULL;
+	}
+	curl_slist_free_all(q->hdrs);
+	q->hdrs = NULL;
+	upstream_resp_free(&q->resp);
+	free(q);
+}
+
+/* Fills the final response fields of a finished transfer, hands it to the
+ * caller, frees it. <q> must already be removed from the multi. */
+static void upstream_req_finish(struct upstream *u, struct upstream_req *q, CURLcode rc)
+{
+	struct upstream_response *r = &q->resp;
+
+	r->curl_code = (int)rc;
+	r->latency_us = upstream_elapsed_us(&q->start);
+	if (rc == CURLE_OK) {
+		long code = 0;
+
+		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
+		if (code >= 200 && code < 600) {
+			r->status = code;
+		} else {
+			r->status = 0;
+			r->error = "unusable HTTP status";
+		}
+	} else {
+		r->status = 0;
+		if (q->oversize || rc == CURLE_FILESIZE_EXCEEDED)
+			r->error = "response too large";
+		else if (rc == CURLE_ABORTED_BY_CALLBACK)
+			r->error = "aborted";
+		else
+			r->error = curl_easy_strerror(rc);
+	}
+	if (r->status == 0) {
+		/* No usable answer: nothing captured may leak into a decision. */
+		upstream_resp_clear_headers(r);
+		free(r->body); r->body = NULL;
+		r->body_len = 0;
+	}
+	upstream_req_unlink(u, q);
+	q->done(q->arg, r);
+	upstream_req_free(u, q);
+}
+
+/* Drains curl's completion queue. Called right after every socket_action,
+ * i.e. outside curl callbacks, so completions may start new requests. */
+static void upstream_check_done(struct upstream *u)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(u->multi, &left))) {
+		struct upstream_req *q = NULL;
+		CURLcode rc;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		rc = msg->data.result;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+		/* <msg> is invalid after remove_handle: everything needed is copied. */
+		curl_multi_remove_handle(u->multi, msg->easy_handle);
+		if (q)
+			upstream_req_finish(u, q, rc);
+	}
+}
+
+/* ---- libev <-> curl glue ---- */
+
+static void upstream_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct upstream_sock *s = (struct upstream_sock *)w;
+	struct upstream *u = s->u;
+	int flags = 0, running;
+	CURLMcode mc;
+
+	(void)loop;
+	if (revents & EV_READ)
+		flags |= CURL_CSELECT_IN;
+	if (revents & EV_WRITE)
+		flags |= CURL_CSELECT_OUT;
+	/* <s> may be freed inside (CURL_POLL_REMOVE): use nothing of it after. */
+	mc = curl_multi_socket_action(u->multi, s->fd, flags, &running);
+	if (mc != CURLM_OK) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_ERROR, &rl, "curl_multi_socket_action: %s",
+		                curl_multi_strerror(mc));
+	}
+	upstream_check_done(u);
+}
+
+static void upstream_timer_fire_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct upstream *u = w->data;
+	int running;
+
+	(void)loop;
+	(void)revents;
+	curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	upstream_check_done(u);
+}
+
+/* CURLMOPT_TIMERFUNCTION: one non-repeating timer; -1 deletes it, 0 means
+ * "as soon as possible" which a 0 s libev timer gives on the next iteration
+ * (we must not call curl from here). Never fails. */
+static int upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct upstream *u = userp;
+
+	(void)multi;
+	ev_timer_stop(u->loop, &u->timer);
+	if (timeout_ms >= 0) {
+		ev_timer_set(&u->timer, (double)timeout_ms / 1000.0, 0.);
+		ev_timer_start(u->loop, &u->timer);
+	}
+	return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION. Never returns -1: that would abort every transfer.
+ * When out of memory the socket stays unwatched and its transfer ends at its
+ * timeout. */
+static int upstream_sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
+                            void *socketp)
+{
+	struct upstream *u = userp;
+	struct upstream_sock *s = socketp;
+	int events = 0;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		/* socketp may be NULL: REMOVE for a socket never announced. */
+		if (s) {
+			ev_io_stop(u->loop, &s->io);
+			if (s->prev)
+				s->prev->next = s->next;
+			else
+				u->socks = s->next;
+			if (s->next)
+				s->next->prev = s->prev;
+			free(s);
+			s = NULL;
+			curl_multi_assign(u->multi, fd, NULL);
+		}
+		return 0;
+	}
+	if (what & CURL_POLL_IN)
+		events |= EV_READ;
+	if (what & CURL_POLL_OUT)
+		events |= EV_WRITE;
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return 0;
+		s->fd = fd;
+		s->u = u;
+		ev_init(&s->io, upstream_io_cb);
+		s->next = u->socks;
+		if (u->socks)
+			u->socks->prev = s;
+		u->socks = s;
+		curl_multi_assign(u->multi, fd, s);
+	} else {
+		ev_io_stop(u->loop, &s->io);
+	}
+	/* ev_io_set again each time: libev requires it if the fd was reused. */
+	ev_io_set(&s->io, fd, events);
+	if (events)
+		ev_io_start(u->loop, &s->io);
+	return 0;
+}
+
+/* ---- public API ---- */
+
+struct upstream *upstream_new(struct ev_loop *loop, const struct cfg *cfg)
+{
+	struct upstream *u;
+
+	pthread_once(&upstream_once, upstream_global_init);
+	if (upstream_init_rc != CURLE_OK)
+		return NULL;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->loop = loop;
+	u->multi = curl_multi_init();
+	if (!u->multi)
+		goto out_free_u;
+	ev_init(&u->timer, upstream_timer_fire_cb);
+	u->timer.data = u;
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, upstream_sock_cb);
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+	upstream_set_cfg(u, cfg);
+	return u;
+
+out_free_u:
+	free(u);
+	return NULL;
+}
+
+void upstream_set_cfg(struct upstream *u, const struct cfg *cfg)
+{
+	/* 0 would mean "curl's default", not "none": keep-alive off is done per
+	 * request with CURLOPT_FORBID_REUSE instead. */
+	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS,
+	                  (long)(cfg->keepalive_max ? cfg->keepalive_max : 1));
+}
+
+static CURL *upstream_easy_get(struct upstream *u)
+{
+	if (u->n_pool)
+		return u->pool[--u->n_pool];
+	return curl_easy_init();
+}
+
+int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
+                   const char *const *headers, size_t n,
+                   upstream_done_fn done, void *arg)
+{
+	struct upstream_req *q;
+	CURL *e;
+
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -1;
+	q->u = u;
+	q->cfg = cfg;
+	q->done = done;
+	q->arg = arg;
+	if (cfg->n_copy_headers) {
+		q->resp.copy = calloc(cfg->n_copy_headers, sizeof(*q->resp.copy));
+		if (!q->resp.copy)
+			goto out_free_req;
+		q->resp.n_copy = cfg->n_copy_headers;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct curl_slist *l = curl_slist_append(q->hdrs, headers[i]);
+
+		if (!l)
+			goto out_free_req;
+		q->hdrs = l;
+	}
+	/* No "Expect: 100-continue" round trip (GET has no body anyway). */
+	{
+		struct curl_slist *l = curl_slist_append(q->hdrs, "Expect:");
+
+		if (!l)
+			goto out_free_req;
+		q->hdrs = l;
+	}
+	q->easy = e = upstream_easy_get(u);
+	if (!e)
+		goto out_free_req;
+
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "spoa-auth");
+	curl_easy_setopt(e, CURLOPT_PRIVATE, q);
+	/* Threads + curl: no SIGALRM-based DNS timeouts. */
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_size);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	if (cfg->keepalive_max == 0)
+		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	if (cfg->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+	if (cfg->client_cert)
+		curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->client_cert);
+	if (cfg->client_key)
+		curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->client_key);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->tls_verify ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->tls_verify ? 2L : 0L);
+
+	clock_gettime(CLOCK_MONOTONIC, &q->start);
+	upstream_req_link(u, q);
+	if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
+		upstream_req_unlink(u, q);
+		goto out_free_req;
+	}
+	return 0;
+
+out_free_req:
+	upstream_req_free(u, q);
+	return -1;
+}
+
+unsigned upstream_pending(const struct upstream *u)
+{
+	return u->n_reqs;
+}
+
+void upstream_abort_all(struct upstream *u)
+{
+	while (u->reqs) {
+		struct upstream_req *q = u->reqs;
+
+		curl_multi_remove_handle(u->multi, q->easy);
+		upstream_req_finish(u, q, CURLE_ABORTED_BY_CALLBACK);
+	}
+}
+
+void upstream_free(struct upstream *u)
+{
+	if (!u)
+		return;
+	upstream_abort_all(u);
+	/* May call the socket callback for cached connections: the loop is
+	 * still alive, and REMOVE frees their watchers. */
+	curl_multi_cleanup(u->multi);
+	u->multi = NULL;
+	ev_timer_stop(u->loop, &u->timer);
+	while (u->socks) {
+		struct upstream_sock *s = u->socks;
+
+		ev_io_stop(u->loop, &s->io);
+		u->socks = s->next;
+		free(s);
+		s = NULL;
+	}
+	while (u->n_pool) {
+		curl_easy_cleanup(u->pool[--u->n_pool]);
+		u->pool[u->n_pool] = NULL;
+	}
+	free(u);
+}

@@ -1,0 +1,77 @@
+/*
+ * upstream.h: the user-service HTTP client. libcurl multi driven by a libev
+ * loop (curl_multi_socket_action), one struct upstream per worker.
+ *
+ * The only curl user in the agent. One CURLM per worker keeps the connection
+ * cache, so steady load reuses keep-alive connections instead of opening one
+ * TCP connection per request. Completions are delivered after
+ * curl_multi_socket_action() returns (never from inside a curl callback), so
+ * the completion callback may do anything, including starting new requests.
+ */
+#ifndef SPOA_UPSTREAM_H
+#define SPOA_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+struct cfg;
+struct upstream;
+struct upstream_req;
+
+/* Set-Cookie headers kept, in order. */
+#define UPSTREAM_MAX_SET_COOKIE 4
+
+/* What came back. Every pointer is owned by the response, NUL-terminated,
+ * NULL when absent, and valid until the completion callback returns (take a
+ * copy, or build the decision, before returning). */
+struct upstream_response {
+	long status;                /* HTTP status; 0 = no usable answer */
+	int curl_code;              /* CURLcode, 0 on success */
+	const char *error;          /* short reason when status is 0; never a value */
+	char *body;                 /* NUL-terminated for convenience; may hold NULs */
+	size_t body_len;
+	char *content_type;
+	char *location;
+	char *www_authenticate;
+	char *cache_control;        /* for the cache (issue 3) */
+	char *set_cookie[UPSTREAM_MAX_SET_COOKIE];
+	unsigned n_set_cookie;
+	char **copy;                /* [cfg->n_copy_headers], value or NULL */
+	size_t n_copy;
+	uint64_t latency_us;
+};
+
+/* Called once per request, outside any curl callback. <arg> is the one given
+ * to upstream_start(). The request is freed when the callback returns. */
+typedef void (*upstream_done_fn)(void *arg, const struct upstream_response *resp);
+
+/* Creates the per-worker client on <loop>. <cfg> gives keepalive-max.
+ * Returns NULL on allocation/curl failure. Call from the owning thread. */
+struct upstream *upstream_new(struct ev_loop *loop, const struct cfg *cfg);
+
+/* Applies a reloaded cfg's multi-level options (keepalive-max). Requests
+ * already running keep their own options. */
+void upstream_set_cfg(struct upstream *u, const struct cfg *cfg);
+
+/* Starts GET <url> with the extra request header lines <headers>[0..<n>-1]
+ * ("Name: value"; copied). Options (timeouts, TLS, size bound, copy-header
+ * list) come from <cfg>, which must outlive the request (the caller holds a
+ * reference). On completion calls <done>(<arg>, response). Returns 0, or -1
+ * if the request could not even be started (nothing will be called). */
+int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
+                   const char *const *headers, size_t n,
+                   upstream_done_fn done, void *arg);
+
+/* Number of requests running. */
+unsigned upstream_pending(const struct upstream *u);
+
+/* Aborts every running request: each completion callback is called with
+ * status 0 ("aborted"). For worker shutdown. */
+void upstream_abort_all(struct upstream *u);
+
+/* Aborts what runs (as upstream_abort_all) and frees everything. NULL ok. */
+void upstream_free(struct upstream *u);
+
+#endif /* SPOA_UPSTREAM_H */

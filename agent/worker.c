@@ -1,0 +1,405 @@
+/*
+ * worker.c: a worker thread: listener, accept, inbox, drain.
+ *
+ * The listening socket is created by worker_new() on the main thread so that
+ * a bad address stops the start with a clear error; from worker_start() on,
+ * everything but the inbox belongs to the worker thread. The inbox is the only
+ * cross-thread path: a mutex-protected list plus an ev_async to wake the loop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "cfg.h"
+#include "conn.h"
+#include "log.h"
+#include "upstream.h"
+#include "worker.h"
+
+/* Connections accepted per wakeup, for fairness with established ones. */
+#define WORKER_ACCEPTS_PER_EVENT 64
+/* Pause after EMFILE/ENFILE before trying accept() again. */
+#define WORKER_ACCEPT_PAUSE_S 0.5
+
+enum worker_msg_type {
+	WORKER_MSG_RELOAD = 0,
+	WORKER_MSG_DRAIN = 1,
+};
+
+struct worker_msg {
+	enum worker_msg_type type;
+	struct cfg *cfg;                /* RELOAD: a reference */
+	struct worker_msg *next;
+};
+
+static void worker_peer_str(const struct sockaddr_storage *ss, char *out, size_t outsz)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+		snprintf(out, outsz, "%s:%u", ip, ntohs(s4->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+		snprintf(out, outsz, "[%s]:%u", ip, ntohs(s6->sin6_port));
+	} else {
+		snprintf(out, outsz, "?");
+	}
+}
+
+static void worker_close_listener(struct worker *w)
+{
+	ev_io_stop(w->loop, &w->accept_w);
+	ev_timer_stop(w->loop, &w->accept_pause);
+	if (w->lfd >= 0) {
+		close(w->lfd);
+		w->lfd = -1;
+	}
+}
+
+void worker_maybe_done(struct worker *w)
+{
+	if (w->draining && w->n_conns == 0 && w->n_exchanges == 0)
+		ev_break(w->loop, EVBREAK_ALL);
+}
+
+void worker_conn_gone(struct worker *w, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	w->n_conns--;
+	METRICS_DEC(w->met.conns);
+	worker_maybe_done(w);
+}
+
+static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
+{
+	struct worker *w = iow->data;
+
+	(void)revents;
+	for (int i = 0; i < WORKER_ACCEPTS_PER_EVENT && w->lfd >= 0; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char peer[64];
+		struct conn *c;
+		int fd, one = 1;
+
+		fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				static struct log_rl rl;
+
+				/* The pending connection keeps the listener readable:
+				 * without a pause the loop would spin. */
+				log_ratelimited(LOG_LVL_ERROR, &rl, "accept: %s: pausing the listener",
+				                strerror(errno));
+				ev_io_stop(loop, &w->accept_w);
+				ev_timer_start(loop, &w->accept_pause);
+			}
+			break;
+		}
+		if (w->n_conns >= w->cfg->max_connections) {
+			static struct log_rl rl;
+
+			METRICS_INC(w->met.conns_refused);
+			log_ratelimited(LOG_LVL_WARN, &rl, "max-connections (%u) reached: "
+			                "refusing a connection", w->cfg->max_connections);
+			close(fd);
+			continue;
+		}
+		/* ACKs are small and latency-bound: no Nagle. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		worker_peer_str(&ss, peer, sizeof(peer));
+		c = conn_new(w, fd, peer);
+		if (!c) {
+			static struct log_rl rl;
+
+			log_ratelimited(LOG_LVL_ERROR, &rl, "out of memory accepting a connection");
+			continue;
+		}
+		c->next = w->conns;
+		if (w->conns)
+			w->conns->prev = c;
+		w->conns = c;
+		w->n_conns++;
+		METRICS_INC(w->met.conns);
+		METRICS_INC(w->met.conns_total);
+		log_debug("%s: connected", peer);
+	}
+}
+
+static void worker_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = t->data;
+
+	(void)revents;
+	if (w->lfd >= 0)
+		ev_io_start(loop, &w->accept_w);
+}
+
+/* Drain deadline: whatever still runs is cut. */
+static void worker_drain_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct worker *w = t->data;
+
+	(void)revents;
+	log_warn("drain timeout: closing %u connection(s), aborting %u exchange(s)",
+	         w->n_conns, w->n_exchanges);
+	while (w->conns)
+		conn_free(w->conns);
+	upstream_abort_all(w->up);
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void worker_start_drain(struct worker *w)
+{
+	struct conn *c, *next;
+
+	if (w->draining)
+		return;
+	w->draining = 1;
+	worker_close_listener(w);
+	log_debug("draining %u connection(s), %u exchange(s)", w->n_conns, w->n_exchanges);
+	ev_timer_set(&w->drain_timer, (double)w->cfg->drain_timeout_ms / 1000.0, 0.);
+	ev_timer_start(w->loop, &w->drain_timer);
+	for (c = w->conns; c; c = next) {
+		next = c->next;  /* conn_drain may free <c> */
+		conn_drain(c);
+	}
+	worker_maybe_done(w);
+}
+
+static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+	struct worker *w = a->data;
+	struct worker_msg *m, *list, *rev = NULL;
+
+	(void)loop;
+	(void)revents;
+	pthread_mutex_lock(&w->inbox_lock);
+	list = w->inbox;
+	w->inbox = NULL;
+	pthread_mutex_unlock(&w->inbox_lock);
+	/* The list is LIFO: reverse it to handle messages in posting order. */
+	while ((m = list)) {
+		list = m->next;
+		m->next = rev;
+		rev = m;
+	}
+	while ((m = rev)) {
+		rev = m->next;
+		if (m->type == WORKER_MSG_RELOAD) {
+			cfg_put(w->cfg);
+			w->cfg = m->cfg;      /* the message's reference */
+			m->cfg = NULL;
+			upstream_set_cfg(w->up, w->cfg);
+		} else {
+			worker_start_drain(w);
+		}
+		free(m);
+	}
+}
+
+static int worker_post(struct worker *w, enum worker_msg_type type, struct cfg *cfg)
+{
+	struct worker_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return -1;
+	m->type = type;
+	m->cfg = cfg ? cfg_get(cfg) : NULL;
+	pthread_mutex_lock(&w->inbox_lock);
+	m->next = w->inbox;
+	w->inbox = m;
+	pthread_mutex_unlock(&w->inbox_lock);
+	ev_async_send(w->loop, &w->inbox_w);
+	return 0;
+}
+
+void worker_post_reload(struct worker *w, struct cfg *cfg)
+{
+	if (worker_post(w, WORKER_MSG_RELOAD, cfg) < 0)
+		log_error("worker %u: out of memory: reload not delivered", w->id);
+}
+
+void worker_post_drain(struct worker *w)
+{
+	if (worker_post(w, WORKER_MSG_DRAIN, NULL) < 0)
+		log_error("worker %u: out of memory: drain not delivered", w->id);
+}
+
+static int worker_listen(const struct cfg *cfg, char *err, size_t errlen)
+{
+	int fd, one = 1;
+
+	fd = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	/* One listener per worker on the same address: the kernel spreads
+	 * connections, no shared accept lock. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		snprintf(err, errlen, "setsockopt: %s", strerror(errno));
+		goto out_close;
+	}
+	if (bind(fd, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
+		snprintf(err, errlen, "cannot bind %s: %s", cfg->listen, strerror(errno));
+		goto out_close;
+	}
+	if (listen(fd, 1024) < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(errno));
+		goto out_close;
+	}
+	return fd;
+
+out_close:
+	close(fd);
+	return -1;
+}
+
+struct worker *worker_new(unsigned id, struct cfg *cfg, char *err, size_t errlen)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	w->id = id;
+	snprintf(w->name, sizeof(w->name), "w%u", id);
+	w->lfd = worker_listen(cfg, err, errlen);
+	if (w->lfd < 0)
+		goto out_free_w;
+	w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+	if (!w->loop) {
+		snprintf(err, errlen, "cannot create an event loop");
+		goto out_close_lfd;
+	}
+	w->cfg = cfg_get(cfg);
+	w->up = upstream_new(w->loop, cfg);
+	if (!w->up) {
+		snprintf(err, errlen, "cannot initialise libcurl");
+		goto out_put_cfg;
+	}
+	pthread_mutex_init(&w->inbox_lock, NULL);
+	ev_io_init(&w->accept_w, worker_accept_cb, w->lfd, EV_READ);
+	w->accept_w.data = w;
+	ev_timer_init(&w->accept_pause, worker_accept_resume_cb, WORKER_ACCEPT_PAUSE_S, 0.);
+	w->accept_pause.data = w;
+	ev_timer_init(&w->drain_timer, worker_drain_timeout_cb, 0., 0.);
+	w->drain_timer.data = w;
+	ev_async_init(&w->inbox_w, worker_inbox_cb);
+	w->inbox_w.data = w;
+	/* Started here, before the thread exists, so a post made right after
+	 * worker_start() is never lost. */
+	ev_async_start(w->loop, &w->inbox_w);
+	ev_io_start(w->loop, &w->accept_w);
+	if (metrics_register(&w->met) < 0) {
+		snprintf(err, errlen, "too many workers for the metrics registry");
+		goto out_free_up;
+	}
+	return w;
+
+out_free_up:
+	ev_io_stop(w->loop, &w->accept_w);
+	ev_async_stop(w->loop, &w->inbox_w);
+	pthread_mutex_destroy(&w->inbox_lock);
+	upstream_free(w->up);
+	w->up = NULL;
+out_put_cfg:
+	cfg_put(w->cfg);
+	w->cfg = NULL;
+	ev_loop_destroy(w->loop);
+	w->loop = NULL;
+out_close_lfd:
+	close(w->lfd);
+	w->lfd = -1;
+out_free_w:
+	free(w);
+	return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	log_set_thread_name(w->name);
+	ev_run(w->loop, 0);
+	/* Drained or cut: close what is left, then the transfers. */
+	while (w->conns)
+		conn_free(w->conns);
+	upstream_abort_all(w->up);
+	log_debug("stopped");
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	sigset_t all, old;
+	int rc;
+
+	/* Signals belong to the main thread's loop: workers block them all. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&w->thread, NULL, worker_main, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		errno = rc;
+		return -1;
+	}
+	return 0;
+}
+
+void worker_free(struct worker *w)
+{
+	struct worker_msg *m;
+
+	if (!w)
+		return;
+	while (w->conns)
+		conn_free(w->conns);
+	upstream_free(w->up);
+	w->up = NULL;
+	worker_close_listener(w);
+	ev_timer_stop(w->loop, &w->drain_timer);
+	ev_async_stop(w->loop, &w->inbox_w);
+	while ((m = w->inbox)) {
+		w->inbox = m->next;
+		cfg_put(m->cfg);
+		free(m);
+	}
+	pthread_mutex_destroy(&w->inbox_lock);
+	metrics_unregister(&w->met);
+	ev_loop_destroy(w->loop);
+	w->loop = NULL;
+	cfg_put(w->cfg);
+	w->cfg = NULL;
+	free(w);
+}
+
+void worker_join_free(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+	worker_free(w);
+}
