@@ -3,7 +3,9 @@
  * signals (SIGTERM/SIGINT drain, SIGHUP reload, SIGPIPE ignored).
  *
  * The main thread runs libev's default loop, which only watches signals; the
- * workers do all the serving. This file is the only caller of exit().
+ * workers do all the serving. Under systemd (Type=notify) it reports READY=1,
+ * RELOADING=1 ... READY=1 around a reload, and STOPPING=1. This file is the
+ * only caller of exit().
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 
 #include "cfg.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "worker.h"
 
 #ifndef SPOA_VERSION
@@ -66,6 +69,8 @@ static void main_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (st->stopping)
 		return;
 	st->stopping = 1;
+	if (sdnotify("STOPPING=1") < 0)
+		log_debug("sd_notify STOPPING: %s", strerror(errno));
 	log_info("signal %d: draining (up to %ums)", w->signum, st->cfg->drain_timeout_ms);
 	for (unsigned i = 0; i < st->n_workers; i++)
 		worker_post_drain(st->workers[i]);
@@ -80,9 +85,14 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 	(void)loop;
 	(void)revents;
+	if (sdnotify_reloading() < 0)
+		log_debug("sd_notify RELOADING: %s", strerror(errno));
 	nc = cfg_load(st->cfg_path, st->n_opts, st->opts, err, sizeof(err));
 	if (!nc) {
 		log_error("reload failed, keeping the current configuration: %s", err);
+		/* The reloading state must end either way. */
+		if (sdnotify("READY=1") < 0)
+			log_debug("sd_notify READY: %s", strerror(errno));
 		return;
 	}
 	if (strcmp(nc->listen, st->cfg->listen) != 0)
@@ -96,6 +106,10 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	cfg_put(st->cfg);
 	st->cfg = nc;
 	log_info("configuration reloaded");
+	/* Workers switch when they read their inbox, right away: close enough
+	 * to "in force" for systemctl reload. */
+	if (sdnotify("READY=1") < 0)
+		log_debug("sd_notify READY: %s", strerror(errno));
 }
 
 int main(int argc, char **argv)
@@ -192,6 +206,9 @@ int main(int argc, char **argv)
 		}
 	}
 	log_info("listening on %s with %u workers", st.cfg->listen, st.n_workers);
+	if (sdnotify("READY=1") < 0)
+		log_debug("sd_notify READY: %s", strerror(errno));
+	sdnotify_status("listening on %s with %u workers", st.cfg->listen, st.n_workers);
 	ev_run(loop, 0);
 	rc = 0;
 

@@ -1,0 +1,247 @@
+/*
+ * test_cfg.c: configuration parsing: defaults, file syntax, command-line
+ * overrides, list semantics, value parsers and the error messages (which
+ * must name the place and the key).
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "tap.h"
+
+static char tmpl[64];
+
+/* Writes <text> to a fresh temporary file; returns its path (static). */
+static const char *write_file(const char *text)
+{
+	int fd;
+
+	if (tmpl[0])
+		unlink(tmpl);
+	snprintf(tmpl, sizeof(tmpl), "/tmp/test_cfg.XXXXXX");
+	fd = mkstemp(tmpl);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+		perror("tmp");
+		exit(2);
+	}
+	close(fd);
+	return tmpl;
+}
+
+static struct cfg *load(const char *text, int argc, char *const argv[], char *err, size_t n)
+{
+	err[0] = 0;
+	return cfg_load(text ? write_file(text) : NULL, argc, argv, err, n);
+}
+
+/* Loads and expects failure with an error containing <want>. */
+static void fails(const char *text, int argc, char *const argv[], const char *want,
+                  const char *name)
+{
+	char err[512], exp[256];
+	struct cfg *c = load(text, argc, argv, err, sizeof(err));
+
+	snprintf(exp, sizeof(exp), "%s", want);
+	if (strstr(want, "FILE"))
+		snprintf(exp, sizeof(exp), "%s%s", tmpl, strstr(want, "FILE") + 4);
+	if (!ok(c == NULL && strstr(err, exp) != NULL, "%s", name))
+		diag("  err: '%s'  wanted: '%s'", err, exp);
+	cfg_put(c);
+}
+
+static void test_defaults(void)
+{
+	char err[512];
+	struct cfg *c = cfg_load(NULL, 0, NULL, err, sizeof(err));
+	const struct sockaddr_in *sin;
+
+	if (!ok(c != NULL, "defaults load")) {
+		diag("%s", err);
+		return;
+	}
+	ok(strcmp(c->listen, "127.0.0.1:12345") == 0, "listen default");
+	sin = (const struct sockaddr_in *)&c->listen_addr;
+	is_int(sin->sin_family, AF_INET, "listen family");
+	is_int(ntohs(sin->sin_port), 12345, "listen port");
+	is_int(c->workers, 0, "workers");
+	is_int(c->max_frame_size, 16380, "max-frame-size");
+	is_int(c->max_connections, 1024, "max-connections");
+	ok(strcmp(c->user_service_url, "http://127.0.0.1:8101/api/user/token") == 0, "url");
+	is_int(c->n_forward_headers, 3, "forward-headers count");
+	ok(cfg_forwards_header(c, "Cookie", 6), "forwards Cookie (case-insensitive)");
+	ok(cfg_forwards_header(c, "x-example-authorization", 23), "forwards identity");
+	ok(!cfg_forwards_header(c, "host", 4), "does not forward host");
+	is_int(c->timeout_ms, 1000, "timeout");
+	is_int(c->connect_timeout_ms, 300, "connect-timeout");
+	is_int(c->max_response_size, 8192, "max-response-size");
+	is_int(c->keepalive_max, 64, "keepalive-max");
+	ok(c->ca_file == NULL && c->client_cert == NULL && c->client_key == NULL, "tls unset");
+	is_int(c->tls_verify, 1, "tls-verify");
+	ok(strcmp(c->var_prefix, "auth") == 0, "var-prefix");
+	is_int(c->n_copy_headers, 0, "copy-header none");
+	is_int(c->log_level, LOG_LVL_INFO, "log-level");
+	is_int(c->drain_timeout_ms, 5000, "drain-timeout");
+	cfg_put(c);
+}
+
+static void test_file_and_overrides(void)
+{
+	char err[512];
+	char *argv[] = { "--timeout=2s", "--workers", "3", "--copy-header", "X-Role" };
+	struct cfg *c;
+
+	c = load("# comment\n"
+	         "\n"
+	         "listen [::1]:9000   # trailing comment\n"
+	         "  timeout 250\n"
+	         "connect-timeout 1s\n"
+	         "max-response-size 16k\n"
+	         "max-frame-size 1m\n"
+	         "tls-verify off\n"
+	         "forward-headers Cookie\n"
+	         "forward-headers X-Api-Key\n"
+	         "copy-header X-User-Id x-tenant\n"
+	         "copy-header X-Other\n"
+	         "log-level debug\n"
+	         "drain-timeout 1m\n"
+	         "user-service-url https://auth.example/check?x=1\n",
+	         5, argv, err, sizeof(err));
+	if (!ok(c != NULL, "file + overrides load")) {
+		diag("%s", err);
+		return;
+	}
+	is_int(c->listen_addr.ss_family, AF_INET6, "v6 listen");
+	is_int(ntohs(((struct sockaddr_in6 *)&c->listen_addr)->sin6_port), 9000, "v6 port");
+	is_int(c->timeout_ms, 2000, "command line overrides the file");
+	is_int(c->workers, 3, "--key value form");
+	is_int(c->connect_timeout_ms, 1000, "seconds");
+	is_int(c->max_response_size, 16384, "k suffix");
+	is_int(c->max_frame_size, 1048576, "m suffix");
+	is_int(c->tls_verify, 0, "bool off");
+	is_int(c->n_forward_headers, 2, "file list replaces the default, then appends");
+	ok(cfg_forwards_header(c, "cookie", 6) && cfg_forwards_header(c, "x-api-key", 9),
+	   "forward-headers lower-cased");
+	is_int(c->n_copy_headers, 1, "command-line list replaces the file's");
+	if (c->n_copy_headers == 1) {
+		ok(strcmp(c->copy_headers[0], "X-Role") == 0, "copy-header name kept");
+		ok(strcmp(c->copy_vars[0], "hdr.x_role") == 0, "copy-header var name");
+	}
+	is_int(c->log_level, LOG_LVL_DEBUG, "log-level");
+	is_int(c->drain_timeout_ms, 60000, "minutes");
+	ok(strcmp(c->user_service_url, "https://auth.example/check?x=1") == 0, "https url");
+	/* Refcount: a second reference keeps it alive. */
+	ok(cfg_get(c) == c, "cfg_get returns the cfg");
+	cfg_put(c);
+	cfg_put(c);
+
+	c = load("copy-header X-User-Id x-tenant\ncopy-header X-Other\n", 0, NULL, err, sizeof(err));
+	if (ok(c != NULL, "repeated copy-header in a file")) {
+		is_int(c->n_copy_headers, 3, "repeated copy-header appends");
+		if (c->n_copy_headers == 3)
+			ok(strcmp(c->copy_vars[1], "hdr.x_tenant") == 0, "second var name");
+	}
+	cfg_put(c);
+}
+
+static void test_values(void)
+{
+	char err[512];
+	static const char *const bools[][2] = {
+		{ "on", "1" }, { "yes", "1" }, { "true", "1" }, { "1", "1" },
+		{ "off", "0" }, { "no", "0" }, { "false", "0" }, { "0", "0" },
+	};
+
+	for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+		char opt[64];
+		char *argv[1] = { opt };
+		struct cfg *c;
+
+		snprintf(opt, sizeof(opt), "--tls-verify=%s", bools[i][0]);
+		c = load(NULL, 1, argv, err, sizeof(err));
+		ok(c && c->tls_verify == atoi(bools[i][1]), "bool %s", bools[i][0]);
+		cfg_put(c);
+	}
+	{
+		char *argv[] = { "--timeout", "3m", "--listen", ":8080", "--keepalive-max=0" };
+		struct cfg *c = load(NULL, 5, argv, err, sizeof(err));
+
+		ok(c && c->timeout_ms == 180000, "3m = 180000 ms");
+		ok(c && c->listen_addr.ss_family == AF_INET, "':port' listens on any IPv4");
+		ok(c && c->keepalive_max == 0, "keepalive-max 0 allowed");
+		cfg_put(c);
+	}
+}
+
+static void test_errors(void)
+{
+	char *a_unknown[] = { "--nope=1" };
+	char *a_missing[] = { "--timeout" };
+	char *a_bad[] = { "--max-frame-size", "100" };
+	char *a_bare[] = { "timeout" };
+
+	fails("listen 127.0.0.1:12345\nbogus 1\n", 0, NULL, "FILE:2: key 'bogus': unknown key",
+	      "unknown key names file and line");
+	fails("timeout 5x\n", 0, NULL, "FILE:1: key 'timeout': ", "bad duration");
+	fails("timeout\n", 0, NULL, "FILE:1: key 'timeout': missing value", "missing value");
+	fails("max-frame-size 255\n", 0, NULL, "FILE:1: key 'max-frame-size': ",
+	      "max-frame-size below 256");
+	fails("max-frame-size 2m\n", 0, NULL, "key 'max-frame-size'", "max-frame-size above 1m");
+	fails("tls-verify maybe\n", 0, NULL, "FILE:1: key 'tls-verify': ", "bad bool");
+	fails("listen 127.0.0.1\n", 0, NULL, "FILE:1: key 'listen': ", "listen without port");
+	fails("listen ::1:80\n", 0, NULL, "key 'listen'", "bare IPv6 refused");
+	fails("listen 1.2.3.4:70000\n", 0, NULL, "key 'listen'", "port out of range");
+	fails("user-service-url ftp://x/\n", 0, NULL, "key 'user-service-url'", "non-http URL");
+	fails("log-level loud\n", 0, NULL, "key 'log-level'", "bad log level");
+	fails("ca-file /nonexistent/ca.pem\n", 0, NULL, "FILE:1: key 'ca-file': ", "unreadable ca-file");
+	fails("var-prefix a-b\n", 0, NULL, "key 'var-prefix'", "var-prefix charset");
+	fails("var-prefix aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", 0, NULL,
+	      "FILE:1: key 'var-prefix': ", "var-prefix too long for txn.<p>.www_authenticate");
+	fails("# x\ncopy-header X-A-Very-Long-Header-Name-That-Cannot-Fit-In-Sixty-Three\n", 0, NULL,
+	      "FILE:2: key 'copy-header': ", "copy-header var name too long");
+	fails("copy-header X(bad)\n", 0, NULL, "key 'copy-header'", "copy-header not a token");
+	fails(NULL, 1, a_unknown, "command line: option '--nope': unknown option",
+	      "unknown option");
+	fails(NULL, 1, a_missing, "command line: option '--timeout': missing value",
+	      "option without value");
+	fails(NULL, 2, a_bad, "command line: option '--max-frame-size': ", "bad option value");
+	fails(NULL, 1, a_bare, "command line: 'timeout'", "argument without --");
+	{
+		char err[512];
+		struct cfg *c = cfg_load("/nonexistent/spoa-auth.conf", 0, NULL, err, sizeof(err));
+
+		ok(c == NULL && strstr(err, "/nonexistent/spoa-auth.conf"), "missing file named");
+		cfg_put(c);
+	}
+}
+
+static void test_help(void)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	cfg_print_help(f);
+	fclose(f);
+	ok(strstr(buf, "--listen") && strstr(buf, "127.0.0.1:12345"), "help: listen + default");
+	ok(strstr(buf, "--drain-timeout") && strstr(buf, "5s"), "help: drain-timeout + default");
+	ok(strstr(buf, "--copy-header") && strstr(buf, "--forward-headers"), "help: list keys");
+	free(buf);
+}
+
+int main(void)
+{
+	log_set_level(LOG_LVL_ERROR);
+	test_defaults();
+	test_file_and_overrides();
+	test_values();
+	test_errors();
+	test_help();
+	if (tmpl[0])
+		unlink(tmpl);
+	return done_testing();
+}
