@@ -10,6 +10,7 @@
 #   make opts       print the effective flags
 #   make install    install (PREFIX, DESTDIR, SBINDIR, SYSCONFDIR, UNITDIR); make uninstall
 #   make deb        Debian binary package in build/    make verify-unit  systemd-analyze the unit
+#   make bench      throughput/latency vs HAProxy alone and nginx auth_request (docs/benchmarks.md)
 #
 # Variables: CC, CFLAGS, SANITIZER=address|undefined|thread (comma list ok),
 # ERR=1 (-Werror), DEBUG=1 (-O0), BUILD=dir, HAPROXY_BIN, PREFIX, DESTDIR, SBINDIR.
@@ -128,6 +129,17 @@ fuzz-smoke:
 
 run: deps $(BIN)
 	@sh scripts/run-demo
+
+# Benchmarks (not tests: nothing in make test runs them). Knobs: bench/run.
+BENCH_TOOLS := $(BUILD)/bench/null-agent $(BUILD)/bench/spop-load
+.PHONY: bench
+bench: deps $(BIN) $(BENCH_TOOLS)
+	@sh scripts/install-deps bench
+	BENCH_TOOLS=$(abspath $(BUILD)/bench) SPOA_AUTH_BIN=$(abspath $(BIN)) $(PYTHON) bench/run
+
+$(BUILD)/bench/%: bench/%.c bench/spop-mini.h
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< -lpthread
 
 opts:
 	@echo 'CC=$(CC)'; echo 'CFLAGS=$(ALL_CFLAGS)'; echo 'LIBS=$(LIBS)'
