@@ -1,0 +1,339 @@
+/*
+ * cachekey.c: SHA-256 cache keys and credential hashes over request inputs.
+ *
+ * Encoding (all integers big-endian, every field self-delimiting):
+ *   field  := tag:u8 present:u8 [len:u64 bytes]   (present = 0: nothing follows)
+ *   cred   := SHA256("spoa-auth/cred/1" NUL, salt-field 'S', scope-field 's',
+ *                    filter, header*, 'E' count:u64)
+ *   filter := 'F' n:u64 name-field 'f'...        (sorted, deduplicated names)
+ *   header := 'H' name-field 'n' (lowercased) then either
+ *             value-field 'v', or under a filter for "cookie":
+ *             'C' present:u8 [pair* 'c' count:u64], pair := name 'k', value 'w'
+ *   key    := SHA256("spoa-auth/key/1" NUL, cred, flags:u8,
+ *                    [xff-field 'x'] [uri-field 'u'])
+ * The prefix of cred is hashed once in cachekey_new() and copied per request.
+ * Never stores or logs an input; the only state is the EVP context.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "cachekey.h"
+
+#define CACHEKEY_F_URI    0x01
+#define CACHEKEY_F_CLIENT 0x02
+
+struct cachekey {
+	EVP_MD *md;          /* owned: SHA-256, fetched once */
+	EVP_MD_CTX *prefix;  /* owned: cred hash with the prefix already fed */
+	EVP_MD_CTX *ctx;     /* owned: the running hash */
+	char **cookies;      /* owned: sorted, deduplicated names; NULL = no filter */
+	size_t *cookie_lens; /* owned */
+	size_t n_cookies;
+	uint64_t n_headers;  /* headers fed since cachekey_begin() */
+	uint8_t flags;       /* CACHEKEY_F_* */
+};
+
+static void cachekey_be64(uint8_t *p, uint64_t v)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static int cachekey_feed(EVP_MD_CTX *ctx, const void *p, size_t n)
+{
+	return n == 0 || EVP_DigestUpdate(ctx, p, n) == 1 ? 0 : -1;
+}
+
+static int cachekey_u64(EVP_MD_CTX *ctx, uint8_t tag, uint64_t v)
+{
+	uint8_t b[9];
+
+	b[0] = tag;
+	cachekey_be64(b + 1, v);
+	return cachekey_feed(ctx, b, sizeof(b));
+}
+
+/* A field: <p> NULL = absent. */
+static int cachekey_field(EVP_MD_CTX *ctx, uint8_t tag, const void *p, size_t n)
+{
+	uint8_t b[10];
+
+	b[0] = tag;
+	b[1] = p != NULL;
+	if (!p)
+		return cachekey_feed(ctx, b, 2);
+	cachekey_be64(b + 2, n);
+	if (cachekey_feed(ctx, b, sizeof(b)) < 0)
+		return -1;
+	return cachekey_feed(ctx, p, n);
+}
+
+static unsigned char cachekey_lower(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+/* A present field, lowercased through a small stack buffer (header names). */
+static int cachekey_field_lower(EVP_MD_CTX *ctx, uint8_t tag, const char *p, size_t n)
+{
+	unsigned char buf[64];
+	size_t i, j;
+
+	buf[0] = tag;
+	buf[1] = 1;
+	cachekey_be64(buf + 2, n);
+	if (cachekey_feed(ctx, buf, 10) < 0)
+		return -1;
+	for (i = 0; i < n; i += j) {
+		for (j = 0; j < sizeof(buf) && i + j < n; j++)
+			buf[j] = cachekey_lower((unsigned char)p[i + j]);
+		if (cachekey_feed(ctx, buf, j) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int cachekey_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static int cachekey_is_cookie(const char *name, size_t n)
+{
+	static const char lit[] = "cookie";
+	size_t i;
+
+	if (n != sizeof(lit) - 1)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (cachekey_lower((unsigned char)name[i]) != (unsigned char)lit[i])
+			return 0;
+	return 1;
+}
+
+static int cachekey_kept(const struct cachekey *k, const char *name, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < k->n_cookies; i++)
+		if (k->cookie_lens[i] == n && memcmp(k->cookies[i], name, n) == 0)
+			return 1;
+	return 0;
+}
+
+/* Feeds the kept pairs of a Cookie header value. */
+static int cachekey_cookies(struct cachekey *k, const char *v, size_t len)
+{
+	const char *p = v, *end = v + len, *seg_end, *eq, *ns, *ne, *vs, *ve;
+	uint64_t count = 0;
+
+	while (p < end) {
+		seg_end = memchr(p, ';', (size_t)(end - p));
+		if (!seg_end)
+			seg_end = end;
+		eq = memchr(p, '=', (size_t)(seg_end - p));
+		if (eq) {
+			ns = p;
+			ne = eq;
+			vs = eq + 1;
+		} else {
+			ns = ne = p; /* RFC 6265bis 5.6: no '=' means an empty name */
+			vs = p;
+		}
+		ve = seg_end;
+		while (ns < ne && cachekey_ows(*ns))
+			ns++;
+		while (ne > ns && cachekey_ows(ne[-1]))
+			ne--;
+		while (vs < ve && cachekey_ows(*vs))
+			vs++;
+		while (ve > vs && cachekey_ows(ve[-1]))
+			ve--;
+		if (ne > ns && cachekey_kept(k, ns, (size_t)(ne - ns))) {
+			if (cachekey_field(k->ctx, 'k', ns, (size_t)(ne - ns)) < 0 ||
+			    cachekey_field(k->ctx, 'w', vs, (size_t)(ve - vs)) < 0)
+				return -1;
+			count++;
+		}
+		p = seg_end + 1;
+	}
+	return cachekey_u64(k->ctx, 'c', count);
+}
+
+int cachekey_salt_new(uint8_t salt[CACHEKEY_SALT_LEN])
+{
+	return RAND_bytes(salt, CACHEKEY_SALT_LEN) == 1 ? 0 : -1;
+}
+
+static int cachekey_name_ok(const char *s)
+{
+	const unsigned char *p;
+
+	if (!s || !*s)
+		return 0;
+	for (p = (const unsigned char *)s; *p; p++)
+		if (*p <= ' ' || *p == 0x7f || *p == '=' || *p == ';')
+			return 0;
+	return 1;
+}
+
+static int cachekey_cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t errlen)
+{
+	static const char tag[] = "spoa-auth/cred/1";
+	struct cachekey *k;
+	size_t i, j;
+
+	k = calloc(1, sizeof(*k));
+	if (!k) {
+		snprintf(err, errlen, "cache key: out of memory");
+		return NULL;
+	}
+	k->flags = (o->include_uri ? CACHEKEY_F_URI : 0) | (o->include_client ? CACHEKEY_F_CLIENT : 0);
+
+	if (o->n_cookie_names) {
+		k->cookies = calloc(o->n_cookie_names, sizeof(*k->cookies));
+		k->cookie_lens = calloc(o->n_cookie_names, sizeof(*k->cookie_lens));
+		if (!k->cookies || !k->cookie_lens)
+			goto out_oom;
+		for (i = 0; i < o->n_cookie_names; i++) {
+			if (!cachekey_name_ok(o->cookie_names[i])) {
+				snprintf(err, errlen, "cache key: bad cookie name #%zu", i + 1);
+				goto out_free;
+			}
+			k->cookies[i] = strdup(o->cookie_names[i]);
+			if (!k->cookies[i])
+				goto out_oom;
+			k->n_cookies = i + 1;
+		}
+		/* the filter is a set: order and repeats in the list do not matter */
+		qsort(k->cookies, k->n_cookies, sizeof(*k->cookies), cachekey_cmp_names);
+		for (i = j = 0; i < k->n_cookies; i++) {
+			if (j && strcmp(k->cookies[j - 1], k->cookies[i]) == 0) {
+				free(k->cookies[i]);
+				k->cookies[i] = NULL;
+				continue;
+			}
+			k->cookies[j++] = k->cookies[i];
+		}
+		k->n_cookies = j;
+		for (i = 0; i < j; i++)
+			k->cookie_lens[i] = strlen(k->cookies[i]);
+	}
+
+	k->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	k->prefix = EVP_MD_CTX_new();
+	k->ctx = EVP_MD_CTX_new();
+	if (!k->md || !k->prefix || !k->ctx)
+		goto out_ssl;
+	if (EVP_DigestInit_ex2(k->prefix, k->md, NULL) != 1 ||
+	    cachekey_feed(k->prefix, tag, sizeof(tag)) < 0 ||
+	    cachekey_field(k->prefix, 'S', o->salt, o->salt ? CACHEKEY_SALT_LEN : 0) < 0 ||
+	    cachekey_field(k->prefix, 's', o->scope, o->scope_len) < 0 ||
+	    cachekey_u64(k->prefix, 'F', k->cookies ? k->n_cookies : UINT64_MAX) < 0)
+		goto out_ssl;
+	for (i = 0; i < k->n_cookies; i++)
+		if (cachekey_field(k->prefix, 'f', k->cookies[i], k->cookie_lens[i]) < 0)
+			goto out_ssl;
+	return k;
+
+out_ssl:
+	snprintf(err, errlen, "cache key: OpenSSL SHA-256 unavailable");
+	goto out_free;
+out_oom:
+	snprintf(err, errlen, "cache key: out of memory");
+out_free:
+	cachekey_free(k);
+	return NULL;
+}
+
+void cachekey_free(struct cachekey *k)
+{
+	size_t i;
+
+	if (!k)
+		return;
+	if (k->cookies)
+		for (i = 0; i < k->n_cookies; i++)
+			free(k->cookies[i]);
+	free(k->cookies);
+	free(k->cookie_lens);
+	EVP_MD_CTX_free(k->ctx);
+	EVP_MD_CTX_free(k->prefix);
+	EVP_MD_free(k->md);
+	free(k);
+}
+
+int cachekey_begin(struct cachekey *k)
+{
+	k->n_headers = 0;
+	return EVP_MD_CTX_copy_ex(k->ctx, k->prefix) == 1 ? 0 : -1;
+}
+
+int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const char *value,
+                    size_t value_len)
+{
+	uint8_t b[2];
+
+	k->n_headers++;
+	if (cachekey_feed(k->ctx, "H", 1) < 0 ||
+	    cachekey_field_lower(k->ctx, 'n', name, name ? name_len : 0) < 0)
+		return -1;
+	if (!k->cookies || !cachekey_is_cookie(name, name_len))
+		return cachekey_field(k->ctx, 'v', value, value_len);
+	b[0] = 'C';
+	b[1] = value != NULL;
+	if (cachekey_feed(k->ctx, b, 2) < 0)
+		return -1;
+	return value ? cachekey_cookies(k, value, value_len) : 0;
+}
+
+int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char *uri,
+                 size_t uri_len, uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN])
+{
+	static const char tag[] = "spoa-auth/key/1";
+	unsigned int n = 0;
+
+	if (cachekey_u64(k->ctx, 'E', k->n_headers) < 0 ||
+	    EVP_DigestFinal_ex(k->ctx, cred, &n) != 1 || n != CACHEKEY_LEN)
+		return -1;
+	if (EVP_DigestInit_ex2(k->ctx, k->md, NULL) != 1 ||
+	    cachekey_feed(k->ctx, tag, sizeof(tag)) < 0 ||
+	    cachekey_feed(k->ctx, cred, CACHEKEY_LEN) < 0 ||
+	    cachekey_feed(k->ctx, &k->flags, 1) < 0)
+		return -1;
+	if ((k->flags & CACHEKEY_F_CLIENT) && cachekey_field(k->ctx, 'x', xff, xff_len) < 0)
+		return -1;
+	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(k->ctx, 'u', uri, uri_len) < 0)
+		return -1;
+	if (EVP_DigestFinal_ex(k->ctx, key, &n) != 1 || n != CACHEKEY_LEN)
+		return -1;
+	return 0;
+}
+
+int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t n,
+                     const char *xff, size_t xff_len, const char *uri, size_t uri_len,
+                     uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN])
+{
+	size_t i;
+
+	if (cachekey_begin(k) < 0)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (cachekey_header(k, hdrs[i].name, hdrs[i].name_len, hdrs[i].value,
+		                    hdrs[i].value_len) < 0)
+			return -1;
+	return cachekey_end(k, xff, xff_len, uri, uri_len, key, cred);
+}

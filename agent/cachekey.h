@@ -1,0 +1,94 @@
+/*
+ * cachekey.h: the decision cache's key and credential hashes.
+ *
+ * Turns the inputs of one user-service request into two SHA-256 digests
+ * (OpenSSL EVP), fed incrementally, without copying or keeping any input:
+ *   - cred: the credential inputs (the forwarded headers, with the Cookie
+ *     header reduced to the configured cookies); no URI, no client address.
+ *     All entries of a session share it; a logout invalidates by it.
+ *   - key:  cred + the X-Forwarded-For value sent (unless disabled) + the URI
+ *     (unless disabled). What a cached decision may be reused for.
+ * Every field is tagged and length-prefixed, absent is encoded apart from
+ * empty, and the options that change the encoding (salt, scope, cookie set,
+ * included fields) are hashed in first, so two configurations never share a
+ * key. Raw cookies, tokens and Authorization values only pass through the
+ * hash; this module never stores or logs them.
+ *
+ * A struct cachekey is per worker thread (it owns an EVP context); it is
+ * built from the configuration and replaced on reload.
+ */
+#ifndef SPOA_CACHEKEY_H
+#define SPOA_CACHEKEY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CACHEKEY_LEN      32  /* SHA-256 */
+#define CACHEKEY_SALT_LEN 32
+
+struct cachekey_opts {
+	int include_uri;     /* 1 (default): the URI is part of the key */
+	int include_client;  /* 1 (default): the X-Forwarded-For sent is part of the key */
+	const char *const *cookie_names; /* borrowed during cachekey_new(); keep only
+	                                  * these cookies of Cookie headers (names are
+	                                  * case-sensitive, list order irrelevant) */
+	size_t n_cookie_names;           /* 0: the whole Cookie header counts */
+	const uint8_t *salt;  /* CACHEKEY_SALT_LEN secret bytes, the same for every
+	                       * worker of the process (cachekey_salt_new()); NULL =
+	                       * unsalted (tests only: keys become predictable) */
+	const char *scope;    /* bytes hashed into everything, e.g. the user-service
+	                       * URL, so a changed service never reuses entries; may be NULL */
+	size_t scope_len;
+};
+
+/* One forwarded header: <value> NULL means the header is absent (not sent),
+ * which is a different input from an empty value. */
+struct cachekey_hdr {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+};
+
+struct cachekey;
+
+/* Fills <salt> with CACHEKEY_SALT_LEN random bytes (RAND_bytes). Create it once
+ * per process, next to the cache, and pass it to every worker's cachekey_new():
+ * it makes keys unpredictable to clients (the cache's buckets are picked from
+ * key bits). Returns 0, or -1 if the RNG failed. */
+int cachekey_salt_new(uint8_t salt[CACHEKEY_SALT_LEN]);
+
+/* Builds a key builder from <o> (copied: names and salt need not outlive the
+ * call). Cookie names must be non-empty and free of '=', ';', spaces and
+ * control characters. Returns NULL with a message in <err> on bad options or
+ * OOM. */
+struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t errlen);
+
+/* NULL-tolerant. */
+void cachekey_free(struct cachekey *k);
+
+/* Incremental use, for one request at a time on one thread:
+ *   cachekey_begin(k);
+ *   cachekey_header(k, ...) for each forwarded header, in the order sent;
+ *   cachekey_end(k, xff, uri, key, cred);
+ * Header names are compared and hashed case-insensitively (lowercased); values
+ * are hashed as sent, except Cookie headers under a cookie filter. A header
+ * named "cookie" under a filter contributes its kept "name=value" pairs in
+ * header order (duplicates kept; OWS around names and values dropped; a pair
+ * without '=' has an empty name and is never kept). Each call returns 0, or -1
+ * if OpenSSL failed (then do not cache this request). */
+int cachekey_begin(struct cachekey *k);
+int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const char *value,
+                    size_t value_len);
+/* <xff>: the X-Forwarded-For value actually sent, NULL if none was sent;
+ * <uri>: the request URI sent as request_uri, NULL if none. Either is ignored
+ * when the options leave it out of the key. Writes <key> and <cred>. */
+int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char *uri,
+                 size_t uri_len, uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN]);
+
+/* The same in one call over <n> headers. */
+int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t n,
+                     const char *xff, size_t xff_len, const char *uri, size_t uri_len,
+                     uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN]);
+
+#endif /* SPOA_CACHEKEY_H */

@@ -1,0 +1,377 @@
+/*
+ * test_cachekey.c: unit tests of the cache key and credential hashes
+ * (agent/cachekey.c).
+ *
+ * What it does: checks which inputs change the key and which change the
+ * credential hash: URI included or dropped, client address, cookie filtering
+ * (spaces, empty values, duplicates, order), absent vs empty, field boundaries,
+ * header-name case, salt, scope, option validation; and that the incremental
+ * and one-call forms agree.
+ *
+ * What it never does: depend on anything but cachekey.c and libcrypto.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "cachekey.h"
+#include "tap.h"
+
+struct out {
+	uint8_t key[CACHEKEY_LEN];
+	uint8_t cred[CACHEKEY_LEN];
+};
+
+/* strlen that takes NULL (an absent value) */
+static size_t slen(const char *s)
+{
+	return s ? strlen(s) : 0;
+}
+
+#define H(n, v) { (n), sizeof(n) - 1, (v), slen(v) }
+#define NHDR(a) (sizeof(a) / sizeof((a)[0]))
+
+static struct cachekey *mk(int uri, int client, const char *const *cookies, size_t n)
+{
+	struct cachekey_opts o = { uri, client, cookies, n, NULL, NULL, 0 };
+	char err[128];
+	struct cachekey *k = cachekey_new(&o, err, sizeof(err));
+
+	if (!k)
+		diag("cachekey_new: %s", err);
+	return k;
+}
+
+static struct out run(struct cachekey *k, const struct cachekey_hdr *h, size_t n, const char *xff,
+                      const char *uri)
+{
+	struct out o;
+
+	memset(&o, 0xee, sizeof(o));
+	if (cachekey_compute(k, h, n, xff, slen(xff), uri, slen(uri), o.key, o.cred) < 0)
+		diag("cachekey_compute failed");
+	return o;
+}
+
+static int same_key(struct out a, struct out b)
+{
+	return memcmp(a.key, b.key, CACHEKEY_LEN) == 0;
+}
+
+static int same_cred(struct out a, struct out b)
+{
+	return memcmp(a.cred, b.cred, CACHEKEY_LEN) == 0;
+}
+
+/* SHA-256("") : a sanity anchor that EVP works and we do not output it */
+static const uint8_t sha_empty[32] = {
+	0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+	0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+};
+
+static void test_default_key(void)
+{
+	struct cachekey *k = mk(1, 1, NULL, 0);
+	struct cachekey_hdr h1[] = { H("cookie", "sid=abc; theme=dark"), H("authorization", NULL) };
+	struct cachekey_hdr h1b[] = { H("Cookie", "sid=abc; theme=dark"), H("AUTHORIZATION", NULL) };
+	struct cachekey_hdr h2[] = { H("cookie", "sid=abc; theme=light"), H("authorization", NULL) };
+	struct cachekey_hdr h3[] = { H("cookie", "sid=abc; theme=dark"), H("authorization", "") };
+	struct cachekey_hdr h4[] = { H("authorization", NULL), H("cookie", "sid=abc; theme=dark") };
+	struct out a, b;
+
+	if (!ok(k != NULL, "default builder"))
+		return;
+	a = run(k, h1, NHDR(h1), "10.0.0.1", "/a?x=1");
+	b = run(k, h1, NHDR(h1), "10.0.0.1", "/a?x=1");
+	ok(same_key(a, b) && same_cred(a, b), "deterministic");
+	ok(memcmp(a.key, sha_empty, 32) != 0 && memcmp(a.key, a.cred, 32) != 0, "key != cred");
+
+	b = run(k, h1b, NHDR(h1b), "10.0.0.1", "/a?x=1");
+	ok(same_key(a, b), "header names are case-insensitive");
+
+	b = run(k, h1, NHDR(h1), "10.0.0.1", "/b?x=1");
+	ok(!same_key(a, b), "URI in the default key");
+	ok(same_cred(a, b), "  but not in cred");
+
+	b = run(k, h1, NHDR(h1), "10.0.0.2", "/a?x=1");
+	ok(!same_key(a, b), "client address in the default key");
+	ok(same_cred(a, b), "  but not in cred (a logout from another address works)");
+
+	b = run(k, h1, NHDR(h1), NULL, "/a?x=1");
+	ok(!same_key(a, b), "no XFF sent != XFF sent");
+	a = run(k, h1, NHDR(h1), "", "/a?x=1");
+	ok(!same_key(a, b), "absent XFF != empty XFF");
+	a = run(k, h1, NHDR(h1), "10.0.0.1", NULL);
+	b = run(k, h1, NHDR(h1), "10.0.0.1", "");
+	ok(!same_key(a, b), "absent URI != empty URI");
+
+	a = run(k, h1, NHDR(h1), "10.0.0.1", "/a");
+	b = run(k, h2, NHDR(h2), "10.0.0.1", "/a");
+	ok(!same_key(a, b) && !same_cred(a, b), "whole Cookie header counts without a filter");
+	b = run(k, h3, NHDR(h3), "10.0.0.1", "/a");
+	ok(!same_key(a, b) && !same_cred(a, b), "absent header != empty header");
+	b = run(k, h4, NHDR(h4), "10.0.0.1", "/a");
+	ok(!same_key(a, b), "header order is an input (sent as is)");
+	b = run(k, h1, 1, "10.0.0.1", "/a");
+	ok(!same_key(a, b) && !same_cred(a, b), "an absent header is not the same as no header");
+	cachekey_free(k);
+}
+
+static void test_boundaries(void)
+{
+	struct cachekey *k = mk(1, 1, NULL, 0);
+	struct cachekey_hdr a1[] = { H("x-a", "bc") };
+	struct cachekey_hdr a2[] = { H("x-ab", "c") };
+	struct cachekey_hdr b1[] = { H("x", "1"), H("y", "2") };
+	struct cachekey_hdr b2[] = { H("x", "1y2") };
+	struct out a, b;
+
+	if (!k)
+		return;
+	a = run(k, a1, 1, NULL, NULL);
+	b = run(k, a2, 1, NULL, NULL);
+	ok(!same_key(a, b), "name/value boundary");
+	a = run(k, b1, 2, NULL, NULL);
+	b = run(k, b2, 1, NULL, NULL);
+	ok(!same_key(a, b), "header boundary");
+	a = run(k, NULL, 0, "1.2.3.4", "");
+	b = run(k, NULL, 0, "1.2.3.", "4");
+	ok(!same_key(a, b), "xff/uri boundary");
+	a = run(k, NULL, 0, "", "x");
+	b = run(k, NULL, 0, "x", "");
+	ok(!same_key(a, b), "empty fields are positional");
+	{
+		/* NUL bytes are data, lengths decide */
+		struct cachekey_hdr n1[] = { { "x", 1, "a\0b", 3 } };
+		struct cachekey_hdr n2[] = { { "x", 1, "a\0c", 3 } };
+
+		a = run(k, n1, 1, NULL, NULL);
+		b = run(k, n2, 1, NULL, NULL);
+		ok(!same_key(a, b), "bytes after a NUL count");
+	}
+	{
+		/* a long header name is lowercased in chunks */
+		char n1[200], n2[200];
+		struct cachekey_hdr l1[] = { { n1, sizeof(n1), "v", 1 } };
+		struct cachekey_hdr l2[] = { { n2, sizeof(n2), "v", 1 } };
+
+		memset(n1, 'A', sizeof(n1));
+		memset(n2, 'a', sizeof(n2));
+		a = run(k, l1, 1, NULL, NULL);
+		b = run(k, l2, 1, NULL, NULL);
+		ok(same_key(a, b), "long names fold case");
+		n2[150] = 'b';
+		b = run(k, l2, 1, NULL, NULL);
+		ok(!same_key(a, b), "  every byte of them counts");
+	}
+	cachekey_free(k);
+}
+
+static void test_options(void)
+{
+	static const char *const sid[] = { "sid" };
+	struct cachekey *k = mk(0, 1, NULL, 0), *kc = mk(1, 0, NULL, 0), *kd = mk(1, 1, NULL, 0);
+	struct cachekey *kf = mk(1, 1, sid, 1);
+	struct cachekey_hdr h[] = { H("cookie", "sid=1") };
+	struct out a, b;
+
+	if (!k || !kc || !kd || !kf)
+		goto out;
+	a = run(k, h, 1, "10.0.0.1", "/a");
+	b = run(k, h, 1, "10.0.0.1", "/b");
+	ok(same_key(a, b), "URI dropped: /a and /b share the key");
+	b = run(k, h, 1, "10.0.0.1", NULL);
+	ok(same_key(a, b), "  absent too");
+	b = run(kd, h, 1, "10.0.0.1", "/a");
+	ok(!same_key(a, b), "  but not with the default builder's keys");
+	ok(same_cred(a, b), "  cred does not depend on include_uri");
+
+	a = run(kc, h, 1, "10.0.0.1", "/a");
+	b = run(kc, h, 1, "10.9.9.9", "/a");
+	ok(same_key(a, b), "client dropped: any address shares the key");
+
+	a = run(kd, h, 1, NULL, NULL);
+	b = run(kf, h, 1, NULL, NULL);
+	ok(!same_key(a, b) && !same_cred(a, b), "filter on/off never share keys");
+out:
+	cachekey_free(k);
+	cachekey_free(kc);
+	cachekey_free(kd);
+	cachekey_free(kf);
+}
+
+static void test_cookie_filter(void)
+{
+	static const char *const f1[] = { "sid", "lang" };
+	static const char *const f2[] = { "lang", "sid", "sid" };
+	static const char *const f3[] = { "sid" };
+	struct cachekey *k1 = mk(1, 1, f1, 2), *k2 = mk(1, 1, f2, 3), *k3 = mk(1, 1, f3, 1);
+	struct out a, b;
+
+#define C(v) ((struct cachekey_hdr[]){ H("cookie", v), H("authorization", "Bearer t") })
+#define RUN(k, v) run((k), C(v), 2, "10.0.0.1", "/a")
+	if (!k1 || !k2 || !k3)
+		goto out;
+	a = RUN(k1, "sid=1; lang=en");
+	b = RUN(k1, "sid=1; ga=123; lang=en; _x=7");
+	ok(same_key(a, b) && same_cred(a, b), "other cookies ignored");
+	b = RUN(k1, "  sid = 1 ;lang=en;  ");
+	ok(same_key(a, b), "spaces around names, values and separators");
+	b = RUN(k1, "sid=1;\tlang=en\t");
+	ok(same_key(a, b), "tabs too");
+	b = RUN(k1, "lang=en; sid=1");
+	ok(!same_key(a, b), "kept cookies are hashed in header order");
+	b = RUN(k2, "sid=1; lang=en");
+	ok(same_key(a, b) && same_cred(a, b), "filter list order and repeats do not matter");
+	b = RUN(k1, "sid=2; lang=en");
+	ok(!same_key(a, b) && !same_cred(a, b), "a kept value counts");
+	b = RUN(k1, "SID=1; lang=en");
+	ok(!same_key(a, b), "cookie names are case-sensitive");
+
+	a = RUN(k3, "sid=");
+	b = RUN(k3, "sid");
+	ok(!same_key(a, b), "empty value != no '=' (the latter has an empty name)");
+	b = RUN(k3, "");
+	ok(same_key(a, RUN(k3, "sid=")) && !same_key(a, b), "sid= kept; empty header keeps nothing");
+	a = RUN(k3, "x=1");
+	ok(same_key(a, b), "no kept cookie == empty header");
+	a = run(k3, (struct cachekey_hdr[]){ H("cookie", NULL) }, 1, NULL, NULL);
+	b = run(k3, (struct cachekey_hdr[]){ H("cookie", "") }, 1, NULL, NULL);
+	ok(!same_key(a, b), "absent Cookie != empty Cookie under a filter");
+
+	a = RUN(k3, "sid=1; sid=2");
+	b = RUN(k3, "sid=2; sid=1");
+	ok(!same_key(a, b), "duplicates kept, in order");
+	b = RUN(k3, "sid=1");
+	ok(!same_key(a, b), "  and both count");
+	a = RUN(k3, "sid=a=b");
+	b = RUN(k3, "sid=a; =b");
+	ok(!same_key(a, b), "'=' inside a value stays in the value");
+	a = RUN(k3, "sid=\"q;x\"");
+	b = RUN(k3, "sid=\"q");
+	ok(same_key(a, b), "';' splits even inside quotes (RFC 6265 values have none)");
+	a = RUN(k3, "sid=1;;;");
+	b = RUN(k3, ";sid=1");
+	ok(same_key(a, b), "empty pairs skipped");
+	a = RUN(k3, "sid=1");
+	b = run(k3, (struct cachekey_hdr[]){ H("cookie", "sid=1"), H("authorization", "Bearer u") }, 2,
+	        "10.0.0.1", "/a");
+	ok(!same_key(a, b) && !same_cred(a, b), "other headers still count in full");
+	b = run(k3, (struct cachekey_hdr[]){ H("x-cookie", "sid=1"), H("authorization", "Bearer t") },
+	        2, "10.0.0.1", "/a");
+	ok(!same_key(a, b), "only the header named cookie is filtered");
+	a = run(k3, (struct cachekey_hdr[]){ H("cookie", "sid=1"), H("cookie", "sid=2") }, 2, NULL, NULL);
+	b = run(k3, (struct cachekey_hdr[]){ H("cookie", "sid=1; sid=2") }, 1, NULL, NULL);
+	ok(!same_key(a, b), "two Cookie headers are two fields");
+	a = run(k3, (struct cachekey_hdr[]){ H("cookie", "a=1; sid=1") }, 1, NULL, NULL);
+	b = run(k3, (struct cachekey_hdr[]){ H("cookie", "sid=1; a=1") }, 1, NULL, NULL);
+	ok(same_key(a, b), "dropped cookies' positions do not matter");
+#undef RUN
+#undef C
+out:
+	cachekey_free(k1);
+	cachekey_free(k2);
+	cachekey_free(k3);
+}
+
+static void test_salt_scope(void)
+{
+	uint8_t s1[CACHEKEY_SALT_LEN], s2[CACHEKEY_SALT_LEN];
+	struct cachekey_opts o = { 1, 1, NULL, 0, NULL, NULL, 0 };
+	struct cachekey *k0, *k1, *k1b, *k2, *ks;
+	struct cachekey_hdr h[] = { H("cookie", "sid=1") };
+	char err[128];
+	struct out a, b;
+
+	ok(cachekey_salt_new(s1) == 0 && cachekey_salt_new(s2) == 0, "salts drawn");
+	ok(memcmp(s1, s2, sizeof(s1)) != 0, "  and differ");
+	k0 = cachekey_new(&o, err, sizeof(err));
+	o.salt = s1;
+	k1 = cachekey_new(&o, err, sizeof(err));
+	k1b = cachekey_new(&o, err, sizeof(err));
+	o.salt = s2;
+	k2 = cachekey_new(&o, err, sizeof(err));
+	o.salt = s1;
+	o.scope = "http://127.0.0.1:8101/api/user/token";
+	o.scope_len = strlen(o.scope);
+	ks = cachekey_new(&o, err, sizeof(err));
+	if (!ok(k0 && k1 && k1b && k2 && ks, "builders"))
+		goto out;
+	a = run(k1, h, 1, NULL, "/");
+	b = run(k1b, h, 1, NULL, "/");
+	ok(same_key(a, b) && same_cred(a, b), "same salt: workers agree");
+	b = run(k2, h, 1, NULL, "/");
+	ok(!same_key(a, b) && !same_cred(a, b), "another salt: other keys and creds");
+	b = run(k0, h, 1, NULL, "/");
+	ok(!same_key(a, b), "unsalted differs");
+	b = run(ks, h, 1, NULL, "/");
+	ok(!same_key(a, b) && !same_cred(a, b), "scope changes keys and creds");
+out:
+	cachekey_free(k0);
+	cachekey_free(k1);
+	cachekey_free(k1b);
+	cachekey_free(k2);
+	cachekey_free(ks);
+}
+
+static void test_incremental(void)
+{
+	static const char *const f[] = { "sid" };
+	struct cachekey *k = mk(1, 1, f, 1);
+	struct cachekey_hdr h[] = { H("cookie", "a=1; sid=x"), H("authorization", "Basic Zm9v"),
+		                    H("x-example-authorization", NULL) };
+	uint8_t key[32], cred[32];
+	struct out a;
+	size_t i;
+
+	if (!k)
+		return;
+	a = run(k, h, 3, "1.1.1.1, 2.2.2.2", "/p?q");
+	ok(cachekey_begin(k) == 0, "begin");
+	for (i = 0; i < 3; i++)
+		cachekey_header(k, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+	ok(cachekey_end(k, "1.1.1.1, 2.2.2.2", 16, "/p?q", 4, key, cred) == 0, "end");
+	is_mem(key, 32, a.key, 32, "incremental key == one call");
+	is_mem(cred, 32, a.cred, 32, "incremental cred == one call");
+	/* a builder is reusable: an abandoned half request leaves no trace */
+	cachekey_begin(k);
+	cachekey_header(k, "junk", 4, "junk", 4);
+	a = run(k, h, 3, "1.1.1.1, 2.2.2.2", "/p?q");
+	is_mem(key, 32, a.key, 32, "begin resets");
+	cachekey_free(k);
+}
+
+static void test_bad_opts(void)
+{
+	static const char *const bad1[] = { "" };
+	static const char *const bad2[] = { "a=b" };
+	static const char *const bad3[] = { "sid", "a b" };
+	static const char *const bad4[] = { "a;" };
+	static const char *const bad5[] = { NULL };
+	static const char *const *const all[] = { bad1, bad2, bad3, bad4, bad5 };
+	static const size_t ns[] = { 1, 1, 2, 1, 1 };
+	struct cachekey_opts o = { 1, 1, NULL, 0, NULL, NULL, 0 };
+	char err[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(ns) / sizeof(ns[0]); i++) {
+		o.cookie_names = all[i];
+		o.n_cookie_names = ns[i];
+		err[0] = 0;
+		ok(cachekey_new(&o, err, sizeof(err)) == NULL && strstr(err, "cookie name"),
+		   "bad cookie name #%zu refused: %s", i, err);
+	}
+	cachekey_free(NULL);
+	ok(1, "cachekey_free(NULL)");
+}
+
+int main(void)
+{
+	test_default_key();
+	test_boundaries();
+	test_options();
+	test_cookie_filter();
+	test_salt_scope();
+	test_incremental();
+	test_bad_opts();
+	return done_testing();
+}
