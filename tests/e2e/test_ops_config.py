@@ -12,7 +12,8 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONF = os.path.join(REPO, "scripts", "spoa-auth.conf")
 MAN = os.path.join(REPO, "docs", "spoa-auth.8")
 
-# "#key value": a default, to uncomment; "# key value": an example of an unset key.
+# "#key value": a default, to uncomment; "# key value" after a "# ...Example(s):" line,
+# in the same comment block: an example for a key unset by default.
 DEFAULT_LINE = re.compile(r"^#([a-z][a-z-]+) (.+)$")
 EXAMPLE_LINE = re.compile(r"^# ([a-z][a-z-]+) (\S.*)$")
 
@@ -40,7 +41,15 @@ def conf_defaults():
 
 
 def conf_examples():
-    return {m.group(1) for m in map(EXAMPLE_LINE.match, conf_lines()) if m}
+    keys, in_examples = set(), False
+    for line in conf_lines():
+        if not line.startswith("#"):
+            in_examples = False
+        elif re.search(r"Examples?:$", line):
+            in_examples = True
+        elif in_examples and EXAMPLE_LINE.match(line):
+            keys.add(EXAMPLE_LINE.match(line).group(1))
+    return keys
 
 
 def test_design_keys_in_conf_with_defaults():
@@ -102,7 +111,7 @@ def test_bad_key_is_refused(agent_bin, tmp_path):
 def test_help_keys_documented(agent_bin):
     r = subprocess.run([agent_bin, "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    keys = set(re.findall(r"--([a-z][a-z-]+)", r.stdout + r.stderr)) - {"help", "key"}
+    keys = set(re.findall(r"--([a-z][a-z-]+)", r.stdout + r.stderr)) - {"help", "key", "version"}
     assert keys, r.stdout
     documented = set(conf_defaults()) | conf_examples()
     text = open(MAN).read().replace("\\-", "-")
