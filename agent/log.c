@@ -127,8 +127,9 @@ void log_ratelimited(enum log_level lvl, struct log_rl *rl, const char *fmt, ...
 		rl->suppressed++;
 	pthread_mutex_unlock(&log_rl_lock);
 
+	/* The format (never the values) says which messages were dropped. */
 	if (suppressed)
-		log_msg(lvl, "suppressed %lu similar messages", suppressed);
+		log_msg(lvl, "suppressed %lu similar messages: \"%s\"", suppressed, fmt);
 	if (!print)
 		return;
 	va_start(ap, fmt);
