@@ -169,17 +169,26 @@ int spop_kv_next(const uint8_t **p, const uint8_t *end,
 
 /* Decodes a HAPROXY-HELLO payload. Unknown keys are skipped. Returns 0 or
  * -(enum spop_error): SPOP_ERR_INVALID if malformed. Semantic checks (version
- * "2.0" listed, max-frame-size present) are spop_hello_check()'s. */
+ * "2.0" listed, max-frame-size present) are spop_hello_check()'s.
+ * Keys match exactly (HAProxy matches by prefix; "max-frame-sizes" is not
+ * "max-frame-size" here). A known key with a value of the wrong type is
+ * malformed: versions/capabilities/engine-id must be STR, healthcheck BOOL,
+ * max-frame-size any integer type (a negative one reads as 0). */
 int spop_hello_decode(const struct spop_frame *f, struct spop_hello *h);
 
 /* Checks a decoded HELLO and negotiates the frame size: <*max_out> =
  * min(<own_max>, h->max_frame_size). Returns 0, or -(SPOP_ERR_NO_VSN,
- * SPOP_ERR_BAD_VSN, SPOP_ERR_NO_FRAME_SIZE, SPOP_ERR_BAD_FRAME_SIZE,
- * SPOP_ERR_NO_CAP). A version list is accepted if one comma-separated entry,
- * trimmed of spaces, is "2.0"; a size below 256 is SPOP_ERR_BAD_FRAME_SIZE. */
+ * SPOP_ERR_BAD_VSN, SPOP_ERR_NO_FRAME_SIZE, SPOP_ERR_BAD_FRAME_SIZE), checked
+ * in that order. A version list is accepted if one comma-separated entry,
+ * trimmed of spaces and tabs, is "2.0"; a size below 256 is
+ * SPOP_ERR_BAD_FRAME_SIZE. Missing capabilities are accepted as "" (never
+ * SPOP_ERR_NO_CAP: HAProxy always sends them, and a peer that does not
+ * cannot be asked for pipelining anyway). <*max_out> is set only on 0. */
 int spop_hello_check(const struct spop_hello *h, uint32_t own_max, uint32_t *max_out);
 
-/* Decodes a HAPROXY-DISCONNECT payload. Returns 0 or -SPOP_ERR_INVALID. */
+/* Decodes a HAPROXY-DISCONNECT payload. Returns 0 or -SPOP_ERR_INVALID.
+ * status-code: any integer type (negative reads as 0), SPOP_ERR_UNKNOWN when
+ * absent; message: STR, "" when absent. Also reads AGENT-DISCONNECT. */
 int spop_disconnect_decode(const struct spop_frame *f, struct spop_disconnect *d);
 
 /* ---- NOTIFY ---- */

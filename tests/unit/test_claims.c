@@ -11,6 +11,7 @@
  * ASan reports any over-read.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,9 +309,102 @@ static void test_refused(void)
 	}
 }
 
+/* Every msgpack format msgpack-c produces: the pre-scan must accept them
+ * all (str/bin/ext 8/16/32, array/map 16/32, every int and float width). */
+static void test_all_formats(void)
+{
+	static char blob[70000];
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t outsz = 1u << 21, i;
+	uint8_t *out = malloc(outsz), *p = out;
+	unsigned skipped = 0;
+	char *doc;
+	int r;
+
+	memset(blob, 'z', sizeof(blob));
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 31);
+	pack_str(&pk, "s8");  msgpack_pack_str(&pk, 40); msgpack_pack_str_body(&pk, blob, 40);
+	pack_str(&pk, "s16"); msgpack_pack_str(&pk, 300); msgpack_pack_str_body(&pk, blob, 300);
+	pack_str(&pk, "s32"); msgpack_pack_str(&pk, 70000); msgpack_pack_str_body(&pk, blob, 70000);
+	pack_str(&pk, "b8");  msgpack_pack_bin(&pk, 10); msgpack_pack_bin_body(&pk, blob, 10);
+	pack_str(&pk, "b16"); msgpack_pack_bin(&pk, 300); msgpack_pack_bin_body(&pk, blob, 300);
+	pack_str(&pk, "b32"); msgpack_pack_bin(&pk, 70000); msgpack_pack_bin_body(&pk, blob, 70000);
+	pack_str(&pk, "u8");  msgpack_pack_uint8(&pk, 200);
+	pack_str(&pk, "u16"); msgpack_pack_uint16(&pk, 60000);
+	pack_str(&pk, "u32"); msgpack_pack_uint32(&pk, 4000000000u);
+	pack_str(&pk, "u64"); msgpack_pack_uint64(&pk, (uint64_t)1 << 40);
+	pack_str(&pk, "i8");  msgpack_pack_int8(&pk, -100);
+	pack_str(&pk, "i16"); msgpack_pack_int16(&pk, -1000);
+	pack_str(&pk, "i32"); msgpack_pack_int32(&pk, -100000);
+	pack_str(&pk, "i64"); msgpack_pack_int64(&pk, -((int64_t)1 << 40));
+	pack_str(&pk, "t");   msgpack_pack_true(&pk);
+	pack_str(&pk, "f");   msgpack_pack_false(&pk);
+	/* skipped values, still walked by the scan */
+	pack_str(&pk, "a16"); msgpack_pack_array(&pk, 20);
+	for (i = 0; i < 20; i++)
+		msgpack_pack_int(&pk, (int)i);
+	pack_str(&pk, "a32"); msgpack_pack_array(&pk, 70000);
+	for (i = 0; i < 70000; i++)
+		msgpack_pack_nil(&pk);
+	pack_str(&pk, "m16"); msgpack_pack_map(&pk, 20);
+	for (i = 0; i < 20; i++) {
+		msgpack_pack_int(&pk, (int)i);
+		msgpack_pack_nil(&pk);
+	}
+	pack_str(&pk, "m32"); msgpack_pack_map(&pk, 70000);
+	for (i = 0; i < 70000; i++) {
+		msgpack_pack_int(&pk, (int)i);
+		msgpack_pack_true(&pk);
+	}
+	pack_str(&pk, "f32"); msgpack_pack_float(&pk, 1.25f);
+	pack_str(&pk, "f64"); msgpack_pack_double(&pk, 1.25);
+	pack_str(&pk, "x1");  msgpack_pack_ext(&pk, 1, 1); msgpack_pack_ext_body(&pk, blob, 1);
+	pack_str(&pk, "x2");  msgpack_pack_ext(&pk, 2, 1); msgpack_pack_ext_body(&pk, blob, 2);
+	pack_str(&pk, "x4");  msgpack_pack_ext(&pk, 4, 1); msgpack_pack_ext_body(&pk, blob, 4);
+	pack_str(&pk, "x8");  msgpack_pack_ext(&pk, 8, 1); msgpack_pack_ext_body(&pk, blob, 8);
+	pack_str(&pk, "x16"); msgpack_pack_ext(&pk, 16, 1); msgpack_pack_ext_body(&pk, blob, 16);
+	pack_str(&pk, "xe8"); msgpack_pack_ext(&pk, 3, 1); msgpack_pack_ext_body(&pk, blob, 3);
+	pack_str(&pk, "xe16"); msgpack_pack_ext(&pk, 300, 1); msgpack_pack_ext_body(&pk, blob, 300);
+	pack_str(&pk, "xe32"); msgpack_pack_ext(&pk, 70000, 1); msgpack_pack_ext_body(&pk, blob, 70000);
+	pack_str(&pk, "nil"); msgpack_pack_nil(&pk);
+
+	doc = dup_exact(sb.data, sb.size);
+	ok((unsigned char)doc[0] == 0xde, "top level is a map16");
+	r = claims_encode(doc, sb.size, "auth", &p, out + outsz, &skipped);
+	is_int(r, 16, "all formats: 16 actions");
+	is_int(skipped, 15, "all formats: 15 skipped");
+	free(doc);
+	msgpack_sbuffer_destroy(&sb);
+
+	/* map32 at the top level: 70000 keys */
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 70000);
+	for (i = 0; i < 70000; i++) {
+		char k[16];
+		int kl = snprintf(k, sizeof(k), "k%zu", i);
+
+		msgpack_pack_str(&pk, (size_t)kl);
+		msgpack_pack_str_body(&pk, k, (size_t)kl);
+		msgpack_pack_uint64(&pk, i);
+	}
+	doc = dup_exact(sb.data, sb.size);
+	p = out;
+	r = claims_encode(doc, sb.size, "auth", &p, out + outsz, &skipped);
+	ok((unsigned char)doc[0] == 0xdf && r == 70000 && skipped == 0,
+	   "map32 with 70000 keys: 70000 actions");
+	free(doc);
+	msgpack_sbuffer_destroy(&sb);
+	free(out);
+}
+
 int main(void)
 {
 	test_doc();
+	test_all_formats();
 	test_refused();
 	return done_testing();
 }
