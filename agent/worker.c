@@ -113,6 +113,9 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 				log_ratelimited(LOG_LVL_ERROR, &rl, "accept: %s: pausing the listener",
 				                strerror(errno));
 				ev_io_stop(loop, &w->accept_w);
+				/* Set again: a fired one-shot timer restarted as is
+				 * would keep its spent (zero) delay. */
+				ev_timer_set(&w->accept_pause, WORKER_ACCEPT_PAUSE_S, 0.);
 				ev_timer_start(loop, &w->accept_pause);
 			}
 			break;
