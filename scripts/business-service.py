@@ -10,6 +10,8 @@ Answers every method on every path with JSON describing what it received:
                                           user service signs with),
   headers                                 every request header, [name, value].
 It trusts only the signature, never the presence of the header.
+GET /__stats (for tests; the gateway never routes it here) returns the number
+of requests served.
 
 Flags: --host (127.0.0.1), --port (8102), --quiet.
 """
@@ -21,6 +23,7 @@ import http.server
 import json
 import os
 import sys
+import threading
 import time
 
 IDENTITY_HEADER = "X-Example-Authorization"
@@ -61,6 +64,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             sys.stderr.write("business-service: %s %s\n" % (self.address_string(), fmt % args))
 
     def handle_any(self):
+        if self.path == "/__stats":
+            return self.answer(200, {"requests": self.server.requests})
+        with self.server.lock:
+            self.server.requests += 1
         if self.headers.get("Transfer-Encoding"):
             # Not needed by the demo; refuse rather than desynchronise.
             self.close_connection = True
@@ -118,6 +125,7 @@ def main():
     srv = Server((args.host, args.port), Handler)
     srv.jwt_key = os.environ.get("DEMO_JWT_SECRET", "").encode()
     srv.quiet = args.quiet
+    srv.lock, srv.requests = threading.Lock(), 0
     sys.stderr.write("business-service: listening on %s:%d\n" % (args.host, args.port))
     sys.stderr.flush()
     try:

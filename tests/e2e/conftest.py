@@ -1,0 +1,117 @@
+"""Fixtures for the end-to-end tests: a real HAProxy with the shipped
+haproxy/haproxy.cfg and haproxy/spoe-auth.conf, the real agent, the demo
+services or programmable fakes, all on free loopback ports.
+
+Environment:
+  HAPROXY_BIN    HAProxy to run (default: "haproxy" on PATH). Missing: the
+                 tests that need it are skipped, with that reason.
+  SPOA_AUTH_BIN  the agent (default: build/spoa-auth in the repository).
+                 Missing: the tests that need it error out.
+Every process writes stdout+stderr to a log file; the logs of the processes
+still running (or that died) are attached to every failure report.
+"""
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_user_service import FakeUserService  # noqa: E402
+from harness import (HOST, PROCS, REPO, Gateway, free_ports, start_agent,  # noqa: E402
+                     start_haproxy, start_python_service, stop_all, wait_agent_up)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for p in PROCS:
+            if p.alive() or not p.stopped:
+                rep.sections.append(("process %s" % p.name, p.describe()))
+
+
+# ---- fixtures -------------------------------------------------------------
+@pytest.fixture(scope="session")
+def haproxy_bin():
+    name = os.environ.get("HAPROXY_BIN", "haproxy")
+    path = shutil.which(name)
+    if not path:
+        pytest.skip("HAProxy not found (HAPROXY_BIN=%s): install haproxy or set HAPROXY_BIN" % name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def agent_bin():
+    path = Path(os.environ.get("SPOA_AUTH_BIN") or REPO / "build" / "spoa-auth")
+    if not path.is_absolute():
+        path = REPO / path
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail("agent binary %s not found: run 'make build' or set SPOA_AUTH_BIN" % path,
+                    pytrace=False)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def logdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def jwt_secret():
+    return secrets.token_hex(32)
+
+
+@pytest.fixture(scope="session")
+def demo_services(logdir, jwt_secret):
+    user_port, biz_port = free_ports(2)
+    procs = []
+    try:
+        procs.append(start_python_service(logdir, "user-service.py", user_port, jwt_secret))
+        procs.append(start_python_service(logdir, "business-service.py", biz_port, jwt_secret))
+        yield {"user_port": user_port, "biz_port": biz_port, "secret": jwt_secret}
+    finally:
+        stop_all(procs)
+
+
+@pytest.fixture(scope="session")
+def demo(demo_services, haproxy_bin, agent_bin, logdir):
+    """HAProxy + agent + demo user and business services."""
+    gw_port, agent_port = free_ports(2)
+    procs = []
+    try:
+        procs.append(start_agent(logdir, agent_bin, agent_port,
+                                 "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"])))
+        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
+                                   demo_services["biz_port"], agent_port))
+        wait_agent_up(gw_port, procs)
+        yield Gateway(gw_port, procs, agent_port=agent_port, **demo_services)
+    finally:
+        stop_all(procs, strict=("agent",))
+
+
+@pytest.fixture(scope="session")
+def fake_user():
+    f = FakeUserService().start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="session")
+def fake(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
+    """HAProxy + agent + the programmable fake user service (also behind the
+    public routes) + the demo business service."""
+    gw_port, agent_port = free_ports(2)
+    procs = []
+    try:
+        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url))
+        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
+                                   demo_services["biz_port"], agent_port))
+        wait_agent_up(gw_port, procs)
+        yield Gateway(gw_port, procs, agent_port=agent_port, user=fake_user, **demo_services)
+    finally:
+        stop_all(procs, strict=("agent",))

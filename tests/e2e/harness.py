@@ -1,0 +1,251 @@
+"""End-to-end test harness: processes with captured logs, free ports, a
+plain HTTP client that sends headers exactly as given, and starters for the
+demo services, the agent and HAProxy (with the shipped configuration)."""
+import http.client as httpclient
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+HAPROXY_CFG = REPO / "haproxy" / "haproxy.cfg"
+SPOE_CONF = REPO / "haproxy" / "spoe-auth.conf"
+PYTHON = sys.executable or "/usr/bin/python3"
+HOST = "127.0.0.1"
+AGENT_TIMEOUT_S = 0.5           # --timeout 500ms, below
+READY_TIMEOUT_S = 15.0
+
+PROCS = []                      # every Proc started in this session
+
+
+# ---- processes ------------------------------------------------------------
+class Proc:
+    def __init__(self, name, argv, logdir, env=None, cwd=None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.logpath = Path(logdir) / ("%s-%d.log" % (name, len(PROCS)))
+        self.stopped = False
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.log = open(self.logpath, "wb")
+        self.p = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=full_env, cwd=cwd or REPO)
+        PROCS.append(self)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def tail(self, n=6000):
+        try:
+            data = self.logpath.read_bytes()
+        except OSError as e:
+            return "(no log: %s)" % e
+        text = data[-n:].decode("utf-8", "replace")
+        return ("...\n" if len(data) > n else "") + text
+
+    def describe(self):
+        state = "running" if self.alive() else "exited %s" % self.p.returncode
+        return "%s pid %d (%s): %s\n--- log %s ---\n%s" % (
+            self.name, self.pid, state, " ".join(self.argv), self.logpath, self.tail())
+
+    def stop(self, timeout=8.0):
+        """Stops the process (SIGTERM, then SIGKILL after <timeout>). Returns
+        a string describing a problem (crash before stop, sanitizer report,
+        no exit on SIGTERM), or None."""
+        problem = None
+        if self.stopped:
+            return None
+        self.stopped = True
+        if not self.alive():
+            problem = "exited on its own with status %s" % self.p.returncode
+        else:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                problem = "did not exit within %.0fs of SIGTERM" % timeout
+        self.log.close()
+        text = self.tail(1 << 20)
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer"):
+            if marker in text:
+                problem = (problem + "; " if problem else "") + "sanitizer report (%s)" % marker
+        return problem
+
+
+def stop_all(procs, strict=()):
+    """Stops <procs> (in reverse order); raises if one of those named in
+    <strict> had a problem."""
+    problems = []
+    for p in reversed(procs):
+        problem = p.stop()
+        if problem and p.name in strict:
+            problems.append("%s: %s\n%s" % (p.name, problem, p.describe()))
+    if problems:
+        raise AssertionError("process problems at teardown:\n" + "\n\n".join(problems))
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind((HOST, 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_port(port, proc=None, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise AssertionError("%s exited before listening on %d\n%s" % (proc.name, port, proc.describe()))
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("nothing listens on %s:%d after %.0fs%s" % (
+        HOST, port, timeout, "\n" + proc.describe() if proc else ""))
+
+
+# ---- HTTP client ----------------------------------------------------------
+class Resp:
+    def __init__(self, status, reason, headers, body, elapsed):
+        self.status, self.reason, self.headers, self.body, self.elapsed = status, reason, headers, body, elapsed
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Resp %d %r headers=%r body=%r>" % (self.status, self.reason, self.headers, self.body[:300])
+
+
+def http(port, method, path, headers=(), body=None, timeout=10.0):
+    """One request on a fresh connection. <headers>: [(name, value)], sent
+    exactly as given (case, repetitions, order)."""
+    conn = httpclient.HTTPConnection(HOST, port, timeout=timeout)
+    t0 = time.monotonic()
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in headers:
+            conn.putheader(k, v)
+        if body is not None:
+            if isinstance(body, str):
+                body = body.encode()
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        data = r.read()
+        return Resp(r.status, r.reason, r.getheaders(), data, time.monotonic() - t0)
+    finally:
+        conn.close()
+
+
+class Gateway:
+    """A running HAProxy (with what it was started for)."""
+
+    def __init__(self, port, procs, **info):
+        self.port, self.procs = port, procs
+        self.__dict__.update(info)
+
+    def request(self, method, path, headers=(), body=None, timeout=10.0):
+        return http(self.port, method, path, headers, body, timeout)
+
+    def get(self, path, headers=(), timeout=10.0):
+        return http(self.port, "GET", path, headers, None, timeout)
+
+    def login(self, username, password=None):
+        """Logs in through the gateway; returns (cookie header value, json)."""
+        r = self.request("POST", "/api/user/login", [("Content-Type", "application/json")],
+                         json.dumps({"username": username, "password": password or username}))
+        assert r.status == 200, r
+        cookie = r.header("Set-Cookie").split(";", 1)[0]
+        return cookie, r.json()
+
+
+# ---- building blocks --------------------------------------------------------
+def start_python_service(logdir, script, port, secret):
+    p = Proc(script.replace(".py", ""), [PYTHON, REPO / "scripts" / script, "--host", HOST,
+                                         "--port", port, "--quiet"],
+             logdir, env={"DEMO_JWT_SECRET": secret})
+    wait_port(port, p)
+    return p
+
+
+def start_agent(logdir, agent_bin, port, user_url, extra=()):
+    p = Proc("agent", [agent_bin, "--listen", "%s:%d" % (HOST, port), "--user-service-url", user_url,
+                       "--workers", "2", "--timeout", "500ms", *extra], logdir)
+    wait_port(port, p)
+    return p
+
+
+def start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port):
+    env = {"GW_ADDR": "%s:%d" % (HOST, gw_port), "USER_ADDR": "%s:%d" % (HOST, user_port),
+           "BIZ_ADDR": "%s:%d" % (HOST, biz_port), "AGENT_ADDR": "%s:%d" % (HOST, agent_port),
+           "SPOE_CONF": str(SPOE_CONF)}
+    p = Proc("haproxy", [haproxy_bin, "-db", "-f", HAPROXY_CFG], logdir, env=env)
+    wait_port(gw_port, p)
+    return p
+
+
+def wait_agent_up(gw_port, procs, path="/api/business/__ready"):
+    """Polls an anonymous protected request until it is no longer 503 (the
+    agent is up and HAProxy talks to it)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = http(gw_port, "GET", path, timeout=3)
+            if last.status != 503:
+                return last
+        except OSError as e:
+            last = e
+        time.sleep(0.2)
+    raise AssertionError("protected route still 503 after %.0fs (last: %r)\n%s" % (
+        READY_TIMEOUT_S, last, "\n\n".join(p.describe() for p in procs)))
+
+
+
+
+def user_stats(gw):
+    """The demo user service's counters (GET /__stats, not via the gateway)."""
+    return json.loads(http(gw.user_port, "GET", "/__stats").body)
+
+
+def new_case():
+    return "c" + secrets.token_hex(8)
+
+
+def biz_requests(gw):
+    """How many requests the business service has served."""
+    return json.loads(http(gw.biz_port, "GET", "/__stats").body)["requests"]
+
+
+def sha256_hex(text):
+    import hashlib
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
