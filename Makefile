@@ -35,8 +35,8 @@ CFLAGS += -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-poin
 LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
-DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack 2>/dev/null)
-DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc)
+DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack libmicrohttpd 2>/dev/null)
+DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack libmicrohttpd 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc -lmicrohttpd)
 EV_CFLAGS  ?=
 EV_LIBS    ?= -lev
 LIBS       := $(DEP_LIBS) $(EV_LIBS) -lpthread -lm

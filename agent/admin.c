@@ -1,0 +1,376 @@
+/*
+ * admin.c: the operations HTTP listener (/metrics, /healthz) on libmicrohttpd.
+ *
+ * libmicrohttpd runs its own polling thread (MHD_USE_INTERNAL_POLLING_THREAD,
+ * epoll or poll as available); the handler only sums the workers' counters
+ * (metrics_sum(), a short mutex-protected loop) and formats text, so it never
+ * touches a worker's loop. The thread is created with every signal blocked,
+ * so process signals keep going to the main thread's libev loop.
+ */
+#include "admin.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netdb.h>
+
+#include <microhttpd.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define ADMIN_ERR_MAX 160
+
+static struct {
+	struct MHD_Daemon *daemon;
+	atomic_int draining;
+	pthread_t starter;              /* thread inside admin_start() */
+	int starting;
+	char last_err[ADMIN_ERR_MAX];   /* last MHD message during admin_start() */
+} admin;
+
+static const char admin_ct_metrics[] = "text/plain; version=0.0.4; charset=utf-8";
+static const char admin_ct_text[] = "text/plain; charset=utf-8";
+
+/* libmicrohttpd's messages: to our log; during start also kept for <err>. */
+__attribute__((format(printf, 2, 0)))
+static void admin_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[ADMIN_ERR_MAX];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	n = strlen(buf);
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	if (admin.starting && pthread_equal(pthread_self(), admin.starter))
+		memcpy(admin.last_err, buf, n + 1);
+	log_warn("admin: %s", buf);
+}
+
+/* ---- /metrics rendering --------------------------------------------- */
+
+/* An snprintf-style appender: <len> keeps counting past <size>. */
+struct admin_out {
+	char *buf;
+	size_t size;
+	size_t len;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void admin_out_printf(struct admin_out *o, const char *fmt, ...)
+{
+	va_list ap;
+	size_t room = o->len < o->size ? o->size - o->len : 0;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(room ? o->buf + o->len : NULL, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		o->len += (size_t)n;
+}
+
+static void admin_out_head(struct admin_out *o, const char *name, const char *type,
+                           const char *help)
+{
+	admin_out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void admin_out_scalar(struct admin_out *o, const char *name, const char *type,
+                             const char *help, uint64_t v)
+{
+	admin_out_head(o, name, type, help);
+	admin_out_printf(o, "%s %llu\n", name, (unsigned long long)v);
+}
+
+size_t admin_render_metrics(char *buf, size_t size)
+{
+	static const char *const outcomes[METRICS_OUT_ENTRIES] = { "allow", "deny", "error" };
+	static const char *const classes[METRICS_UP_CLASSES] = {
+		"none", "1xx", "2xx", "3xx", "4xx", "5xx",
+	};
+	struct admin_out o = { buf, size, 0 };
+	struct metrics_snapshot s;
+	uint64_t cum = 0;
+	int i;
+
+	metrics_sum(&s);
+
+	admin_out_head(&o, "spoa_auth_decisions_total", "counter",
+	               "Exchanges answered to HAProxy, by outcome (allow: 2xx, deny: other "
+	               "status, error: no usable answer).");
+	for (i = 0; i < METRICS_OUT_ENTRIES; i++)
+		admin_out_printf(&o, "spoa_auth_decisions_total{outcome=\"%s\"} %llu\n",
+		                 outcomes[i], (unsigned long long)s.decisions[i]);
+
+	admin_out_head(&o, "spoa_auth_upstream_requests_total", "counter",
+	               "User-service requests by HTTP status class (none: no answer: "
+	               "connection error, timeout, response too big).");
+	for (i = 0; i < METRICS_UP_CLASSES; i++)
+		admin_out_printf(&o, "spoa_auth_upstream_requests_total{class=\"%s\"} %llu\n",
+		                 classes[i], (unsigned long long)s.upstream[i]);
+
+	/* _count is the +Inf bucket, computed here so the two always agree. */
+	admin_out_head(&o, "spoa_auth_upstream_duration_seconds", "histogram",
+	               "User-service request duration.");
+	for (i = 0; i < METRICS_LAT_BUCKETS; i++) {
+		cum += s.upstream_lat[i];
+		if (i < METRICS_LAT_BUCKETS - 1)
+			admin_out_printf(&o, "spoa_auth_upstream_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			                 metrics_lat_bounds_ms[i] / 1000.0, (unsigned long long)cum);
+		else
+			admin_out_printf(&o, "spoa_auth_upstream_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+			                 (unsigned long long)cum);
+	}
+	admin_out_printf(&o, "spoa_auth_upstream_duration_seconds_sum %llu.%06llu\n",
+	                 (unsigned long long)(s.upstream_lat_sum_us / 1000000u),
+	                 (unsigned long long)(s.upstream_lat_sum_us % 1000000u));
+	admin_out_printf(&o, "spoa_auth_upstream_duration_seconds_count %llu\n",
+	                 (unsigned long long)cum);
+
+	admin_out_scalar(&o, "spoa_auth_exchanges_in_flight", "gauge",
+	                 "Exchanges waiting for the user service.", s.inflight);
+	admin_out_scalar(&o, "spoa_auth_spop_connections", "gauge",
+	                 "Open SPOP connections from HAProxy.", s.conns);
+	admin_out_scalar(&o, "spoa_auth_spop_connections_accepted_total", "counter",
+	                 "SPOP connections accepted.", s.conns_total);
+	admin_out_scalar(&o, "spoa_auth_spop_connections_refused_total", "counter",
+	                 "SPOP connections refused: max-connections reached.", s.conns_refused);
+	admin_out_scalar(&o, "spoa_auth_spop_frames_received_total", "counter",
+	                 "SPOP frames received.", s.frames_in);
+	admin_out_scalar(&o, "spoa_auth_spop_frames_sent_total", "counter",
+	                 "SPOP frames sent.", s.frames_out);
+
+	admin_out_head(&o, "spoa_auth_spop_protocol_errors_total", "counter",
+	               "Connections closed with AGENT-DISCONNECT for a protocol error, by SPOP "
+	               "status code (3: frame too big, 4: invalid frame, ...).");
+	for (i = 1; i < METRICS_PROTO_SLOTS - 1; i++)
+		admin_out_printf(&o, "spoa_auth_spop_protocol_errors_total{status=\"%d\"} %llu\n",
+		                 i, (unsigned long long)s.proto_errors[i]);
+	admin_out_printf(&o, "spoa_auth_spop_protocol_errors_total{status=\"other\"} %llu\n",
+	                 (unsigned long long)(s.proto_errors[0] +
+	                                      s.proto_errors[METRICS_PROTO_SLOTS - 1]));
+
+	admin_out_scalar(&o, "spoa_auth_ack_too_big_total", "counter",
+	                 "Decisions replaced by status=0 outcome=error: the ACK would not fit "
+	                 "the negotiated frame size.", s.ack_too_big);
+	admin_out_scalar(&o, "spoa_auth_claims_skipped_total", "counter",
+	                 "msgpack claims skipped: unusable type or variable name too long.",
+	                 s.claims_skipped);
+	admin_out_scalar(&o, "spoa_auth_draining", "gauge",
+	                 "1 once the agent is draining (SIGTERM/SIGINT), else 0.",
+	                 (uint64_t)atomic_load(&admin.draining));
+
+	if (size)
+		buf[o.len < size ? o.len : size - 1] = '\0';
+	return o.len;
+}
+
+/* ---- HTTP ------------------------------------------------------------- */
+
+static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned status,
+                                   const char *ctype, char *body, size_t len, int owned)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	if (owned)
+		resp = MHD_create_response_from_buffer_with_free_callback(len, body, free);
+	else
+		resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		if (owned)
+			free(body);
+		return MHD_NO;
+	}
+	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_NO ||
+	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_NO ||
+	    (status == MHD_HTTP_METHOD_NOT_ALLOWED &&
+	     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD") == MHD_NO)) {
+		MHD_destroy_response(resp);
+		return MHD_NO;
+	}
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result admin_reply_static(struct MHD_Connection *conn, unsigned status,
+                                          const char *text)
+{
+	return admin_reply(conn, status, admin_ct_text, (char *)text, strlen(text), 0);
+}
+
+static enum MHD_Result admin_metrics(struct MHD_Connection *conn)
+{
+	size_t size = 8192, len;
+	char *buf = NULL;
+
+	/* Grows once if the document outgrew the first guess. */
+	for (int tries = 0; tries < 2; tries++) {
+		char *nbuf = realloc(buf, size);
+
+		if (!nbuf)
+			break;
+		buf = nbuf;
+		len = admin_render_metrics(buf, size);
+		if (len < size)
+			return admin_reply(conn, MHD_HTTP_OK, admin_ct_metrics, buf, len, 1);
+		size = len + 1;
+	}
+	free(buf);
+	return admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+}
+
+/*
+ * libmicrohttpd calls this once when the headers are in (*<req_cls> NULL),
+ * then again for any body data and once more at the end of the request. We
+ * answer on the second call, after having refused to read any body.
+ */
+static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *conn,
+                                     const char *url, const char *method,
+                                     const char *version, const char *upload_data,
+                                     size_t *upload_data_size, void **req_cls)
+{
+	static int seen;
+	int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+	int head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+	(void)cls;
+	(void)version;
+	(void)upload_data;
+	if (*req_cls == NULL) {
+		*req_cls = &seen;
+		if (!get && !head)
+			return admin_reply_static(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+			                          "method not allowed\n");
+		return MHD_YES;
+	}
+	if (*upload_data_size != 0) {
+		*upload_data_size = 0;  /* discard: GET/HEAD bodies mean nothing here */
+		return MHD_YES;
+	}
+	if (strcmp(url, "/metrics") == 0)
+		return admin_metrics(conn);
+	if (strcmp(url, "/healthz") == 0) {
+		if (atomic_load(&admin.draining))
+			return admin_reply_static(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "draining\n");
+		return admin_reply_static(conn, MHD_HTTP_OK, "ok\n");
+	}
+	return admin_reply_static(conn, MHD_HTTP_NOT_FOUND, "not found: try /metrics or /healthz\n");
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static void admin_addr_text(const struct sockaddr *addr, socklen_t len, char *out, size_t size)
+{
+	char host[64], port[8];
+
+	if (getnameinfo(addr, len, host, sizeof(host), port, sizeof(port),
+	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(out, size, "?");
+		return;
+	}
+	snprintf(out, size, addr->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+static uint16_t admin_addr_port(const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
+}
+
+int admin_start(const struct sockaddr *addr, socklen_t len, char *err, size_t errlen)
+{
+	unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+	char where[96];
+	sigset_t all, old;
+	struct MHD_Daemon *d;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (addr == NULL || len == 0)
+		return 0;
+	admin_addr_text(addr, len, where, sizeof(where));
+	if (admin.daemon) {
+		snprintf(err, errlen, "admin-listen %s: already started", where);
+		return -1;
+	}
+	if (addr->sa_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	else if (addr->sa_family != AF_INET) {
+		snprintf(err, errlen, "admin-listen %s: not an IPv4 or IPv6 address", where);
+		return -1;
+	}
+
+	atomic_store(&admin.draining, 0);
+	admin.starter = pthread_self();
+	admin.last_err[0] = '\0';
+	admin.starting = 1;
+	/* The polling thread inherits this mask: no process signal lands there. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	/* The port argument is ignored with MHD_OPTION_SOCK_ADDR but appears
+	 * in libmicrohttpd's bind error message. */
+	d = MHD_start_daemon(flags, admin_addr_port(addr), NULL, NULL, admin_handler, NULL,
+	                     MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
+	                     MHD_OPTION_SOCK_ADDR, addr,
+	                     MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+	                     MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)ADMIN_MAX_CONNS,
+	                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNS,
+	                     MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_PER_IP,
+	                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_TIMEOUT_S,
+	                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
+	                     MHD_OPTION_END);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	admin.starting = 0;
+	if (!d) {
+		snprintf(err, errlen, "admin-listen %s: %s", where,
+		         admin.last_err[0] ? admin.last_err : "cannot start the HTTP listener");
+		return -1;
+	}
+	admin.daemon = d;
+	if (admin_addr_port(addr) == 0) {
+		/* Port 0: the kernel chose one; log that one. */
+		char *colon = strrchr(where, ':');
+
+		if (colon)
+			snprintf(colon + 1, sizeof(where) - (size_t)(colon + 1 - where), "%u",
+			         admin_port());
+	}
+	log_info("admin: serving /metrics and /healthz on %s", where);
+	return 0;
+}
+
+void admin_set_draining(void)
+{
+	atomic_store(&admin.draining, 1);
+}
+
+unsigned admin_port(void)
+{
+	const union MHD_DaemonInfo *info;
+
+	if (!admin.daemon)
+		return 0;
+	info = MHD_get_daemon_info(admin.daemon, MHD_DAEMON_INFO_BIND_PORT);
+	return info ? info->port : 0;
+}
+
+void admin_stop(void)
+{
+	if (!admin.daemon)
+		return;
+	MHD_stop_daemon(admin.daemon);
+	admin.daemon = NULL;
+}

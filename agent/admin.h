@@ -1,0 +1,63 @@
+/*
+ * admin.h: the operations HTTP listener: GET /metrics and GET /healthz.
+ *
+ * A separate listener (config key admin-listen, default 127.0.0.1:12346,
+ * loopback only by default; "off" disables it) served by libmicrohttpd in its
+ * own internal polling thread, so it never runs on, or blocks, a worker loop
+ * or the main loop. It reads the counters through metrics_sum() only.
+ *
+ *   GET /metrics   Prometheus text exposition format 0.0.4: the workers'
+ *                  counters summed, gauges, and the user-service latency
+ *                  histogram (_bucket / _sum / _count), with HELP/TYPE lines.
+ *   GET /healthz   200 "ok" while serving, 503 "draining" once
+ *                  admin_set_draining() was called.
+ *   HEAD on both; anything else: 404, or 405 for other methods.
+ *
+ * Bounded: at most ADMIN_MAX_CONNS connections (ADMIN_MAX_PER_IP per client
+ * address), ADMIN_TIMEOUT_S seconds of inactivity per connection, small
+ * per-connection memory. No request body is read.
+ *
+ * One listener per process: admin_start(), admin_set_draining() and
+ * admin_stop() are called from the main thread; the request handler runs on
+ * libmicrohttpd's thread.
+ */
+#ifndef SPOA_ADMIN_H
+#define SPOA_ADMIN_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define ADMIN_DEFAULT_LISTEN "127.0.0.1:12346"
+#define ADMIN_MAX_CONNS   32
+#define ADMIN_MAX_PER_IP  8
+#define ADMIN_TIMEOUT_S   5
+
+/*
+ * Binds <addr> (<len> bytes, AF_INET or AF_INET6, as parsed from
+ * admin-listen) and starts serving. <addr> NULL or <len> 0 means "off":
+ * nothing is started and 0 is returned. Calling it while a listener runs is
+ * an error. Returns 0, or -1 with a message in <err> ("admin-listen
+ * 127.0.0.1:12346: Address already in use").
+ */
+int admin_start(const struct sockaddr *addr, socklen_t len, char *err, size_t errlen);
+
+/* From now on /healthz answers 503. Harmless when no listener runs. */
+void admin_set_draining(void);
+
+/* Returns the bound TCP port, or 0 when no listener runs (tests, logs). */
+unsigned admin_port(void);
+
+/*
+ * Stops the listener: closes the socket, ends open connections and joins the
+ * libmicrohttpd thread. Idempotent; harmless when none runs.
+ */
+void admin_stop(void);
+
+/*
+ * Writes the /metrics document into <buf> (<size> bytes, NUL-terminated).
+ * Returns its length, or the length it would need (>= <size>) when it does
+ * not fit, as snprintf does. Exposed for the unit test.
+ */
+size_t admin_render_metrics(char *buf, size_t size);
+
+#endif /* SPOA_ADMIN_H */
