@@ -1,0 +1,200 @@
+/*
+ * test_decision.c: upstream response -> decision -> ACK actions, decoded
+ * back with the codec: the variables of docs/design.md, their types, the
+ * shared error decision, the noop ACK, the frame-size bound, refcounting.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "decision.h"
+#include "log.h"
+#include "spop.h"
+#include "tap.h"
+#include "upstream.h"
+
+#define MAX_ACTIONS 32
+
+struct act {
+	char name[64];
+	struct spop_action a;
+};
+
+/* Decodes the actions of <d>; returns how many, or -1 if malformed. */
+static int decode(const uint8_t *p, size_t len, struct act *out)
+{
+	const uint8_t *end = p + len;
+	int n = 0, r;
+
+	while (n < MAX_ACTIONS && (r = spop_action_next(&p, end, &out[n].a)) == 1) {
+		snprintf(out[n].name, sizeof(out[n].name), "%.*s",
+		         (int)out[n].a.name.len, out[n].a.name.ptr);
+		n++;
+	}
+	return (p == end) ? n : -1;
+}
+
+static const struct spop_action *find(const struct act *acts, int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(acts[i].name, name) == 0)
+			return &acts[i].a;
+	return NULL;
+}
+
+static int str_is(const struct spop_action *a, const char *want)
+{
+	return a && a->type == SPOP_ACT_SET_VAR && a->scope == SPOP_SCOPE_TXN &&
+	       a->value.type == SPOP_T_STR && a->value.u.str.len == strlen(want) &&
+	       memcmp(a->value.u.str.ptr, want, a->value.u.str.len) == 0;
+}
+
+static void test_allow(struct cfg *c)
+{
+	struct upstream_response r;
+	char *copy[1] = { "42" };
+	struct act acts[MAX_ACTIONS];
+	struct decision *d;
+	const struct spop_action *a;
+	int too_big = -1, n;
+
+	memset(&r, 0, sizeof(r));
+	r.status = 200;
+	r.body = "tok-abc";
+	r.body_len = 7;
+	r.set_cookie[0] = "a=1";
+	r.set_cookie[1] = "b=2";
+	r.n_set_cookie = 2;
+	r.location = "/next";
+	r.copy = copy;
+	r.n_copy = 1;
+	d = decision_build(&r, c, &too_big);
+	if (!ok(d != NULL, "allow: built"))
+		return;
+	is_int(too_big, 0, "allow: fits");
+	is_int(d->status, 200, "allow: status");
+	is_int(d->outcome, DECISION_ALLOW, "allow: outcome");
+	n = decode(d->actions, d->actions_len, acts);
+	is_int(n, 7, "allow: 7 actions");
+	a = find(acts, n, "status");
+	ok(a && a->value.type == SPOP_T_INT32 && a->value.u.s64 == 200, "status int 200");
+	ok(str_is(find(acts, n, "outcome"), "allow"), "outcome allow");
+	ok(str_is(find(acts, n, "token"), "tok-abc"), "token = body");
+	ok(find(acts, n, "body") == NULL, "no body on allow");
+	ok(str_is(find(acts, n, "location"), "/next"), "location");
+	ok(str_is(find(acts, n, "set_cookie"), "a=1"), "set_cookie");
+	ok(str_is(find(acts, n, "set_cookie2"), "b=2"), "set_cookie2");
+	ok(str_is(find(acts, n, "hdr.x_user_id"), "42"), "hdr.x_user_id");
+	ok(decision_get(d) == d, "get");
+	decision_put(d);
+	decision_put(d);
+}
+
+static void test_deny(struct cfg *c)
+{
+	struct upstream_response r;
+	struct act acts[MAX_ACTIONS];
+	struct decision *d;
+	int too_big, n;
+
+	memset(&r, 0, sizeof(r));
+	r.status = 401;
+	r.body = "{\"e\":1}";
+	r.body_len = 7;
+	r.content_type = "application/json";
+	r.www_authenticate = "Bearer";
+	d = decision_build(&r, c, &too_big);
+	if (!ok(d != NULL, "deny: built"))
+		return;
+	is_int(d->outcome, DECISION_DENY, "deny: outcome");
+	n = decode(d->actions, d->actions_len, acts);
+	ok(str_is(find(acts, n, "outcome"), "deny"), "outcome deny");
+	ok(str_is(find(acts, n, "body"), "{\"e\":1}"), "body");
+	ok(str_is(find(acts, n, "content_type"), "application/json"), "content_type");
+	ok(str_is(find(acts, n, "www_authenticate"), "Bearer"), "www_authenticate");
+	ok(find(acts, n, "token") == NULL, "no token on deny");
+	decision_put(d);
+}
+
+static void test_claims(struct cfg *c)
+{
+	/* {"sub": "alice", "adm": true} */
+	static const char mp[] = "\x82\xa3sub\xa5" "alice\xa3" "adm\xc3";
+	struct upstream_response r;
+	struct act acts[MAX_ACTIONS];
+	struct decision *d;
+	const struct spop_action *a;
+	int too_big, n;
+
+	memset(&r, 0, sizeof(r));
+	r.status = 200;
+	r.body = (char *)mp;
+	r.body_len = sizeof(mp) - 1;
+	r.content_type = "application/msgpack; charset=binary";
+	d = decision_build(&r, c, &too_big);
+	if (!ok(d != NULL, "claims: built"))
+		return;
+	n = decode(d->actions, d->actions_len, acts);
+	ok(str_is(find(acts, n, "claim.sub"), "alice"), "claim.sub");
+	a = find(acts, n, "claim.adm");
+	ok(a && a->value.type == SPOP_T_BOOL && a->value.u.b == 1, "claim.adm bool");
+	decision_put(d);
+}
+
+static void test_error_and_bounds(struct cfg *c)
+{
+	struct upstream_response r;
+	struct act acts[MAX_ACTIONS];
+	struct decision *d, *e = decision_error();
+	const uint8_t *noop;
+	size_t noop_len;
+	char *big;
+	int too_big, n;
+
+	n = decode(e->actions, e->actions_len, acts);
+	is_int(n, 2, "error: 2 actions");
+	ok(find(acts, n, "status") && find(acts, n, "status")->value.u.s64 == 0, "error: status 0");
+	ok(str_is(find(acts, n, "outcome"), "error"), "error: outcome");
+
+	memset(&r, 0, sizeof(r));
+	r.status = 0;
+	d = decision_build(&r, c, &too_big);
+	ok(d == e && too_big == 0, "status 0 -> the shared error decision");
+	decision_put(d);
+	decision_put(e);
+	ok(decision_error()->outcome == DECISION_ERROR, "shared error survives puts");
+
+	big = malloc(c->max_frame_size + 1);
+	memset(big, 'x', c->max_frame_size + 1);
+	r.status = 200;
+	r.body = big;
+	r.body_len = c->max_frame_size + 1;
+	d = decision_build(&r, c, &too_big);
+	ok(d == e && too_big == 1, "body over max-frame-size -> error, flagged");
+	free(big);
+
+	noop = decision_noop_actions(&noop_len);
+	n = decode(noop, noop_len, acts);
+	ok(n == 1 && acts[0].a.type == SPOP_ACT_UNSET_VAR && strcmp(acts[0].name, "noop") == 0 &&
+	   acts[0].a.scope == SPOP_SCOPE_TXN, "noop ACK: unset-var txn noop");
+}
+
+int main(void)
+{
+	char *argv[] = { "--copy-header", "X-User-Id", "--max-frame-size", "4096" };
+	char err[256];
+	struct cfg *c;
+
+	log_set_level(LOG_LVL_ERROR);
+	c = cfg_load(NULL, 4, argv, err, sizeof(err));
+	if (!ok(c != NULL, "cfg")) {
+		diag("%s", err);
+		return done_testing();
+	}
+	test_allow(c);
+	test_deny(c);
+	test_claims(c);
+	test_error_and_bounds(c);
+	cfg_put(c);
+	return done_testing();
+}
