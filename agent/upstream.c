@@ -283,13 +283,15 @@ static void upstream_check_done(struct upstream *u)
 	int left;
 
 	while ((msg = curl_multi_info_read(u->multi, &left))) {
-		struct upstream_req *q = NULL;
+		struct upstream_req *q;
+		char *priv = NULL;
 		CURLcode rc;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		rc = msg->data.result;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&q);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+		q = (struct upstream_req *)(void *)priv;
 		/* <msg> is invalid after remove_handle: everything needed is copied. */
 		curl_multi_remove_handle(u->multi, msg->easy_handle);
 		if (q)

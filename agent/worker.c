@@ -21,6 +21,7 @@
 #include "cfg.h"
 #include "conn.h"
 #include "log.h"
+#include "spop.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -163,10 +164,17 @@ static void worker_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int reven
 static void worker_drain_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
+	struct conn *c, *next;
 
 	(void)revents;
 	log_warn("drain timeout: closing %u connection(s), aborting %u exchange(s)",
 	         w->n_conns, w->n_exchanges);
+	/* Best effort: tell HAProxy (a DISCONNECT written now, if the socket
+	 * takes it), then close regardless of what is still queued. */
+	for (c = w->conns; c; c = next) {
+		next = c->next;  /* conn_disconnect may free <c> */
+		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+	}
 	while (w->conns)
 		conn_free(w->conns);
 	upstream_abort_all(w->up);
