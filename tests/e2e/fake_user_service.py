@@ -19,9 +19,21 @@ too (fake.requests).
 import http.server
 import json
 import struct
+import sys
 import threading
 import time
 import urllib.parse
+
+
+# Answers no HTTP client may take for a verdict (see fake.program(garbage=...)).
+GARBAGE = {
+    "binary": b"\x00\x01\x02\xff garbage \r\n\r\n",
+    "not-http": b"SSH-2.0-OpenSSH_9.2\r\n",
+    "bad-status-line": b"HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n",
+    "truncated-body": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\ntok-short",
+    "headers-never-end": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n",
+    "empty": b"",
+}
 
 
 def msgpack_encode(v):
@@ -152,6 +164,12 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        # A client (the agent's keep-alive pool, HAProxy) closing or resetting
+        # an idle connection is normal; anything else is worth a traceback.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class FakeUserService:
