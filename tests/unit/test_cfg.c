@@ -14,7 +14,7 @@
 #include "log.h"
 #include "tap.h"
 
-static char tmpl[64];
+static char tmpl[256];
 
 /* Writes <text> to a fresh temporary file; returns its path (static). */
 static const char *write_file(const char *text)
@@ -23,7 +23,8 @@ static const char *write_file(const char *text)
 
 	if (tmpl[0])
 		unlink(tmpl);
-	snprintf(tmpl, sizeof(tmpl), "/tmp/test_cfg.XXXXXX");
+	snprintf(tmpl, sizeof(tmpl), "%s/test_cfg.XXXXXX",
+	         getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	fd = mkstemp(tmpl);
 	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
 		perror("tmp");
