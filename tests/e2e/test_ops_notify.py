@@ -121,8 +121,11 @@ def test_notify_socket_unusable_is_not_fatal(agent_bin, tmp_path):
         p = subprocess.Popen([agent_bin, "--listen", f"127.0.0.1:{port}", "--workers", "1",
                               "--drain-timeout", "1s"], env=env, stdout=log, stderr=log)
         try:
+            # The port listens a moment before the signal handlers exist:
+            # wait for the startup line (logged after them) before SIGTERM.
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not listening(port):
+            while "listening on" not in (tmp_path / "agent.log").read_text():
+                assert time.monotonic() < deadline, "agent did not start"
                 assert p.poll() is None, "agent exited"
                 time.sleep(0.05)
             assert listening(port)

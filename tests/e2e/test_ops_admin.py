@@ -1,0 +1,269 @@
+"""The admin listener of the real agent (admin-listen): /healthz while serving
+and while draining, /metrics as valid Prometheus text (HELP/TYPE for every
+family, cumulative histogram whose +Inf bucket equals _count) whose counters
+move when HAProxy's side (played here over SPOP) sends exchanges.
+
+Skipped while the agent does not accept --admin-listen (agent/admin.c is
+started from main.c once cfg.c has the key)."""
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from spop import ACK, NOTIFY, Client, frame, notify_payload
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+FAMILIES = {
+    "spoa_auth_decisions_total": "counter",
+    "spoa_auth_upstream_requests_total": "counter",
+    "spoa_auth_upstream_duration_seconds": "histogram",
+    "spoa_auth_exchanges_in_flight": "gauge",
+    "spoa_auth_spop_connections": "gauge",
+    "spoa_auth_spop_connections_accepted_total": "counter",
+    "spoa_auth_spop_connections_refused_total": "counter",
+    "spoa_auth_spop_frames_received_total": "counter",
+    "spoa_auth_spop_frames_sent_total": "counter",
+    "spoa_auth_spop_protocol_errors_total": "counter",
+    "spoa_auth_ack_too_big_total": "counter",
+    "spoa_auth_claims_skipped_total": "counter",
+    "spoa_auth_draining": "gauge",
+}
+
+
+@pytest.fixture
+def agent_bin():
+    exe = os.environ.get("SPOA_AUTH_BIN") or os.path.join(REPO, "build", "spoa-auth")
+    if not os.access(exe, os.X_OK):
+        pytest.skip(f"no agent binary at {exe}")
+    r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30)
+    if "--admin-listen" not in r.stdout:
+        pytest.skip("agent has no admin-listen option yet")
+    return exe
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_port(port, proc, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "agent exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def get(port, path, method="GET"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+def parse_metrics(text):
+    """Checks the text format; returns {(name, labels): value}."""
+    assert text.endswith("\n")
+    help_, type_, samples = {}, {}, {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, doc = line[7:].partition(" ")
+            assert doc and name not in help_, line
+            help_[name] = doc
+        elif line.startswith("# TYPE "):
+            name, _, t = line[7:].partition(" ")
+            assert t in ("counter", "gauge", "histogram") and name not in type_, line
+            type_[name] = t
+        else:
+            m = SAMPLE.match(line)
+            assert m, f"bad sample line: {line!r}"
+            name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            family = base if type_.get(base) == "histogram" else name
+            assert family in type_ and family in help_, f"{name}: no HELP/TYPE before it"
+            samples[(name, labels)] = float(value)
+    for name, t in FAMILIES.items():
+        assert type_.get(name) == t, f"{name}: TYPE {type_.get(name)}, want {t}"
+    # Histogram: le ascending, cumulative, +Inf == _count.
+    h = "spoa_auth_upstream_duration_seconds"
+    buckets = [(float(re.search(r'le="([^"]+)"', lab).group(1).replace("+Inf", "inf")), v)
+               for (n, lab), v in samples.items() if n == h + "_bucket"]
+    assert buckets and buckets == sorted(buckets), buckets
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), buckets
+    assert math.isinf(buckets[-1][0]) and buckets[-1][1] == samples[(h + "_count", "")]
+    assert samples[(h + "_sum", "")] >= 0
+    return samples
+
+
+def exchange(client, sid, uri="/api/business/x"):
+    client.send(frame(NOTIFY, notify_payload([("exchange", [("uri", uri), ("src", "127.0.0.1"),
+                                                            ("cookie", "session=abc")])]),
+                      sid=sid, fid=1))
+    f = client.recv_frame(timeout=10)
+    assert f is not None and f.type == ACK and f.sid == sid, f
+    return f.vars()
+
+
+class BlackHole:
+    """A user service that accepts and never answers: exchanges stay in flight."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        try:
+            while True:
+                c, _ = self.sock.accept()
+                self.conns.append(c)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def start(agent_bin, tmp_path, spop_port, admin_port, user_url, *extra):
+    log = open(tmp_path / "agent.log", "w")
+    p = subprocess.Popen([agent_bin, "--listen", f"127.0.0.1:{spop_port}",
+                          "--admin-listen", f"127.0.0.1:{admin_port}", "--workers", "2",
+                          "--user-service-url", user_url, *extra],
+                         stdout=log, stderr=log)
+    wait_port(spop_port, p)
+    wait_port(admin_port, p)
+    return p, log
+
+
+def test_metrics_and_health(agent_bin, tmp_path):
+    spop_port, admin_port, dead_port = free_ports(3)
+    p, log = start(agent_bin, tmp_path, spop_port, admin_port,
+                   f"http://127.0.0.1:{dead_port}/api/user/token", "--timeout", "500ms")
+    try:
+        st, hdrs, body = get(admin_port, "/healthz")
+        assert (st, body) == (200, "ok\n")
+
+        st, hdrs, body = get(admin_port, "/metrics")
+        assert st == 200 and hdrs["Content-Type"].startswith("text/plain; version=0.0.4")
+        before = parse_metrics(body)
+
+        with Client(spop_port) as c:
+            c.hello()
+            for sid in (1, 3):
+                v = exchange(c, sid)
+                assert v.get("outcome") in ("error", b"error") and v.get("status") == 0, v
+            after = parse_metrics(get(admin_port, "/metrics")[2])
+            assert after[("spoa_auth_spop_connections", "")] >= 1
+
+        def delta(name, labels=""):
+            return after[(name, labels)] - before.get((name, labels), 0)
+
+        assert delta("spoa_auth_decisions_total", '{outcome="error"}') == 2
+        assert delta("spoa_auth_decisions_total", '{outcome="allow"}') == 0
+        assert delta("spoa_auth_upstream_requests_total", '{class="none"}') == 2
+        assert delta("spoa_auth_upstream_duration_seconds_count") == 2
+        assert delta("spoa_auth_spop_connections_accepted_total") >= 1
+        assert delta("spoa_auth_spop_frames_received_total") >= 3
+        assert delta("spoa_auth_spop_frames_sent_total") >= 3
+        assert after[("spoa_auth_draining", "")] == 0
+
+        assert get(admin_port, "/nope")[0] == 404
+        assert get(admin_port, "/metrics", method="POST")[0] == 405
+        assert get(admin_port, "/healthz", method="HEAD")[0] == 200
+
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+
+
+def test_healthz_503_while_draining(agent_bin, tmp_path):
+    hole = BlackHole()
+    spop_port, admin_port = free_ports(2)
+    p, log = start(agent_bin, tmp_path, spop_port, admin_port,
+                   f"http://127.0.0.1:{hole.port}/api/user/token",
+                   "--timeout", "4000ms", "--drain-timeout", "3s")
+    try:
+        with Client(spop_port) as c:
+            c.hello()
+            c.send(frame(NOTIFY, notify_payload([("exchange", [("uri", "/api/business/slow")])]),
+                         sid=1, fid=1))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not hole.conns:
+                time.sleep(0.02)
+            assert hole.conns, "the agent never called the user service"
+            p.send_signal(signal.SIGTERM)
+            # In-flight exchange keeps the agent draining; /healthz must say so.
+            seen = None
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                try:
+                    seen = get(admin_port, "/healthz")
+                except OSError:
+                    break
+                if seen[0] == 503:
+                    break
+                time.sleep(0.02)
+            assert seen is not None and seen[0] == 503 and "draining" in seen[2], seen
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+        hole.close()
+
+
+def test_admin_off(agent_bin, tmp_path):
+    spop_port, = free_ports(1)
+    log = open(tmp_path / "agent.log", "w")
+    p = subprocess.Popen([agent_bin, "--listen", f"127.0.0.1:{spop_port}", "--admin-listen", "off",
+                          "--workers", "1"], stdout=log, stderr=log)
+    try:
+        wait_port(spop_port, p)
+        # The SPOP port listens a moment before the signal handlers exist:
+        # wait for the startup line before sending SIGTERM.
+        deadline = time.monotonic() + 10
+        while "listening on" not in (tmp_path / "agent.log").read_text():
+            assert time.monotonic() < deadline and p.poll() is None, "agent did not start"
+            time.sleep(0.02)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+    assert "admin: serving" not in (tmp_path / "agent.log").read_text()
