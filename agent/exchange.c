@@ -268,11 +268,12 @@ static void exchange_complete(struct exchange *x, struct decision *d)
 	METRICS_DEC(w->met.inflight);
 	if (d->claims_skipped)
 		METRICS_ADD(w->met.claims_skipped, d->claims_skipped);
-	log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=%.1f cred=%s%s",
-	           (unsigned long long)x->sid, (unsigned long long)x->fid,
-	           decision_outcome_to_str(d->outcome), d->status,
-	           exchange_elapsed_ms(&x->start), x->cred_hash,
-	           x->conn ? "" : " (connection gone, dropped)");
+	if (log_enabled(LOG_LVL_ACCESS))
+		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=%.1f cred=%s%s",
+		           (unsigned long long)x->sid, (unsigned long long)x->fid,
+		           decision_outcome_to_str(d->outcome), d->status,
+		           exchange_elapsed_ms(&x->start), x->cred_hash,
+		           x->conn ? "" : " (connection gone, dropped)");
 	if (x->conn)
 		conn_exchange_done(x->conn, x, d);  /* may free the connection */
 	decision_put(d);
