@@ -27,6 +27,7 @@
 #define CACHE_LINE            64
 #define CACHE_DEFAULT_SHARDS  64
 #define CACHE_MAX_ENTRIES     ((size_t)1 << 28)
+#define CACHE_MIN_SHARD_ENTRIES 16 /* a smaller shard evicts too eagerly */
 #define CACHE_MIN_SHARD_BYTES 4096
 #define CACHE_FLIGHT_BUCKETS  64  /* per shard; chains stay short (in-flight only) */
 #define CACHE_TOMBS           8   /* logout holds per shard */
@@ -297,7 +298,8 @@ struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "cache: shards (%u) must be a power of two", ns);
 		return NULL;
 	}
-	while (ns > 1 && (o->max_entries / ns < 1 || o->max_bytes / ns < CACHE_MIN_SHARD_BYTES))
+	while (ns > 1 && (o->max_entries / ns < CACHE_MIN_SHARD_ENTRIES ||
+	                  o->max_bytes / ns < CACHE_MIN_SHARD_BYTES))
 		ns >>= 1;
 
 	c = calloc(1, sizeof(*c));

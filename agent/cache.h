@@ -30,8 +30,9 @@ struct cache;
 struct cache_opts {
 	size_t max_entries;   /* bound on stored entries (>= 1) */
 	size_t max_bytes;     /* bound on charged bytes: per entry sizeof(entry) + size(d) */
-	unsigned shards;      /* power of two; 0 = 64. Lowered so that each shard holds
-	                       * at least one entry and 4 KiB (bounds are per shard) */
+	unsigned shards;      /* power of two; 0 = 64. Lowered until each shard gets at
+	                       * least 16 entries and 4 KiB: the bounds are split
+	                       * evenly between shards (rounded down) */
 	uint32_t stale_grace_ms;  /* stale-if-error window past expiry; 0 = off */
 	uint32_t logout_hold_ms;  /* after cache_invalidate_cred(), answers for that
 	                           * credential are not stored for this long (covers

@@ -230,14 +230,21 @@ static void test_opts(void)
 
 	c = cache_new(&o, err, sizeof(err));
 	if (ok(c != NULL, "100 entries, 1 MiB, 64 shards")) {
+		is_int(c->nshards, 4, "  shards lowered to 4 (16 entries each at least)");
+		is_int(c->shards[0].max_n, 25, "  25 entries each (total <= 100)");
+		cache_free(c);
+	}
+	o.max_entries = 100000;
+	c = cache_new(&o, err, sizeof(err));
+	if (ok(c != NULL, "100000 entries")) {
 		is_int(c->nshards, 64, "  64 shards kept");
-		is_int(c->shards[0].max_n, 1, "  1 entry each (total <= 100)");
+		is_int(c->nbuckets, 2048, "  buckets: next power of two of 1562");
 		cache_free(c);
 	}
 	o.max_entries = 10;
 	c = cache_new(&o, err, sizeof(err));
 	if (ok(c != NULL, "10 entries")) {
-		is_int(c->nshards, 8, "  shards lowered to 8");
+		is_int(c->nshards, 1, "  one shard");
 		cache_free(c);
 	}
 	o.max_entries = 1000;
@@ -748,7 +755,9 @@ static void test_hit_speed(void)
 
 /* ---- concurrency ---------------------------------------------------------- */
 
-enum { T_THREADS = 4, T_OPS = 200000, T_KEYS = 64, T_CREDS = 8, T_PEND = 8 };
+enum { T_THREADS = 4, T_OPS = 200000, T_KEYS = 256, T_CREDS = 8, T_PEND = 8 };
+#define T_MAX_ENTRIES 64
+#define T_MAX_BYTES   (40 * 1024)
 
 static struct cache *tc;
 static atomic_ulong tclock;
@@ -906,7 +915,7 @@ static void *t_main(void *arg)
 			cache_invalidate_all(tc);
 		} else {
 			cache_stats(tc, &st);
-			if (st.entries > 32 || st.bytes > 32 * 1024)
+			if (st.entries > T_MAX_ENTRIES || st.bytes > T_MAX_BYTES)
 				atomic_fetch_add(&t_wrong, 1);
 		}
 	}
@@ -927,7 +936,9 @@ static void test_threads(void)
 	int i, started = 0;
 
 	atomic_store(&dec_live, 0);
-	tc = mkcache(32, 32 * 1024, 4, 20, 5);
+	tc = mkcache(T_MAX_ENTRIES, T_MAX_BYTES, 4, 20, 5);
+	if (tc)
+		is_int(tc->nshards, 4, "4 shards of 16 entries");
 	if (!tc)
 		return;
 	for (i = 0; i < T_THREADS; i++)
@@ -957,7 +968,7 @@ static void test_threads(void)
 	ok(st.hits > 1000 && st.coalesced > 1000 && st.evictions > 100 && st.expired > 100 &&
 	   st.stale > 0 && st.invalidated > 0,
 	   "the workload exercised hits, coalescing, eviction, expiry, stale and invalidation");
-	ok(st.entries <= 32 && st.bytes <= 32 * 1024, "bounds held");
+	ok(st.entries <= T_MAX_ENTRIES && st.bytes <= T_MAX_BYTES, "bounds held");
 	cache_free(tc);
 	tc = NULL;
 	is_int(atomic_load(&dec_bad), 0, "refcounts never went negative");
