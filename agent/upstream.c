@@ -58,6 +58,8 @@ struct upstream {
 	struct upstream_sock *socks;    /* watched sockets, owned */
 	CURL *pool[UPSTREAM_POOL_MAX];
 	unsigned n_pool;
+	unsigned keepalive_max;         /* idle connections to keep (cfg) */
+	long maxconnects;               /* CURLMOPT_MAXCONNECTS in force */
 };
 
 static pthread_once_t upstream_once = PTHREAD_ONCE_INIT;
@@ -196,6 +198,24 @@ static size_t upstream_header_cb(char *buf, size_t size, size_t nitems, void *us
 
 /* ---- request lifecycle ---- */
 
+/* curl's MAXCONNECTS bounds the whole connection cache, busy connections
+ * included: a fixed 64 under 100 concurrent transfers would close a
+ * connection at nearly every completion and open a new one for the next
+ * request. Sizing it to running + keepalive-max keeps what the option means,
+ * that many *idle* connections, and lets steady load reuse every connection.
+ * Called outside curl callbacks only. */
+static void upstream_update_maxconnects(struct upstream *u)
+{
+	long want = (long)u->n_reqs + (long)u->keepalive_max;
+
+	if (want < 1)
+		want = 1;  /* 0 would mean "curl's default" */
+	if (want != u->maxconnects) {
+		curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, want);
+		u->maxconnects = want;
+	}
+}
+
 static void upstream_req_link(struct upstream *u, struct upstream_req *q)
 {
 	q->prev = NULL;
@@ -271,6 +291,7 @@ static void upstream_req_finish(struct upstream *u, struct upstream_req *q, CURL
 		r->body_len = 0;
 	}
 	upstream_req_unlink(u, q);
+	upstream_update_maxconnects(u);
 	q->done(q->arg, r);
 	upstream_req_free(u, q);
 }
@@ -436,10 +457,9 @@ out_free_u:
 
 void upstream_set_cfg(struct upstream *u, const struct cfg *cfg)
 {
-	/* 0 would mean "curl's default", not "none": keep-alive off is done per
-	 * request with CURLOPT_FORBID_REUSE instead. */
-	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS,
-	                  (long)(cfg->keepalive_max ? cfg->keepalive_max : 1));
+	/* keepalive-max 0 is done per request with CURLOPT_FORBID_REUSE. */
+	u->keepalive_max = cfg->keepalive_max;
+	upstream_update_maxconnects(u);
 }
 
 static CURL *upstream_easy_get(struct upstream *u)
@@ -521,8 +541,10 @@ int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
 
 	clock_gettime(CLOCK_MONOTONIC, &q->start);
 	upstream_req_link(u, q);
+	upstream_update_maxconnects(u);
 	if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
 		upstream_req_unlink(u, q);
+		upstream_update_maxconnects(u);
 		goto out_free_req;
 	}
 	return 0;

@@ -4,7 +4,9 @@
  *
  * The only curl user in the agent. One CURLM per worker keeps the connection
  * cache, so steady load reuses keep-alive connections instead of opening one
- * TCP connection per request. Completions are delivered after
+ * TCP connection per request: the cache holds every busy connection plus up
+ * to keepalive-max idle ones (CURLMOPT_MAXCONNECTS follows the number of
+ * running requests). Completions are delivered after
  * curl_multi_socket_action() returns (never from inside a curl callback), so
  * the completion callback may do anything, including starting new requests.
  */
