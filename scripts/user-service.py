@@ -298,6 +298,12 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024   # bursts of new keep-alive connections from the agent
 
+    def handle_error(self, request, client_address):
+        # A client (the agent's keep-alive pool, HAProxy) closing or resetting
+        # an idle connection is normal; anything else is worth a traceback.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 def main():
     ap = argparse.ArgumentParser(description="spoa-auth demo user service")
