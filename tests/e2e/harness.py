@@ -1,11 +1,11 @@
 """End-to-end test harness: processes with captured logs, free ports, a
 plain HTTP client that sends headers exactly as given, and starters for the
 demo services, the agent and HAProxy (with the shipped configuration)."""
+import atexit
 import http.client as httpclient
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +23,14 @@ AGENT_TIMEOUT_S = 0.5           # --timeout 500ms, below
 READY_TIMEOUT_S = 15.0
 
 PROCS = []                      # every Proc started in this session
+
+
+@atexit.register
+def _kill_leftovers():
+    """Last resort (interrupted run): no process outlives the test session."""
+    for p in PROCS:
+        if p.alive():
+            p.p.kill()
 
 
 # ---- processes ------------------------------------------------------------

@@ -1,12 +1,10 @@
 """Failures fail closed: 503 on protected routes (never 401/403, never a
 pass), public routes unaffected."""
-import time
-
 import pytest
 
 from fake_agent import NOACK, FakeAgent
 from fake_user_service import GARBAGE
-from harness import (HOST, biz_requests, free_ports, new_case, start_agent, start_haproxy, stop_all,
+from harness import (HOST, Gateway, biz_requests, free_ports, new_case, start_agent, start_haproxy, stop_all,
                      wait_agent_up)
 
 UNAVAILABLE = {"error": "authentication_unavailable"}
@@ -33,7 +31,6 @@ def dead_user(demo_services, haproxy_bin, agent_bin, logdir):
                                  "http://%s:%d/api/user/token" % (HOST, dead_port)))
         procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
                                    demo_services["biz_port"], agent_port))
-        from harness import Gateway
         yield Gateway(gw_port, procs, **demo_services)
     finally:
         stop_all(procs, strict=("agent",))
@@ -100,7 +97,6 @@ def no_agent(demo_services, haproxy_bin, logdir):
     try:
         procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
                                    demo_services["biz_port"], agent_port))
-        from harness import Gateway
         yield Gateway(gw_port, procs, **demo_services)
     finally:
         stop_all(procs)
@@ -131,7 +127,6 @@ def scripted(demo_services, haproxy_bin, logdir):
                                    demo_services["biz_port"], agent.port))
         agent.program("/api/business/__ready", [("status", 401), ("outcome", "deny")])
         wait_agent_up(gw_port, procs)
-        from harness import Gateway
         yield Gateway(gw_port, procs, agent=agent, **demo_services)
     finally:
         stop_all(procs)

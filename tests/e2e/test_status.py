@@ -118,7 +118,7 @@ def test_2xx_with_an_unusable_identity_fails_closed(fake, body):
 def test_set_cookies_on_2xx_reach_the_client(fake):
     case = new_case()
     cookies = ["session=new1; Path=/; HttpOnly; SameSite=Lax", "csrf=abc; Path=/",
-               "pref=1; Max-Age=60", "last=4; Secure"]
+               "pref=1; Max-Age=60", "old=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/; Secure"]
     fake.user.program(case, status=200, body="tok-" + case,
                       headers=[("Set-Cookie", c) for c in cookies])
     r = fake.get("/api/business/x", cookie(case))
