@@ -21,8 +21,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "tap.h"
 #include "cache.c"
+#include "tap.h"
 
 /* ---- a fake refcounted decision ----------------------------------------- */
 
