@@ -52,7 +52,8 @@ def test_alice_on_admin_route_gets_403_body(demo):
     cookie, _ = demo.login("alice")
     before = biz_requests(demo)
     for path in ("/api/business/admin", "/api/business/admin/users?x=1",
-                 "/api/business/%61dmin", "/api/business//admin", "/api/business/x/../admin"):
+                 "/api/business/%61dmin", "/api/business//admin", "/api/business/x/../admin",
+                 "http://127.0.0.1:%d/api/business/admin" % demo.port):
         r = demo.get(path, [("Cookie", cookie)])
         assert r.status == 403, (path, r)
         assert r.json() == {"error": "forbidden", "message": "admin role required"}
