@@ -92,8 +92,10 @@ void cache_free(struct cache *c);
  *   MISS:      *out = NULL; the caller is now the leader and MUST end with
  *              exactly one cache_complete() or cache_fail() for <key>, even if
  *              its own request was abandoned, or the waiters hang.
- * <w> may be NULL: the caller will not wait, and becomes a MISS leader that
- * does not block others; its answer is then not stored. */
+ * <w> may be NULL: the caller will not wait, and is a MISS leader that does
+ * not block others. Its completion is not told apart from the real leader's,
+ * so until it completes, new leaders of its shard do not store (see
+ * docs/cache.md, "leaders without a flight"). */
 enum cache_res cache_lookup(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
                             const uint8_t cred[CACHE_KEY_LEN], uint64_t now_ms,
                             struct decision **out, struct cache_waiter *w);
