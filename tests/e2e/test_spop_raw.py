@@ -199,6 +199,24 @@ def test_no_answer_is_status_0_outcome_error(fake, how):
     assert time.monotonic() - t0 < 1.8      # --timeout 500ms
 
 
+@pytest.mark.parametrize("src,xff,expected", [
+    ("127.0.0.1", None, "127.0.0.1"),
+    ("192.0.2.7", "10.0.0.1", "10.0.0.1, 192.0.2.7"),
+    ("::1", "10.0.0.1", "10.0.0.1, ::1"),
+    ("2001:db8::42", None, "2001:db8::42"),
+])
+def test_forwarded_for_from_src_and_xff(fake, src, xff, expected):
+    case = new_case()
+    fake.user.program(case, status=200, body="tok")
+    with spop.Client(fake.agent_port) as c:
+        c.hello()
+        c.send(spop.frame(spop.NOTIFY, exchange(cookie="case=" + case, src=src, xff=xff), 3, 1))
+        assert c.recv_frame().vars()["status"] == 200
+    call = fake.user.calls(case)[0]
+    got = [v for k, v in call["headers"] if k.lower() == "x-forwarded-for"]
+    assert [[p.strip() for p in g.split(",")] for g in got] == [[p.strip() for p in expected.split(",")]]
+
+
 # ---- malformed frames (own agent: a crash here must not hide other results)
 @pytest.fixture(scope="module")
 def spop_stack(demo_services, haproxy_bin, agent_bin, logdir):
