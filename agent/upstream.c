@@ -45,6 +45,7 @@ struct upstream_req {
 	struct upstream_response resp;  /* owned strings */
 	size_t body_cap;
 	int oversize;
+	int headers_done;               /* the blank line ending the headers was seen */
 	struct timespec start;
 	struct upstream_req *prev, *next;
 };
@@ -157,6 +158,13 @@ static size_t upstream_header_cb(char *buf, size_t size, size_t nitems, void *us
 	/* A status line starts a new response (1xx interim): forget headers. */
 	if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
 		upstream_resp_clear_headers(r);
+		q->headers_done = 0;
+		return n;
+	}
+	/* curl hands us the empty line that ends the header block: without it
+	 * (peer closed mid-headers) curl may still report success. */
+	if ((n == 2 && buf[0] == '\r' && buf[1] == '\n') || (n == 1 && buf[0] == '\n')) {
+		q->headers_done = 1;
 		return n;
 	}
 	colon = memchr(buf, ':', n);
@@ -269,7 +277,10 @@ static void upstream_req_finish(struct upstream *u, struct upstream_req *q, CURL
 		long code = 0;
 
 		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
-		if (code >= 200 && code < 600) {
+		if (!q->headers_done) {
+			r->status = 0;
+			r->error = "truncated response headers";
+		} else if (code >= 200 && code < 600) {
 			r->status = code;
 		} else {
 			r->status = 0;
