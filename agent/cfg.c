@@ -469,6 +469,18 @@ static int cfg_p_drain(struct cfg_builder *b, const char *val, char *why)
 	return cfg_parse_duration(val, 0, 3600000, &b->c->drain_timeout_ms, why);
 }
 
+/* The admin (metrics/health) listener: an address, or "off". */
+static int cfg_p_admin_listen(struct cfg_builder *b, const char *val, char *why)
+{
+	if (strcasecmp(val, "off") == 0) {
+		memset(&b->c->admin_addr, 0, sizeof(b->c->admin_addr));
+		b->c->admin_addrlen = 0;
+	} else if (cfg_parse_addr(val, &b->c->admin_addr, &b->c->admin_addrlen, why) < 0) {
+		return -1;
+	}
+	return cfg_strdup(&b->c->admin_listen, val, why);
+}
+
 static const struct cfg_key cfg_keys[] = {
 	{ "listen", CFG_DEFAULT_LISTEN,
 	  "SPOP listen address (host:port, [v6]:port)", cfg_p_listen },
@@ -499,6 +511,9 @@ static const struct cfg_key cfg_keys[] = {
 	{ "log-level", "info", "error, warn, info, access or debug", cfg_p_log_level },
 	{ "drain-timeout", "5s",
 	  "on SIGTERM, how long in-flight exchanges may take", cfg_p_drain },
+	{ "admin-listen", CFG_DEFAULT_ADMIN_LISTEN,
+	  "HTTP listener for /metrics and /healthz (host:port, [v6]:port, or off)",
+	  cfg_p_admin_listen },
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -522,6 +537,7 @@ struct cfg *cfg_get(struct cfg *c)
 static void cfg_free(struct cfg *c)
 {
 	free(c->listen); c->listen = NULL;
+	free(c->admin_listen); c->admin_listen = NULL;
 	free(c->user_service_url); c->user_service_url = NULL;
 	cfg_free_list(&c->forward_headers, &c->n_forward_headers);
 	free(c->ca_file); c->ca_file = NULL;

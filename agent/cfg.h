@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #define CFG_DEFAULT_LISTEN "127.0.0.1:12345"
+#define CFG_DEFAULT_ADMIN_LISTEN "127.0.0.1:12346"
 
 struct cfg {
 	atomic_uint refcnt;
@@ -46,6 +47,11 @@ struct cfg {
 	size_t n_copy_headers;
 	int log_level;                  /* enum log_level */
 	unsigned drain_timeout_ms;
+
+	/* admin-listen: text as given; addrlen 0 when "off". */
+	char *admin_listen;
+	struct sockaddr_storage admin_addr;
+	socklen_t admin_addrlen;
 };
 
 /* Loads <path> (NULL: defaults only), then applies the command-line options

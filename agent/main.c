@@ -16,6 +16,7 @@
 
 #include <ev.h>
 
+#include "admin.h"
 #include "cfg.h"
 #include "log.h"
 #include "sdnotify.h"
@@ -71,6 +72,7 @@ static void main_sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	st->stopping = 1;
 	if (sdnotify("STOPPING=1") < 0)
 		log_debug("sd_notify STOPPING: %s", strerror(errno));
+	admin_set_draining();
 	log_info("signal %d: draining (up to %ums)", w->signum, st->cfg->drain_timeout_ms);
 	for (unsigned i = 0; i < st->n_workers; i++)
 		worker_post_drain(st->workers[i]);
@@ -100,6 +102,8 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		         st->cfg->listen, nc->listen);
 	if (nc->workers != st->cfg->workers)
 		log_warn("reload: 'workers' changed: requires a restart, ignored");
+	if (strcmp(nc->admin_listen, st->cfg->admin_listen) != 0)
+		log_warn("reload: 'admin-listen' changed: requires a restart, ignored");
 	log_set_level((enum log_level)nc->log_level);
 	for (unsigned i = 0; i < st->n_workers; i++)
 		worker_post_reload(st->workers[i], nc);
@@ -177,11 +181,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, "spoa-auth: cannot create the main event loop\n");
 		goto out_put_cfg;
 	}
+	/* Watchers first: every exit path below stops them. Their callbacks
+	 * only run inside ev_run(), once every worker exists. */
+	ev_signal_init(&sig_term, main_sigterm_cb, SIGTERM);
+	ev_signal_init(&sig_int, main_sigterm_cb, SIGINT);
+	ev_signal_init(&sig_hup, main_sighup_cb, SIGHUP);
+	sig_term.data = sig_int.data = sig_hup.data = &st;
+	ev_signal_start(loop, &sig_term);
+	ev_signal_start(loop, &sig_int);
+	ev_signal_start(loop, &sig_hup);
+
 	st.n_workers = main_worker_count(st.cfg);
 	st.workers = calloc(st.n_workers, sizeof(*st.workers));
 	if (!st.workers) {
 		fprintf(stderr, "spoa-auth: out of memory\n");
-		goto out_put_cfg;
+		st.n_workers = 0;
+		goto out_free_workers;
 	}
 	for (unsigned i = 0; i < st.n_workers; i++) {
 		st.workers[i] = worker_new(i, st.cfg, err, sizeof(err));
@@ -191,14 +206,15 @@ int main(int argc, char **argv)
 		}
 	}
 
-	ev_signal_init(&sig_term, main_sigterm_cb, SIGTERM);
-	ev_signal_init(&sig_int, main_sigterm_cb, SIGINT);
-	ev_signal_init(&sig_hup, main_sighup_cb, SIGHUP);
-	sig_term.data = sig_int.data = sig_hup.data = &st;
-	ev_signal_start(loop, &sig_term);
-	ev_signal_start(loop, &sig_int);
-	ev_signal_start(loop, &sig_hup);
-
+	/* Bound before any worker serves: a bad admin address stops the start
+	 * like a bad listen address. */
+	if (admin_start((const struct sockaddr *)&st.cfg->admin_addr, st.cfg->admin_addrlen,
+	                err, sizeof(err)) < 0) {
+		fprintf(stderr, "spoa-auth: %s\n", err);
+		goto out_free_workers;
+	}
+	if (st.cfg->admin_addrlen)
+		log_info("metrics and health on http://%s/", st.cfg->admin_listen);
 	for (; started < st.n_workers; started++) {
 		if (worker_start(st.workers[started]) < 0) {
 			log_error("cannot start worker %u: %s", started, strerror(errno));
@@ -213,6 +229,8 @@ int main(int argc, char **argv)
 	rc = 0;
 
 out_drain:
+	/* /healthz says "draining" until the workers are gone, then stops. */
+	admin_set_draining();
 	if (!st.stopping)
 		for (unsigned i = 0; i < started; i++)
 			worker_post_drain(st.workers[i]);
@@ -220,6 +238,7 @@ out_drain:
 		worker_join_free(st.workers[i]);
 		st.workers[i] = NULL;
 	}
+	admin_stop();
 	if (rc == 0)
 		log_info("stopped");
 out_free_workers:

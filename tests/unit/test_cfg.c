@@ -87,6 +87,8 @@ static void test_defaults(void)
 	is_int(c->n_copy_headers, 0, "copy-header none");
 	is_int(c->log_level, LOG_LVL_INFO, "log-level");
 	is_int(c->drain_timeout_ms, 5000, "drain-timeout");
+	ok(strcmp(c->admin_listen, "127.0.0.1:12346") == 0 && c->admin_addrlen > 0,
+	   "admin-listen default");
 	cfg_put(c);
 }
 
@@ -176,6 +178,14 @@ static void test_values(void)
 		ok(c && c->keepalive_max == 0, "keepalive-max 0 allowed");
 		cfg_put(c);
 	}
+	{
+		char *argv[] = { "--admin-listen=off" };
+		struct cfg *c = load(NULL, 1, argv, err, sizeof(err));
+
+		ok(c && c->admin_addrlen == 0 && strcmp(c->admin_listen, "off") == 0,
+		   "admin-listen off");
+		cfg_put(c);
+	}
 }
 
 static void test_errors(void)
@@ -205,6 +215,7 @@ static void test_errors(void)
 	fails("# x\ncopy-header X-A-Very-Long-Header-Name-That-Cannot-Fit-In-Sixty-Three\n", 0, NULL,
 	      "FILE:2: key 'copy-header': ", "copy-header var name too long");
 	fails("copy-header X(bad)\n", 0, NULL, "key 'copy-header'", "copy-header not a token");
+	fails("admin-listen 12346\n", 0, NULL, "FILE:1: key 'admin-listen': ", "admin-listen needs host:port");
 	fails(NULL, 1, a_unknown, "command line: option '--nope': unknown option",
 	      "unknown option");
 	fails(NULL, 1, a_missing, "command line: option '--timeout': missing value",
