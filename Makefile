@@ -30,8 +30,11 @@ endif
 ifeq ($(DEBUG),1)
 CFLAGS := -O0 -g3
 endif
+# Sanitizer flags live in their own variable so that a CFLAGS given on the
+# command line (make asan passes one) cannot drop them from the compile step.
+SAN_FLAGS :=
 ifneq ($(SANITIZER),)
-CFLAGS += -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
@@ -41,7 +44,7 @@ EV_CFLAGS  ?=
 EV_LIBS    ?= -lev
 LIBS       := $(DEP_LIBS) $(EV_LIBS) -lpthread -lm
 
-ALL_CFLAGS := $(STD) $(WARN) $(CFLAGS) $(DEP_CFLAGS) $(EV_CFLAGS) -Iagent -MMD -MP
+ALL_CFLAGS := $(STD) $(WARN) $(CFLAGS) $(SAN_FLAGS) $(DEP_CFLAGS) $(EV_CFLAGS) -Iagent -MMD -MP
 
 AGENT_SRCS := $(filter-out agent/main.c,$(wildcard agent/*.c))
 AGENT_OBJS := $(patsubst agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRCS))
@@ -90,7 +93,7 @@ $(BUILD)/.flags: FORCE
 FORCE:
 
 unit: deps $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; ./$$t; done
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 e2e: deps $(BIN)
 	SPOA_AUTH_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
@@ -117,12 +120,13 @@ fuzz: deps $(FUZZ_BINS)
 
 build-fuzz/%: tests/fuzz/%.c $(AGENT_SRCS)
 	@mkdir -p build-fuzz
-	clang $(STD) -g -O1 -fsanitize=fuzzer,address,undefined -Iagent $(DEP_CFLAGS) \
+	clang $(STD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iagent $(DEP_CFLAGS) \
 	    -o $@ $< $(AGENT_SRCS) $(LIBS)
 
 fuzz-run: fuzz
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
-	    ./$$f -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
+	    dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
+	    ./$$f -max_total_time=$(FUZZ_SECONDS) $$dict build-fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
 
 fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz-run FUZZ_SECONDS=15
