@@ -72,6 +72,10 @@ void metrics_sum(struct metrics_snapshot *out)
 		out->frames_out += METRICS_LD(m->frames_out);
 		out->ack_too_big += METRICS_LD(m->ack_too_big);
 		out->claims_skipped += METRICS_LD(m->claims_skipped);
+		out->cache_hit += METRICS_LD(m->cache_hit);
+		out->cache_miss += METRICS_LD(m->cache_miss);
+		out->cache_coalesced += METRICS_LD(m->cache_coalesced);
+		out->cache_stale += METRICS_LD(m->cache_stale);
 	}
 	pthread_mutex_unlock(&metrics_lock);
 }

@@ -44,6 +44,14 @@ struct metrics {
 	_Atomic uint64_t proto_errors[METRICS_PROTO_SLOTS];
 	_Atomic uint64_t ack_too_big;       /* decisions replaced by status=0 */
 	_Atomic uint64_t claims_skipped;
+	/* Decision-cache results, one per decision that consulted the cache:
+	 * hit = fresh entry answered, miss = user service called, coalesced =
+	 * waited on another exchange's identical call, stale = expired entry
+	 * served (stale-if-error / revalidation). */
+	_Atomic uint64_t cache_hit;
+	_Atomic uint64_t cache_miss;
+	_Atomic uint64_t cache_coalesced;
+	_Atomic uint64_t cache_stale;
 };
 
 /* Plain copy of the summed counters. */
@@ -56,6 +64,7 @@ struct metrics_snapshot {
 	uint64_t frames_in, frames_out;
 	uint64_t proto_errors[METRICS_PROTO_SLOTS];
 	uint64_t ack_too_big, claims_skipped;
+	uint64_t cache_hit, cache_miss, cache_coalesced, cache_stale;
 };
 
 /* Owner-only increment: cheaper than a locked add, still race-free for readers. */
