@@ -218,19 +218,24 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg)
 	conn_release(c);
 }
 
-/* Writes an ACK frame: header then <a>/<alen> as is. <reserve> bytes must
- * remain under the negotiated size; otherwise status=0/error is sent. */
+/* Writes an ACK frame: header then <a>/<alen> as is, then <x>/<xlen> (one
+ * more encoded action, e.g. the cache's `cache` set-var; may be 0 bytes).
+ * <reserve> bytes must remain under the negotiated size; otherwise
+ * status=0/error is sent (without <x>). */
 static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
-                           const uint8_t *a, size_t alen, size_t reserve)
+                           const uint8_t *a, size_t alen, const uint8_t *x, size_t xlen,
+                           size_t reserve)
 {
 	uint8_t hdr[SPOP_FRAME_HDR_MAX];
 	uint8_t *p = spop_frame_begin(hdr, hdr + sizeof(hdr), SPOP_FRM_ACK, sid, fid);
-	struct iovec iov[2];
+	struct iovec iov[3];
 	size_t hlen, len;
 
 	if (!p)
 		return;  /* cannot happen: the header buffer fits the largest varints */
 	hlen = (size_t)(p - hdr);
+	if (xlen > reserve)
+		reserve = xlen;
 	if (hlen - 4 + alen + reserve > c->max_frame) {
 		static struct log_rl rl;
 		struct decision *e = decision_error();
@@ -241,8 +246,9 @@ static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
 		                c->peer, hlen - 4 + alen, (unsigned)c->max_frame);
 		a = e->actions;
 		alen = e->actions_len;
+		xlen = 0;
 	}
-	len = hlen - 4 + alen;
+	len = hlen - 4 + alen + xlen;
 	hdr[0] = (uint8_t)(len >> 24);
 	hdr[1] = (uint8_t)(len >> 16);
 	hdr[2] = (uint8_t)(len >> 8);
@@ -251,7 +257,9 @@ static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
 	iov[0].iov_len = hlen;
 	iov[1].iov_base = (void *)a;
 	iov[1].iov_len = alen;
-	conn_write_frame(c, iov, 2);
+	iov[2].iov_base = (void *)x;
+	iov[2].iov_len = xlen;
+	conn_write_frame(c, iov, xlen ? 3 : 2);
 }
 
 void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
@@ -259,7 +267,7 @@ void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
 {
 	c->busy++;
 	if (!c->dead && c->st == CONN_ST_RUNNING)
-		conn_write_ack(c, sid, fid, actions, len, 0);
+		conn_write_ack(c, sid, fid, actions, len, NULL, 0, 0);
 	c->busy--;
 	conn_release(c);
 }
@@ -275,7 +283,18 @@ void conn_track(struct conn *c, struct exchange *x)
 	c->n_inflight++;
 }
 
-void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d)
+void conn_send_ack_extra(struct conn *c, uint64_t sid, uint64_t fid, const uint8_t *actions,
+                         size_t len, const uint8_t *extra, size_t extra_len)
+{
+	c->busy++;
+	if (!c->dead && c->st == CONN_ST_RUNNING)
+		conn_write_ack(c, sid, fid, actions, len, extra, extra_len, DECISION_ACK_RESERVE);
+	c->busy--;
+	conn_release(c);
+}
+
+void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d,
+                        const uint8_t *extra, size_t extra_len)
 {
 	if (x->prev)
 		x->prev->next = x->next;
@@ -289,7 +308,8 @@ void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d)
 
 	c->busy++;
 	if (!c->dead && c->st == CONN_ST_RUNNING)
-		conn_write_ack(c, x->sid, x->fid, d->actions, d->actions_len, DECISION_ACK_RESERVE);
+		conn_write_ack(c, x->sid, x->fid, d->actions, d->actions_len, extra, extra_len,
+		               DECISION_ACK_RESERVE);
 	if (c->draining && c->n_inflight == 0)
 		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
 	else

@@ -66,14 +66,22 @@ void conn_free(struct conn *c);
 void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
                    const uint8_t *actions, size_t len);
 
+/* conn_send_ack() plus one more encoded action <extra>/<extra_len> (the
+ * cache's `cache` variable) written after <actions> in the same frame, without
+ * copying either. DECISION_ACK_RESERVE bytes must fit after <actions>. */
+void conn_send_ack_extra(struct conn *c, uint64_t sid, uint64_t fid, const uint8_t *actions,
+                         size_t len, const uint8_t *extra, size_t extra_len);
+
 /* Puts exchange <x> on <c>'s in-flight list. */
 void conn_track(struct conn *c, struct exchange *x);
 
 /* Completion of exchange <x> (on <c>'s list): unlinks it and ACKs decision
- * <d> (borrowed), replacing it with status=0/error if it does not fit the
+ * <d> (borrowed) followed by <extra>/<extra_len> (one more encoded action,
+ * may be NULL/0), replacing it with status=0/error if it does not fit the
  * negotiated frame size. May close <c> (write error, drain finished):
  * <c> must not be used after this returns. */
-void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d);
+void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d,
+                        const uint8_t *extra, size_t extra_len);
 
 /* Starts draining: AGENT-DISCONNECT 0 "shutting down" once nothing is in
  * flight (at once if idle). May free <c>. */

@@ -275,7 +275,7 @@ static void exchange_complete(struct exchange *x, struct decision *d)
 		           exchange_elapsed_ms(&x->start), x->cred_hash,
 		           x->conn ? "" : " (connection gone, dropped)");
 	if (x->conn)
-		conn_exchange_done(x->conn, x, d);  /* may free the connection */
+		conn_exchange_done(x->conn, x, d, NULL, 0);  /* may free the connection */
 	decision_put(d);
 	cfg_put(x->cfg);
 	x->cfg = NULL;
