@@ -51,6 +51,8 @@ static size_t conn_tx_pending(const struct conn *c)
 	return c->tx_len - c->tx_off;
 }
 
+static void conn_quiesce(struct conn *c);
+
 /* Frees <c> if it is dead and no entry point of it is running. Callers must
  * not touch <c> afterwards. */
 static void conn_release(struct conn *c)
@@ -310,20 +312,71 @@ void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d,
 	if (!c->dead && c->st == CONN_ST_RUNNING)
 		conn_write_ack(c, x->sid, x->fid, d->actions, d->actions_len, extra, extra_len,
 		               DECISION_ACK_RESERVE);
-	if (c->draining && c->n_inflight == 0)
-		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
-	else
-		conn_update_rx(c);
+	conn_update_rx(c);
+	conn_quiesce(c);
+	c->busy--;
+	conn_release(c);
+}
+
+/* Returns 1 if bytes from the peer wait in the socket (or EOF/error is
+ * pending): a NOTIFY may be on its way, so this is no moment to disconnect. */
+static int conn_peer_pending(const struct conn *c)
+{
+	uint8_t b;
+	ssize_t n;
+
+	do
+		n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+/* After the drain grace: sends AGENT-DISCONNECT 0 if nothing is in flight,
+ * nothing is buffered (not even part of a frame) and nothing waits in the
+ * socket. HAProxy fails the NOTIFYs it sent and we did not ACK before it
+ * reads the DISCONNECT (256+0), so the quieter the moment the better; a
+ * connection that never gets quiet is cut by the drain deadline. */
+static void conn_quiesce(struct conn *c)
+{
+	if (!c->quiesce || c->dead || c->st != CONN_ST_RUNNING || c->n_inflight ||
+	    c->rx_len || conn_tx_pending(c) || conn_peer_pending(c))
+		return;
+	log_debug("%s: drained: nothing in flight, disconnecting", c->peer);
+	conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+}
+
+static void conn_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	c->busy++;
+	c->quiesce = 1;
+	conn_quiesce(c);
 	c->busy--;
 	conn_release(c);
 }
 
 void conn_drain(struct conn *c)
 {
+	struct worker *w = c->w;
+	/* The drain timer runs from the start of the drain: the grace ends when
+	 * (1 - fraction) of drain-timeout remains. */
+	double grace = ev_timer_remaining(w->loop, &w->drain_timer) -
+	               (1.0 - CONN_DRAIN_GRACE_FRACTION) * (double)w->cfg->drain_timeout_ms / 1000.0;
+
 	c->busy++;
-	c->draining = 1;
-	if (c->n_inflight == 0)
-		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+	if (!c->draining) {
+		c->draining = 1;
+		if (grace > 0.001 && c->st != CONN_ST_CLOSING) {
+			ev_timer_set(&c->grace, grace, 0.);
+			ev_timer_start(w->loop, &c->grace);
+		} else {
+			c->quiesce = 1;
+			conn_quiesce(c);
+		}
+	}
 	c->busy--;
 	conn_release(c);
 }
@@ -352,6 +405,15 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 	}
 	/* "pipelining" only: async would route ACKs across connections and
 	 * fragmentation is not supported. */
+	if (c->draining && (h.healthcheck || c->quiesce)) {
+		/* HAProxy's spop-check fails on a DISCONNECT: the server goes DOWN
+		 * and new work goes elsewhere. After the grace, a new connection
+		 * is refused before it can carry a NOTIFY. */
+		log_debug("%s: %s refused: draining", c->peer,
+		          h.healthcheck ? "health check" : "connection");
+		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+		return;
+	}
 	n = spop_agent_hello_encode(buf, buf + sizeof(buf), max, "pipelining");
 	if (!n) {
 		conn_disconnect(c, SPOP_ERR_RES, "cannot encode AGENT-HELLO");
@@ -368,8 +430,6 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 	c->max_frame = max;
 	c->st = CONN_ST_RUNNING;
 	log_debug("%s: handshake done, max-frame-size %u", c->peer, (unsigned)max);
-	if (c->draining)
-		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
 }
 
 static void conn_handle_frame(struct conn *c, const struct spop_frame *f)
@@ -469,6 +529,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_process(c);
 	}
 	conn_update_rx(c);
+	conn_quiesce(c);
 	c->busy--;
 	conn_release(c);
 }
@@ -499,6 +560,7 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 			c->dead = 1;
 	}
 	conn_update_rx(c);
+	conn_quiesce(c);
 	c->busy--;
 	conn_release(c);
 }
@@ -535,6 +597,8 @@ struct conn *conn_new(struct worker *w, int fd, const char *peer)
 	c->wio.data = c;
 	ev_timer_init(&c->linger, conn_linger_cb, CONN_LINGER_S, 0.);
 	c->linger.data = c;
+	ev_timer_init(&c->grace, conn_grace_cb, 0., 0.);
+	c->grace.data = c;
 	ev_io_start(w->loop, &c->rio);
 	return c;
 
@@ -554,6 +618,7 @@ void conn_free(struct conn *c)
 	ev_io_stop(loop, &c->rio);
 	ev_io_stop(loop, &c->wio);
 	ev_timer_stop(loop, &c->linger);
+	ev_timer_stop(loop, &c->grace);
 	close(c->fd);
 	c->fd = -1;
 	while ((x = c->inflight)) {

@@ -47,7 +47,9 @@ struct conn {
 	unsigned n_inflight;
 	unsigned busy;                  /* > 0 while a callback of ours runs */
 	int dead;                       /* close as soon as not busy */
-	int draining;                   /* disconnect once nothing is in flight */
+	int draining;                   /* worker draining: grace, then quiesce */
+	int quiesce;                    /* grace over: DISCONNECT once idle */
+	ev_timer grace;                 /* end of the drain grace */
 	struct conn *prev, *next;       /* worker's list */
 	char peer[64];                  /* "ip:port", for logs */
 };
@@ -83,8 +85,17 @@ void conn_track(struct conn *c, struct exchange *x);
 void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d,
                         const uint8_t *extra, size_t extra_len);
 
-/* Starts draining: AGENT-DISCONNECT 0 "shutting down" once nothing is in
- * flight (at once if idle). May free <c>. */
+/* Drain policy, in fractions of the worker's drain-timeout (bounded by its
+ * drain timer): during the grace, NOTIFYs keep being answered so that HAProxy
+ * has time to see the health check fail and route new work to another agent;
+ * after it, the connection is closed with AGENT-DISCONNECT 0 at the first
+ * moment with nothing in flight and nothing unread. */
+#define CONN_DRAIN_GRACE_FRACTION 0.5
+
+/* Starts draining <c> (the worker's drain timer must be running): serves
+ * during the rest of the grace, then disconnects once idle. Health-check
+ * HELLOs get an AGENT-DISCONNECT from now on (the check fails), and after the
+ * grace a new HAPROXY-HELLO is refused the same way. May free <c>. */
 void conn_drain(struct conn *c);
 
 /* Sends AGENT-DISCONNECT <status> <msg> and closes once flushed (or after a
