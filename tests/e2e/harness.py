@@ -205,18 +205,40 @@ def start_python_service(logdir, script, port, secret):
     return p
 
 
-def start_agent(logdir, agent_bin, port, user_url, extra=()):
-    p = Proc("agent", [agent_bin, "--listen", "%s:%d" % (HOST, port), "--user-service-url", user_url,
-                       "--workers", "2", "--timeout", "500ms", *extra], logdir)
+def start_agent(logdir, agent_bin, port, user_url, extra=(), admin=False, name="agent"):
+    """Starts the agent on <port>. The admin listener is off unless <admin>:
+    then it listens on a free port, kept in p.admin_port (parallel agents never
+    collide on the default 12346)."""
+    admin_port = free_ports(1)[0] if admin else None
+    admin_arg = "%s:%d" % (HOST, admin_port) if admin else "off"
+    p = Proc(name, [agent_bin, "--listen", "%s:%d" % (HOST, port), "--user-service-url", user_url,
+                    "--workers", "2", "--timeout", "500ms", "--admin-listen", admin_arg, *extra],
+             logdir)
+    p.admin_port = admin_port
     wait_port(port, p)
+    if admin:
+        wait_port(admin_port, p)
     return p
 
 
-def start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port):
+def wait_log(proc, text, timeout=10.0):
+    """Waits until <text> appears in <proc>'s log."""
+    deadline = time.monotonic() + timeout
+    while text not in proc.tail(1 << 22):
+        if time.monotonic() > deadline or not proc.alive():
+            raise AssertionError("%r never logged\n%s" % (text, proc.describe()))
+        time.sleep(0.02)
+
+
+def start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port, cfg=None,
+                  env_extra=None):
+    """Starts HAProxy with the shipped configuration, or <cfg> (a file derived
+    from it, e.g. with more agent servers)."""
     env = {"GW_ADDR": "%s:%d" % (HOST, gw_port), "USER_ADDR": "%s:%d" % (HOST, user_port),
            "BIZ_ADDR": "%s:%d" % (HOST, biz_port), "AGENT_ADDR": "%s:%d" % (HOST, agent_port),
            "SPOE_CONF": str(SPOE_CONF)}
-    p = Proc("haproxy", [haproxy_bin, "-db", "-f", HAPROXY_CFG], logdir, env=env)
+    env.update(env_extra or {})
+    p = Proc("haproxy", [haproxy_bin, "-db", "-f", cfg or HAPROXY_CFG], logdir, env=env)
     wait_port(gw_port, p)
     return p
 
