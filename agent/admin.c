@@ -21,8 +21,16 @@
 #include <string.h>
 #include <netdb.h>
 
-#include <microhttpd.h>
+#include <strings.h>
+#include <time.h>
 
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+
+#include "cache.h"
+#include "cachekey.h"
+#include "cfg.h"
+#include "exchange.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -34,7 +42,20 @@ static struct {
 	pthread_t starter;              /* thread inside admin_start() */
 	int starting;
 	char last_err[ADMIN_ERR_MAX];   /* last MHD message during admin_start() */
-} admin;
+	struct cache *cache;            /* set before admin_start(), cleared after admin_stop() */
+	const uint8_t *salt;
+	pthread_mutex_t cfg_lock;       /* guards cfg: swapped by reloads */
+	struct cfg *cfg;                /* a reference */
+} admin = { .cfg_lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* POST bodies kept for /cache/invalidate (form-encoded credentials). */
+#define ADMIN_BODY_MAX 16384
+
+struct admin_req {
+	size_t len;
+	int too_big;
+	char body[ADMIN_BODY_MAX + 1];
+};
 
 static const char admin_ct_metrics[] = "text/plain; version=0.0.4; charset=utf-8";
 static const char admin_ct_text[] = "text/plain; charset=utf-8";
@@ -166,6 +187,38 @@ size_t admin_render_metrics(char *buf, size_t size)
 	admin_out_scalar(&o, "spoa_auth_claims_skipped_total", "counter",
 	                 "msgpack claims skipped: unusable type or variable name too long.",
 	                 s.claims_skipped);
+	admin_out_head(&o, "spoa_auth_cache_results_total", "counter",
+	               "Decisions that consulted the decision cache, by result (hit: fresh "
+	               "entry, miss: user service called, coalesced: waited for another "
+	               "request's call, stale: expired entry served because the service failed).");
+	admin_out_printf(&o, "spoa_auth_cache_results_total{result=\"hit\"} %llu\n",
+	                 (unsigned long long)s.cache_hit);
+	admin_out_printf(&o, "spoa_auth_cache_results_total{result=\"miss\"} %llu\n",
+	                 (unsigned long long)s.cache_miss);
+	admin_out_printf(&o, "spoa_auth_cache_results_total{result=\"coalesced\"} %llu\n",
+	                 (unsigned long long)s.cache_coalesced);
+	admin_out_printf(&o, "spoa_auth_cache_results_total{result=\"stale\"} %llu\n",
+	                 (unsigned long long)s.cache_stale);
+	{
+		struct cache_stats cs;
+
+		memset(&cs, 0, sizeof(cs));
+		if (admin.cache)
+			cache_stats(admin.cache, &cs);
+		admin_out_scalar(&o, "spoa_auth_cache_entries", "gauge",
+		                 "Decisions stored in the cache.", cs.entries);
+		admin_out_scalar(&o, "spoa_auth_cache_bytes", "gauge",
+		                 "Bytes charged to cache-max-bytes.", cs.bytes);
+		admin_out_scalar(&o, "spoa_auth_cache_pending", "gauge",
+		                 "User-service calls in flight that others may wait for.", cs.pending);
+		admin_out_scalar(&o, "spoa_auth_cache_evictions_total", "counter",
+		                 "Live entries evicted to respect the bounds.", cs.evictions);
+		admin_out_scalar(&o, "spoa_auth_cache_expired_total", "counter",
+		                 "Expired entries reclaimed.", cs.expired);
+		admin_out_scalar(&o, "spoa_auth_cache_invalidated_total", "counter",
+		                 "Entries dropped by logout or POST /cache/invalidate.",
+		                 cs.invalidated);
+	}
 	admin_out_scalar(&o, "spoa_auth_draining", "gauge",
 	                 "1 once the agent is draining (SIGTERM/SIGINT), else 0.",
 	                 (uint64_t)atomic_load(&admin.draining));
@@ -177,8 +230,9 @@ size_t admin_render_metrics(char *buf, size_t size)
 
 /* ---- HTTP ------------------------------------------------------------- */
 
-static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned status,
-                                   const char *ctype, char *body, size_t len, int owned)
+static enum MHD_Result admin_reply_allow(struct MHD_Connection *conn, unsigned status,
+                                         const char *ctype, char *body, size_t len,
+                                         int owned, const char *allow)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -195,13 +249,19 @@ static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned status,
 	if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) == MHD_NO ||
 	    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_NO ||
 	    (status == MHD_HTTP_METHOD_NOT_ALLOWED &&
-	     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD") == MHD_NO)) {
+	     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow) == MHD_NO)) {
 		MHD_destroy_response(resp);
 		return MHD_NO;
 	}
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned status,
+                                   const char *ctype, char *body, size_t len, int owned)
+{
+	return admin_reply_allow(conn, status, ctype, body, len, owned, "GET, HEAD");
 }
 
 static enum MHD_Result admin_reply_static(struct MHD_Connection *conn, unsigned status,
@@ -231,34 +291,275 @@ static enum MHD_Result admin_metrics(struct MHD_Connection *conn)
 	return admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 }
 
+/* ---- POST /cache/invalidate ------------------------------------------ */
+
+void admin_set_cache(struct cache *c, const unsigned char *salt)
+{
+	admin.cache = c;
+	admin.salt = salt;
+}
+
+void admin_set_cfg(struct cfg *cfg)
+{
+	struct cfg *old;
+
+	pthread_mutex_lock(&admin.cfg_lock);
+	old = admin.cfg;
+	admin.cfg = cfg ? cfg_get(cfg) : NULL;
+	pthread_mutex_unlock(&admin.cfg_lock);
+	cfg_put(old);
+}
+
+static int admin_hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Decodes application/x-www-form-urlencoded <s> (<n> bytes) in place;
+ * returns the decoded length. */
+static size_t admin_form_decode(char *s, size_t n)
+{
+	size_t i, o = 0;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] == '+') {
+			s[o++] = ' ';
+		} else if (s[i] == '%' && i + 2 < n && admin_hexval(s[i + 1]) >= 0 &&
+		           admin_hexval(s[i + 2]) >= 0) {
+			s[o++] = (char)(admin_hexval(s[i + 1]) * 16 + admin_hexval(s[i + 2]));
+			i += 2;
+		} else {
+			s[o++] = s[i];
+		}
+	}
+	return o;
+}
+
+#define ADMIN_MAX_PARAMS 32
+
+struct admin_param {
+	const char *name, *value;
+	size_t name_len, value_len;
+};
+
+/* Splits and decodes the form body in place into <ps>. Returns the count. */
+static size_t admin_form_parse(char *body, size_t len, struct admin_param *ps)
+{
+	size_t n = 0;
+	char *p = body, *end = body + len;
+
+	while (p < end && n < ADMIN_MAX_PARAMS) {
+		char *amp = memchr(p, '&', (size_t)(end - p));
+		char *pe = amp ? amp : end;
+		char *eq = memchr(p, '=', (size_t)(pe - p));
+
+		if (eq && eq > p) {
+			ps[n].name = p;
+			ps[n].name_len = admin_form_decode(p, (size_t)(eq - p));
+			ps[n].value = eq + 1;
+			ps[n].value_len = admin_form_decode(eq + 1, (size_t)(pe - eq - 1));
+			n++;
+		}
+		p = pe + 1;
+	}
+	return n;
+}
+
+/* A form parameter, else a query parameter (decoded by libmicrohttpd). */
+static int admin_param_get(struct MHD_Connection *conn, const struct admin_param *ps,
+                           size_t n, const char *name, const char **v, size_t *vlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (ps[i].name_len == strlen(name) && strncasecmp(ps[i].name, name, ps[i].name_len) == 0) {
+			*v = ps[i].value;
+			*vlen = ps[i].value_len;
+			return 1;
+		}
+	}
+	*v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+	if (!*v)
+		return 0;
+	*vlen = strlen(*v);
+	return 1;
+}
+
+/* Constant time in the token's content. */
+static int admin_token_ok(const char *auth, const char *token)
+{
+	size_t n;
+
+	if (!auth || !token || strncasecmp(auth, "Bearer ", 7) != 0)
+		return 0;
+	auth += 7;
+	while (*auth == ' ')
+		auth++;
+	n = strlen(token);
+	return strlen(auth) == n && CRYPTO_memcmp(auth, token, n) == 0;
+}
+
+/*
+ * Drops one session's entries (credential headers given as form or query
+ * parameters named like the SPOE arguments / forward-headers: cookie=...,
+ * authorization=..., x-example-authorization=...) or all of them (all=1).
+ * The credential digest is computed exactly as for the `logout` message;
+ * the headers are taken in forward-headers order, which must be the order of
+ * the SPOE message's arguments (it is in the shipped files). Values are never
+ * logged.
+ */
+static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admin_req *rq)
+{
+	struct admin_param ps[ADMIN_MAX_PARAMS];
+	const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+	struct cfg *cfg;
+	struct cachekey *ck = NULL;
+	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
+	const char *v;
+	size_t vlen, np, given = 0;
+	enum MHD_Result ret;
+	char err[160];
+
+	pthread_mutex_lock(&admin.cfg_lock);
+	cfg = admin.cfg ? cfg_get(admin.cfg) : NULL;
+	pthread_mutex_unlock(&admin.cfg_lock);
+	if (!cfg || !cfg->admin_token) {
+		ret = admin_reply_static(conn, MHD_HTTP_FORBIDDEN,
+		                         "forbidden: no admin-token configured\n");
+		goto out;
+	}
+	if (!admin_token_ok(auth, cfg->admin_token)) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "admin: POST /cache/invalidate with a missing "
+		                "or wrong token: refused");
+		ret = admin_reply_static(conn, MHD_HTTP_FORBIDDEN, "forbidden\n");
+		goto out;
+	}
+	if (!admin.cache || !cfg->cache) {
+		ret = admin_reply_static(conn, MHD_HTTP_CONFLICT, "the decision cache is off\n");
+		goto out;
+	}
+	if (rq->too_big) {
+		ret = admin_reply_static(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
+		goto out;
+	}
+	np = admin_form_parse(rq->body, rq->len, ps);
+	if (admin_param_get(conn, ps, np, "all", &v, &vlen) && vlen == 1 && v[0] == '1') {
+		cache_invalidate_all(admin.cache);
+		log_info("admin: every cached decision invalidated");
+		ret = admin_reply_static(conn, MHD_HTTP_OK, "{\"invalidated\":\"all\"}\n");
+		goto out;
+	}
+	ck = exchange_cachekey_new(cfg, admin.salt, err, sizeof(err));
+	if (!ck || cachekey_begin(ck) < 0) {
+		log_error("admin: cannot build a cache key: %s", ck ? "digest failed" : err);
+		ret = admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot hash\n");
+		goto out;
+	}
+	for (size_t i = 0; i < cfg->n_forward_headers; i++) {
+		const char *h = cfg->forward_headers[i];
+
+		if (!admin_param_get(conn, ps, np, h, &v, &vlen))
+			continue;
+		given++;
+		if (cachekey_header(ck, h, strlen(h), v, vlen) < 0) {
+			ret = admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot hash\n");
+			goto out;
+		}
+	}
+	if (!given) {
+		ret = admin_reply_static(conn, MHD_HTTP_BAD_REQUEST,
+		                         "give all=1, or the session's credential headers as "
+		                         "parameters named like forward-headers (cookie=...)\n");
+		goto out;
+	}
+	if (cachekey_end(ck, NULL, 0, NULL, 0, key, cred) < 0) {
+		ret = admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot hash\n");
+		goto out;
+	}
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		cache_invalidate_cred(admin.cache, cred,
+		                      (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+	}
+	log_info("admin: one session's cached decisions invalidated");
+	ret = admin_reply_static(conn, MHD_HTTP_OK, "{\"invalidated\":\"session\"}\n");
+out:
+	cachekey_free(ck);
+	cfg_put(cfg);
+	return ret;
+}
+
+/* Marker in *req_cls for requests that keep no state. */
+static char admin_seen;
+
+static void admin_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (*req_cls && *req_cls != (void *)&admin_seen)
+		free(*req_cls);
+	*req_cls = NULL;
+}
+
 /*
  * libmicrohttpd calls this once when the headers are in (*<req_cls> NULL),
  * then again for any body data and once more at the end of the request. We
- * answer on the second call, after having refused to read any body.
+ * answer on the last call. Only POST /cache/invalidate keeps its body (up to
+ * ADMIN_BODY_MAX bytes); other bodies are discarded.
  */
 static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *conn,
                                      const char *url, const char *method,
                                      const char *version, const char *upload_data,
                                      size_t *upload_data_size, void **req_cls)
 {
-	static int seen;
+	void *seen = &admin_seen;
 	int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
 	int head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+	int post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+	int inval = strcmp(url, "/cache/invalidate") == 0;
 
 	(void)cls;
 	(void)version;
-	(void)upload_data;
 	if (*req_cls == NULL) {
-		*req_cls = &seen;
+		if (inval) {
+			if (!post)
+				return admin_reply_allow(conn, MHD_HTTP_METHOD_NOT_ALLOWED, admin_ct_text,
+				                         (char *)"method not allowed\n", 19, 0, "POST");
+			*req_cls = calloc(1, sizeof(struct admin_req));
+			return *req_cls ? MHD_YES : MHD_NO;
+		}
+		*req_cls = seen;
 		if (!get && !head)
 			return admin_reply_static(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
 			                          "method not allowed\n");
 		return MHD_YES;
 	}
 	if (*upload_data_size != 0) {
-		*upload_data_size = 0;  /* discard: GET/HEAD bodies mean nothing here */
+		if (*req_cls != seen) {
+			struct admin_req *rq = *req_cls;
+
+			if (rq->len + *upload_data_size > ADMIN_BODY_MAX) {
+				rq->too_big = 1;
+			} else {
+				memcpy(rq->body + rq->len, upload_data, *upload_data_size);
+				rq->len += *upload_data_size;
+			}
+		}
+		*upload_data_size = 0;  /* other bodies mean nothing here */
 		return MHD_YES;
 	}
+	if (*req_cls != seen)
+		return admin_invalidate(conn, *req_cls);
 	if (strcmp(url, "/metrics") == 0)
 		return admin_metrics(conn);
 	if (strcmp(url, "/healthz") == 0) {
@@ -324,6 +625,7 @@ int admin_start(const struct sockaddr *addr, socklen_t len, char *err, size_t er
 	 * in libmicrohttpd's bind error message. */
 	d = MHD_start_daemon(flags, admin_addr_port(addr), NULL, NULL, admin_handler, NULL,
 	                     MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
+	                     MHD_OPTION_NOTIFY_COMPLETED, admin_completed, NULL,
 	                     MHD_OPTION_SOCK_ADDR, addr,
 	                     MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
 	                     MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)ADMIN_MAX_CONNS,
@@ -348,7 +650,7 @@ int admin_start(const struct sockaddr *addr, socklen_t len, char *err, size_t er
 			snprintf(colon + 1, sizeof(where) - (size_t)(colon + 1 - where), "%u",
 			         admin_port());
 	}
-	log_info("admin: serving /metrics and /healthz on %s", where);
+	log_info("admin: serving /metrics, /healthz and /cache/invalidate on %s", where);
 	return 0;
 }
 

@@ -11,11 +11,17 @@
  *                  histogram (_bucket / _sum / _count), with HELP/TYPE lines.
  *   GET /healthz   200 "ok" while serving, 503 "draining" once
  *                  admin_set_draining() was called.
- *   HEAD on both; anything else: 404, or 405 for other methods.
+ *   POST /cache/invalidate  "Authorization: Bearer <admin-token>" (403
+ *                  without it, or when admin-token is unset); form or
+ *                  query parameters: all=1 drops every cached decision;
+ *                  else the session's credential headers named like
+ *                  forward-headers (cookie=..., authorization=...) drop
+ *                  that session's entries, as a logout would.
+ *   HEAD on the GETs; anything else: 404, or 405 for other methods.
  *
  * Bounded: at most ADMIN_MAX_CONNS connections (ADMIN_MAX_PER_IP per client
  * address), ADMIN_TIMEOUT_S seconds of inactivity per connection, small
- * per-connection memory. No request body is read.
+ * per-connection memory. Only POST /cache/invalidate's body is read (16 KiB).
  *
  * One listener per process: admin_start(), admin_set_draining() and
  * admin_stop() are called from the main thread; the request handler runs on
@@ -40,6 +46,18 @@
  * 127.0.0.1:12346: Address already in use").
  */
 int admin_start(const struct sockaddr *addr, socklen_t len, char *err, size_t errlen);
+
+struct cache;
+struct cfg;
+
+/* The shared decision cache (NULL: off) and its key salt, for /metrics and
+ * POST /cache/invalidate. Set before admin_start(), cleared after
+ * admin_stop(). Main thread. */
+void admin_set_cache(struct cache *c, const unsigned char *salt);
+
+/* The current cfg (admin-token, forward-headers, key options); takes a
+ * reference and drops the previous one. NULL at exit. Main thread. */
+void admin_set_cfg(struct cfg *cfg);
 
 /* From now on /healthz answers 503. Harmless when no listener runs. */
 void admin_set_draining(void);

@@ -51,7 +51,7 @@ struct cfg_key {
 struct cfg_builder {
 	struct cfg *c;
 	enum cfg_src src;
-	enum cfg_src fwd_src, copy_src;
+	enum cfg_src fwd_src, copy_src, cookies_src;
 	char where[CFG_WHERE_MAX];            /* location of the value being parsed */
 	char prefix_where[CFG_WHERE_MAX];     /* where var-prefix was set */
 	char **copy_where;                    /* per copy-header entry */
@@ -481,6 +481,114 @@ static int cfg_p_admin_listen(struct cfg_builder *b, const char *val, char *why)
 	return cfg_strdup(&b->c->admin_listen, val, why);
 }
 
+/* An admin token is a shared secret on a loopback listener: long enough not
+ * to be guessed, printable, no spaces (it is compared with the Authorization
+ * header's credentials). Never echoed in errors. */
+static int cfg_p_admin_token(struct cfg_builder *b, const char *val, char *why)
+{
+	size_t n = strlen(val);
+
+	if (n < 16)
+		return cfg_why(why, "too short: at least 16 characters");
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)val[i] <= ' ' || (unsigned char)val[i] >= 0x7f)
+			return cfg_why(why, "only visible ASCII characters, no spaces");
+	return cfg_strdup(&b->c->admin_token, val, why);
+}
+
+static int cfg_p_cache(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_bool_str(val, &b->c->cache, why);
+}
+
+static int cfg_p_cache_entries(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	/* 2^28: cache_new()'s own bound (bucket arrays). */
+	if (cfg_parse_uint(val, 1, 1ull << 28, &v, why) < 0)
+		return -1;
+	b->c->cache_max_entries = (size_t)v;
+	return 0;
+}
+
+static int cfg_p_cache_bytes(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_size(val, 4096, 1ull << 40, &v, why) < 0)
+		return -1;
+	b->c->cache_max_bytes = (size_t)v;
+	return 0;
+}
+
+static int cfg_p_cache_shards(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_uint(val, 1, 4096, &v, why) < 0)
+		return -1;
+	if (v & (v - 1))
+		return cfg_why(why, "%llu is not a power of two", v);
+	b->c->cache_shards = (unsigned)v;
+	return 0;
+}
+
+/* Cache durations: up to a day; 0 allowed (each key says what 0 means). */
+#define CFG_CACHE_DUR_MAX 86400000u
+
+static int cfg_p_cache_ttl(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_ttl_ms, why);
+}
+
+static int cfg_p_cache_deny_ttl(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_deny_ttl_ms, why);
+}
+
+static int cfg_p_cache_max_ttl(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_max_ttl_ms, why);
+}
+
+static int cfg_p_cache_grace(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_stale_grace_ms, why);
+}
+
+static int cfg_p_cache_hold(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_duration(val, 0, 3600000, &b->c->cache_logout_hold_ms, why);
+}
+
+static int cfg_p_cache_key_uri(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_bool_str(val, &b->c->cache_key_uri, why);
+}
+
+static int cfg_p_cache_key_client(struct cfg_builder *b, const char *val, char *why)
+{
+	return cfg_parse_bool_str(val, &b->c->cache_key_client, why);
+}
+
+/* Cookie names: RFC 6265 tokens (the header-name charset), case kept. */
+static int cfg_p_cache_key_cookies(struct cfg_builder *b, const char *val, char *why)
+{
+	if (b->cookies_src != b->src) {
+		cfg_free_list(&b->c->cache_key_cookies, &b->c->n_cache_key_cookies);
+		b->cookies_src = b->src;
+	}
+	if (cfg_list_append(&b->c->cache_key_cookies, &b->c->n_cache_key_cookies,
+	                    NULL, NULL, val, 0, why) < 0) {
+		/* The generic message speaks of header names. */
+		if (strstr(why, "header name"))
+			return cfg_why(why, "'%s': cookie names are tokens (no '=', ';', spaces)", val);
+		return -1;
+	}
+	return 0;
+}
+
 static const struct cfg_key cfg_keys[] = {
 	{ "listen", CFG_DEFAULT_LISTEN,
 	  "SPOP listen address (host:port, [v6]:port)", cfg_p_listen },
@@ -512,8 +620,36 @@ static const struct cfg_key cfg_keys[] = {
 	{ "drain-timeout", "5s",
 	  "on SIGTERM, how long in-flight exchanges may take", cfg_p_drain },
 	{ "admin-listen", CFG_DEFAULT_ADMIN_LISTEN,
-	  "HTTP listener for /metrics and /healthz (host:port, [v6]:port, or off)",
+	  "HTTP listener for /metrics, /healthz, POST /cache/invalidate (host:port, [v6]:port, or off)",
 	  cfg_p_admin_listen },
+	{ "admin-token", NULL,
+	  "bearer token for POST /cache/invalidate (>= 16 chars); unset = endpoint answers 403",
+	  cfg_p_admin_token },
+	{ "cache", "off",
+	  "decision cache (on/off); off by default: a cached allow outlives a revocation "
+	  "at the user service by up to cache-ttl", cfg_p_cache },
+	{ "cache-max-entries", "100000", "cache entry bound (whole process)", cfg_p_cache_entries },
+	{ "cache-max-bytes", "64m", "cache byte bound (per entry: 120 + decision size)",
+	  cfg_p_cache_bytes },
+	{ "cache-shards", "64", "cache shards, a power of two (lowered for small bounds)",
+	  cfg_p_cache_shards },
+	{ "cache-ttl", "10s", "TTL of a 2xx without Cache-Control max-age/s-maxage",
+	  cfg_p_cache_ttl },
+	{ "cache-deny-ttl", "2s", "TTL bound for 3xx/4xx answers (0 = never cache denials)",
+	  cfg_p_cache_deny_ttl },
+	{ "cache-max-ttl", "5m", "cap on every TTL, the service's max-age included (0 = none)",
+	  cfg_p_cache_max_ttl },
+	{ "cache-stale-grace", "0",
+	  "stale-if-error: serve an entry this long past expiry when the service fails (0 = off)",
+	  cfg_p_cache_grace },
+	{ "cache-logout-hold", "2s",
+	  "after a logout, answers for that session are not stored this long", cfg_p_cache_hold },
+	{ "cache-key-uri", "on", "the request URI is part of the cache key", cfg_p_cache_key_uri },
+	{ "cache-key-client", "on", "the X-Forwarded-For sent is part of the cache key",
+	  cfg_p_cache_key_client },
+	{ "cache-key-cookies", NULL,
+	  "keep only these cookies of the Cookie header in the key (space-separated, repeatable)",
+	  cfg_p_cache_key_cookies },
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -538,6 +674,8 @@ static void cfg_free(struct cfg *c)
 {
 	free(c->listen); c->listen = NULL;
 	free(c->admin_listen); c->admin_listen = NULL;
+	free(c->admin_token); c->admin_token = NULL;
+	cfg_free_list(&c->cache_key_cookies, &c->n_cache_key_cookies);
 	free(c->user_service_url); c->user_service_url = NULL;
 	cfg_free_list(&c->forward_headers, &c->n_forward_headers);
 	free(c->ca_file); c->ca_file = NULL;
@@ -561,6 +699,27 @@ void cfg_put(struct cfg *c)
 	/* acq_rel: the freeing thread must see every other thread's reads done. */
 	if (atomic_fetch_sub_explicit(&c->refcnt, 1, memory_order_acq_rel) == 1)
 		cfg_free(c);
+}
+
+static int cfg_lists_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return 0;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return 0;
+	return 1;
+}
+
+int cfg_cache_key_changed(const struct cfg *a, const struct cfg *b)
+{
+	return strcmp(a->user_service_url, b->user_service_url) != 0 ||
+	       !cfg_lists_equal(a->forward_headers, a->n_forward_headers,
+	                        b->forward_headers, b->n_forward_headers) ||
+	       a->cache_key_uri != b->cache_key_uri ||
+	       a->cache_key_client != b->cache_key_client ||
+	       !cfg_lists_equal(a->cache_key_cookies, a->n_cache_key_cookies,
+	                        b->cache_key_cookies, b->n_cache_key_cookies);
 }
 
 int cfg_forwards_header(const struct cfg *c, const char *name, size_t len)
@@ -695,7 +854,7 @@ static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
 	static const char *const fixed[] = {
 		"status", "outcome", "token", "body", "content_type", "location",
 		"www_authenticate", "set_cookie", "set_cookie2", "set_cookie3",
-		"set_cookie4", "cache", "noop",
+		"set_cookie4", "cache", "noop", "invalidated",
 	};
 	struct cfg *c = b->c;
 

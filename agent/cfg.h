@@ -52,6 +52,22 @@ struct cfg {
 	char *admin_listen;
 	struct sockaddr_storage admin_addr;
 	socklen_t admin_addrlen;
+	char *admin_token;              /* POST /cache/invalidate bearer; NULL = disabled */
+
+	/* Decision cache (issue 3, docs/cache.md). */
+	int cache;                      /* on/off */
+	size_t cache_max_entries;
+	size_t cache_max_bytes;
+	unsigned cache_shards;          /* power of two */
+	unsigned cache_ttl_ms;          /* 2xx without max-age */
+	unsigned cache_deny_ttl_ms;     /* 3xx/4xx upper bound; 0 = never */
+	unsigned cache_max_ttl_ms;      /* cap; 0 = none */
+	unsigned cache_stale_grace_ms;  /* 0 = stale-if-error off */
+	unsigned cache_logout_hold_ms;
+	int cache_key_uri;
+	int cache_key_client;
+	char **cache_key_cookies;       /* as given (case-sensitive); none = whole header */
+	size_t n_cache_key_cookies;
 };
 
 /* Loads <path> (NULL: defaults only), then applies the command-line options
@@ -71,6 +87,11 @@ void cfg_put(struct cfg *c);
 
 /* Prints every key with its default and meaning to <out> (for --help). */
 void cfg_print_help(FILE *out);
+
+/* Returns 1 if <a> and <b> differ in something that changes cache keys
+ * (user-service URL, forwarded headers, cache-key-* options): a reload must
+ * then drop every entry. */
+int cfg_cache_key_changed(const struct cfg *a, const struct cfg *b);
 
 /* Returns 1 if <name> (<len> bytes, any case) is in c->forward_headers. */
 int cfg_forwards_header(const struct cfg *c, const char *name, size_t len);

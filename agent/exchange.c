@@ -2,15 +2,23 @@
  * exchange.c: NOTIFY arguments -> user-service request; response ->
  * struct decision -> ACK.
  *
- * The path is split so the cache (issue 3) can plug in between:
- *   exchange_inputs_compute()  NOTIFY args -> struct exchange_inputs
- *                              (URL, header lines, credential hash): the
- *                              request as a cache key would see it;
- *   [CACHE HOOK: look up / coalesce on the inputs here]
- *   upstream_start()           the HTTP call, on a miss;
- *   exchange_complete()        takes a struct decision *, whoever built it.
- * Never logs argument values: only the short credential hash.
+ * With the decision cache (issue 3, docs/cache.md) on:
+ *   exchange_key_compute()     pass 1 over the NOTIFY args, no allocation:
+ *                              the cache key and credential hash of exactly
+ *                              what would be sent;
+ *   cache_lookup()             HIT: ACK at once (the decision's pre-encoded
+ *                              actions + `cache=hit`), no exchange kept;
+ *                              COALESCED: wait for the leader's answer, which
+ *                              comes back through the worker's inbox;
+ *                              MISS: this exchange is the leader:
+ *   exchange_inputs_compute()  pass 2: URL and header lines, then
+ *   upstream_start()           the HTTP call, and on its end
+ *   cache_complete()/cache_fail() whatever happened to the connection;
+ *   exchange_complete()        ACKs a struct decision * + the `cache` label.
+ * Never logs argument values, keys or digests: only the short credential hash.
  */
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +27,13 @@
 
 #include <openssl/evp.h>
 
+#include "cache.h"
+#include "cachekey.h"
 #include "cfg.h"
 #include "conn.h"
 #include "decision.h"
 #include "exchange.h"
+#include "httpcc.h"
 #include "log.h"
 #include "metrics.h"
 #include "spop.h"
@@ -49,6 +60,64 @@ static void exchange_inputs_free(struct exchange_inputs *in)
 	free(in->hdrs);
 	in->hdrs = NULL;
 	in->n_hdrs = 0;
+}
+
+/* ---- the `cache` variable, encoded once per label ---- */
+
+enum exchange_label {
+	EXCHANGE_L_HIT = 0,
+	EXCHANGE_L_MISS,
+	EXCHANGE_L_COALESCED,
+	EXCHANGE_L_STALE,
+	EXCHANGE_L_ENTRIES
+};
+
+static const char *const exchange_label_names[EXCHANGE_L_ENTRIES] = {
+	"hit", "miss", "coalesced", "stale",
+};
+static pthread_once_t exchange_once = PTHREAD_ONCE_INIT;
+/* Each fits DECISION_ACK_RESERVE, which every ACK leaves free. */
+static uint8_t exchange_label_buf[EXCHANGE_L_ENTRIES][DECISION_ACK_RESERVE];
+static size_t exchange_label_len[EXCHANGE_L_ENTRIES];
+static uint8_t exchange_inval_buf[DECISION_ACK_RESERVE];
+static size_t exchange_inval_len;
+
+static void exchange_static_init(void)
+{
+	struct spop_data d;
+	uint8_t *p;
+
+	for (int i = 0; i < EXCHANGE_L_ENTRIES; i++) {
+		p = exchange_label_buf[i];
+		d.type = SPOP_T_STR;
+		d.u.str.ptr = exchange_label_names[i];
+		d.u.str.len = strlen(exchange_label_names[i]);
+		spop_put_set_var(&p, p + DECISION_ACK_RESERVE, SPOP_SCOPE_TXN, "cache", 5, &d);
+		exchange_label_len[i] = (size_t)(p - exchange_label_buf[i]);
+	}
+	p = exchange_inval_buf;
+	d.type = SPOP_T_INT32;
+	d.u.s64 = 1;
+	spop_put_set_var(&p, p + DECISION_ACK_RESERVE, SPOP_SCOPE_TXN, "invalidated", 11, &d);
+	exchange_inval_len = (size_t)(p - exchange_inval_buf);
+}
+
+/* The cache's clock: monotonic, unlike ev_now(), which follows the wall clock. */
+static uint64_t exchange_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A JWT's exp is wall-clock time. */
+static int64_t exchange_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + (int64_t)ts.tv_nsec / 1000000;
 }
 
 /* A header value must not smuggle a line break (or NUL) into our request. */
@@ -139,6 +208,123 @@ static int exchange_src_text(const struct spop_data *d, char *out, size_t outsz)
 		return 0;
 	}
 	return -1;
+}
+
+/* Short credential hash for access logs: 8 hex chars of SHA-256 over the
+ * forwarded "Name: value\n" lines (the same digest as exchange_inputs_compute
+ * builds from its copies). */
+static void exchange_cred_hash_final(EVP_MD_CTX *md, char out[9])
+{
+	unsigned char dg[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+
+	if (EVP_DigestFinal_ex(md, dg, &dlen) == 1 && dlen >= 4)
+		snprintf(out, 9, "%02x%02x%02x%02x", dg[0], dg[1], dg[2], dg[3]);
+}
+
+/* Pass 1: the cache key and credential digest of the request the `exchange`
+ * (or `logout`) message at <p> would produce, by exactly the rules of
+ * exchange_inputs_compute() (same headers forwarded, same X-Forwarded-For,
+ * same URI), without copying anything but an unusually long X-Forwarded-For.
+ * <cred_hash> (may be NULL) gets the short hash for access logs.
+ * Returns 0, -1 if the key cannot be computed (bypass the cache), -2 if the
+ * arguments are malformed. */
+static int exchange_key_compute(const struct cfg *cfg, struct cachekey *ck, const uint8_t *p,
+                                const uint8_t *end, unsigned nargs, uint8_t key[CACHE_KEY_LEN],
+                                uint8_t cred[CACHE_KEY_LEN], char cred_hash[9])
+{
+	struct spop_str uri = { NULL, 0 }, xff = { NULL, 0 };
+	int has_uri = 0, has_xff = 0, has_src = 0, ok, rc;
+	char src[INET6_ADDRSTRLEN + 1];
+	char xbuf[512], *xs = NULL;
+	size_t xlen = 0;
+	EVP_MD_CTX *md = NULL;
+
+	if (cred_hash) {
+		strcpy(cred_hash, "-");
+		md = EVP_MD_CTX_new();
+		if (md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+			EVP_MD_CTX_free(md);
+			md = NULL;
+		}
+	}
+	ok = cachekey_begin(ck) == 0;
+	for (unsigned i = 0; i < nargs; i++) {
+		struct spop_str name;
+		struct spop_data val;
+
+		if (spop_arg_next(&p, end, &name, &val) < 0) {
+			EVP_MD_CTX_free(md);
+			return -2;
+		}
+		if (exchange_str_eq(&name, "uri")) {
+			if (val.type == SPOP_T_STR || val.type == SPOP_T_BIN) {
+				uri = val.u.str;
+				has_uri = 1;
+			}
+		} else if (exchange_str_eq(&name, "src")) {
+			has_src = exchange_src_text(&val, src, sizeof(src)) == 0;
+		} else if (exchange_str_eq(&name, "xff")) {
+			if (val.type == SPOP_T_STR && exchange_value_ok(val.u.str.ptr, val.u.str.len) &&
+			    val.u.str.len) {
+				xff = val.u.str;
+				has_xff = 1;
+			}
+		} else if (name.len && (val.type == SPOP_T_STR || val.type == SPOP_T_BIN) &&
+		           cfg_forwards_header(cfg, name.ptr, name.len) &&
+		           exchange_value_ok(val.u.str.ptr, val.u.str.len)) {
+			if (ok && cachekey_header(ck, name.ptr, name.len, val.u.str.ptr,
+			                          val.u.str.len) < 0)
+				ok = 0;
+			if (md) {
+				EVP_DigestUpdate(md, name.ptr, name.len);
+				EVP_DigestUpdate(md, ": ", 2);
+				EVP_DigestUpdate(md, val.u.str.ptr, val.u.str.len);
+				EVP_DigestUpdate(md, "\n", 1);
+			}
+		}
+	}
+	if (md) {
+		exchange_cred_hash_final(md, cred_hash);
+		EVP_MD_CTX_free(md);
+		md = NULL;
+	}
+	if (!ok)
+		return -1;
+	if (has_xff || has_src) {
+		size_t slen = has_src ? strlen(src) : 0;
+
+		xlen = (has_xff ? xff.len : 0) + (has_xff && has_src ? 2 : 0) + slen;
+		xs = xlen <= sizeof(xbuf) ? xbuf : malloc(xlen);
+		if (!xs)
+			return -1;
+		if (has_xff)
+			memcpy(xs, xff.ptr, xff.len);
+		if (has_xff && has_src)
+			memcpy(xs + xff.len, ", ", 2);
+		if (has_src)
+			memcpy(xs + xlen - slen, src, slen);
+	}
+	rc = cachekey_end(ck, xs, xlen, has_uri ? uri.ptr : NULL, has_uri ? uri.len : 0, key, cred);
+	if (xs != xbuf)
+		free(xs);
+	return rc < 0 ? -1 : 0;
+}
+
+struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *salt,
+                                       char *err, size_t errlen)
+{
+	struct cachekey_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.include_uri = cfg->cache_key_uri;
+	o.include_client = cfg->cache_key_client;
+	o.cookie_names = (const char *const *)cfg->cache_key_cookies;
+	o.n_cookie_names = cfg->n_cache_key_cookies;
+	o.salt = salt;
+	o.scope = cfg->user_service_url;
+	o.scope_len = strlen(cfg->user_service_url);
+	return cachekey_new(&o, err, errlen);
 }
 
 /* Reads the <nargs> arguments of the `exchange` message at <*p> and builds
@@ -258,9 +444,20 @@ static double exchange_elapsed_ms(const struct timespec *t0)
 	       (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-/* The completion path, whoever produced <d> (upstream now, the cache later).
- * Consumes the caller's reference on <d> and frees <x>. */
-static void exchange_complete(struct exchange *x, struct decision *d)
+/* Frees <x>, or keeps it as the worker's spare (the next hit or miss then
+ * allocates nothing). */
+static void exchange_release(struct worker *w, struct exchange *x)
+{
+	if (!w->x_spare)
+		w->x_spare = x;
+	else
+		free(x);
+}
+
+/* The completion path, whoever produced <d> (the user service, a leader's
+ * answer, a stale entry). ACKs <d> + `cache=<label>`. Consumes the caller's
+ * reference on <d> and frees <x>. */
+static void exchange_complete(struct exchange *x, struct decision *d, enum exchange_label label)
 {
 	struct worker *w = x->w;
 
@@ -269,19 +466,94 @@ static void exchange_complete(struct exchange *x, struct decision *d)
 	if (d->claims_skipped)
 		METRICS_ADD(w->met.claims_skipped, d->claims_skipped);
 	if (log_enabled(LOG_LVL_ACCESS))
-		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=%.1f cred=%s%s",
+		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=%.1f cred=%s cache=%s%s",
 		           (unsigned long long)x->sid, (unsigned long long)x->fid,
 		           decision_outcome_to_str(d->outcome), d->status,
 		           exchange_elapsed_ms(&x->start), x->cred_hash,
+		           exchange_label_names[label],
 		           x->conn ? "" : " (connection gone, dropped)");
-	if (x->conn)
-		conn_exchange_done(x->conn, x, d, NULL, 0);  /* may free the connection */
+	if (x->conn)  /* may free the connection */
+		conn_exchange_done(x->conn, x, d, exchange_label_buf[label],
+		                   exchange_label_len[label]);
 	decision_put(d);
 	cfg_put(x->cfg);
 	x->cfg = NULL;
-	free(x);
+	exchange_release(w, x);
 	w->n_exchanges--;
 	worker_maybe_done(w);
+}
+
+/* Leader's end: store or fail the key, whatever happened to the connection,
+ * so that every waiter gets an answer. May replace *<d> by a stale entry.
+ * Returns the label of the answer. */
+static enum exchange_label exchange_leader_done(struct exchange *x, long status,
+                                                const char *cc, const char *body,
+                                                size_t body_len, struct decision **d)
+{
+	struct worker *w = x->w;
+	uint64_t now = exchange_mono_ms();
+
+	if (status >= 100 && status < 500 && (*d)->outcome != DECISION_ERROR) {
+		struct httpcc_policy pol = {
+			.default_ttl_ms = x->cfg->cache_ttl_ms,
+			.deny_ttl_ms = x->cfg->cache_deny_ttl_ms,
+			.max_ttl_ms = x->cfg->cache_max_ttl_ms,
+		};
+		/* Only an allow's body is a token whose exp may cap the entry. */
+		uint32_t ttl = httpcc_ttl(&pol, (int)status, cc, cc ? strlen(cc) : 0,
+		                          (*d)->outcome == DECISION_ALLOW ? body : NULL,
+		                          (*d)->outcome == DECISION_ALLOW ? body_len : 0,
+		                          exchange_wall_ms());
+
+		cache_complete(w->cache, x->key, *d, ttl, now, NULL);
+	} else {
+		/* No answer, 5xx, or an answer we could not use: never cached;
+		 * an entry within cache-stale-grace may stand in. */
+		struct decision *stale = NULL;
+
+		cache_fail(w->cache, x->key, *d, now, &stale);
+		if (stale) {
+			decision_put(*d);
+			*d = stale;
+			METRICS_INC(w->met.cache_stale);
+			return EXCHANGE_L_STALE;
+		}
+	}
+	METRICS_INC(w->met.cache_miss);
+	return EXCHANGE_L_MISS;
+}
+
+/* Leader's thread, no cache lock held: hand the answer to the waiter's own
+ * worker, which ACKs it from its loop. */
+static void exchange_waiter_cb(struct cache_waiter *wt, struct decision *d, int stale)
+{
+	struct exchange *x = (struct exchange *)(void *)((char *)wt - offsetof(struct exchange, waiter));
+
+	x->cache_d = d;
+	x->cache_stale = stale;
+	worker_post_cache(x->w, x);
+}
+
+void exchange_cache_deliver(struct exchange *x)
+{
+	struct decision *d = x->cache_d ? x->cache_d : decision_error();
+	enum exchange_label label = x->cache_stale ? EXCHANGE_L_STALE : EXCHANGE_L_COALESCED;
+
+	x->cache_d = NULL;
+	if (label == EXCHANGE_L_STALE)
+		METRICS_INC(x->w->met.cache_stale);
+	else
+		METRICS_INC(x->w->met.cache_coalesced);
+	exchange_complete(x, d, label);
+}
+
+void exchange_cache_drop(struct exchange *x)
+{
+	decision_put(x->cache_d);
+	x->cache_d = NULL;
+	cfg_put(x->cfg);
+	x->cfg = NULL;
+	free(x);
 }
 
 static void exchange_upstream_done(void *arg, const struct upstream_response *r)
@@ -308,9 +580,44 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	}
 	if (!d)
 		d = decision_error();
-	/* CACHE HOOK (issue 3): store <d> (decision_get) under the inputs key,
-	 * honouring r->cache_control, and wake coalesced waiters. */
-	exchange_complete(x, d);
+	if (x->cache_role == EXCHANGE_CACHE_LEADER) {
+		enum exchange_label label = exchange_leader_done(x, r->status, r->cache_control,
+		                                                 r->body, r->body_len, &d);
+
+		exchange_complete(x, d, label);
+	} else {
+		exchange_complete(x, d, EXCHANGE_L_MISS);
+	}
+}
+
+/* Cache hit: ACK at once; no exchange, no copy of the actions. Consumes the
+ * reference on <d>. */
+static void exchange_hit(struct conn *c, const struct spop_frame *f, struct decision *d,
+                         const char *cred_hash)
+{
+	struct worker *w = c->w;
+
+	METRICS_INC(w->met.cache_hit);
+	METRICS_INC(w->met.decisions[d->outcome]);
+	if (log_enabled(LOG_LVL_ACCESS))
+		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=0.0 cred=%s cache=hit",
+		           (unsigned long long)f->sid, (unsigned long long)f->fid,
+		           decision_outcome_to_str(d->outcome), d->status, cred_hash);
+	conn_send_ack_extra(c, f->sid, f->fid, d->actions, d->actions_len,
+	                    exchange_label_buf[EXCHANGE_L_HIT], exchange_label_len[EXCHANGE_L_HIT]);
+	decision_put(d);
+}
+
+/* Out of memory: still answer, so HAProxy does not wait. */
+static void exchange_oom_ack(struct conn *c, const struct spop_frame *f)
+{
+	static struct log_rl rl;
+	struct decision *d = decision_error();
+
+	log_ratelimited(LOG_LVL_ERROR, &rl, "out of memory starting an exchange");
+	METRICS_INC(c->w->met.decisions[DECISION_ERROR]);
+	conn_send_ack_extra(c, f->sid, f->fid, d->actions, d->actions_len,
+	                    exchange_label_buf[EXCHANGE_L_MISS], exchange_label_len[EXCHANGE_L_MISS]);
 }
 
 /* Starts the exchange for the `exchange` message whose <nargs> arguments are
@@ -321,52 +628,135 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	struct worker *w = c->w;
 	struct exchange_inputs in;
 	struct exchange *x;
-	int rc;
+	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
+	char cred_hash[9];
+	int role = EXCHANGE_CACHE_BYPASS, rc;
 
-	rc = exchange_inputs_compute(w->cfg, p, f->end, nargs, &in);
-	if (rc == -2)
-		return -SPOP_ERR_INVALID;
-
-	x = calloc(1, sizeof(*x));
-	if (!x) {
-		exchange_inputs_free(&in);
-		rc = -1;
+	pthread_once(&exchange_once, exchange_static_init);
+	if (w->cache && w->ck && w->cfg->cache) {
+		rc = exchange_key_compute(w->cfg, w->ck, *p, f->end, nargs, key, cred,
+		                          log_enabled(LOG_LVL_ACCESS) ? cred_hash : NULL);
+		if (rc == -2)
+			return -SPOP_ERR_INVALID;
+		if (rc == 0)
+			role = EXCHANGE_CACHE_LEADER;  /* until the lookup says otherwise */
+		else
+			METRICS_INC(w->met.cache_miss);  /* consulted, could not use it */
 	}
-	if (rc == -1) {
-		/* Out of memory: still answer, so HAProxy does not wait. */
-		static struct log_rl rl;
 
-		log_ratelimited(LOG_LVL_ERROR, &rl, "out of memory starting an exchange");
-		METRICS_INC(w->met.decisions[DECISION_ERROR]);
-		{
-			struct decision *d = decision_error();
-
-			conn_send_ack(c, f->sid, f->fid, d->actions, d->actions_len);
-		}
+	x = w->x_spare;
+	w->x_spare = NULL;
+	if (x)
+		memset(x, 0, sizeof(*x));
+	else
+		x = calloc(1, sizeof(*x));
+	if (!x) {
+		exchange_oom_ack(c, f);
 		return 0;
 	}
 	x->w = w;
-	x->cfg = cfg_get(w->cfg);
 	x->sid = f->sid;
 	x->fid = f->fid;
 	clock_gettime(CLOCK_MONOTONIC, &x->start);
-	memcpy(x->cred_hash, in.cred_hash, sizeof(x->cred_hash));
+	strcpy(x->cred_hash, "-");
+
+	if (role == EXCHANGE_CACHE_LEADER) {
+		struct decision *d = NULL;
+		enum cache_res res;
+
+		if (log_enabled(LOG_LVL_ACCESS))
+			memcpy(x->cred_hash, cred_hash, sizeof(x->cred_hash));
+		/* Set before the lookup: once queued, the leader's thread may
+		 * call it at any time. */
+		x->waiter.cb = exchange_waiter_cb;
+		res = cache_lookup(w->cache, key, cred, exchange_mono_ms(), &d, &x->waiter);
+		if (res == CACHE_HIT) {
+			exchange_hit(c, f, d, x->cred_hash);
+			exchange_release(w, x);
+			return 0;
+		}
+		if (res == CACHE_COALESCED) {
+			/* Only x->w, x->waiter, x->cache_* and x->inbox_next are
+			 * touched by the leader's thread; the rest is ours. */
+			x->cache_role = EXCHANGE_CACHE_WAITER;
+			x->cfg = cfg_get(w->cfg);
+			conn_track(c, x);
+			w->n_exchanges++;
+			METRICS_INC(w->met.inflight);
+			return 0;
+		}
+		x->cache_role = EXCHANGE_CACHE_LEADER;
+		memcpy(x->key, key, sizeof(x->key));
+	}
+
+	rc = exchange_inputs_compute(w->cfg, p, f->end, nargs, &in);
+	if (rc < 0) {
+		/* A leader must complete, or its waiters hang. */
+		if (x->cache_role == EXCHANGE_CACHE_LEADER)
+			cache_fail(w->cache, x->key, decision_error(), exchange_mono_ms(), NULL);
+		exchange_release(w, x);
+		if (rc == -2)
+			return -SPOP_ERR_INVALID;
+		exchange_oom_ack(c, f);
+		return 0;
+	}
+	x->cfg = cfg_get(w->cfg);
+	if (x->cache_role != EXCHANGE_CACHE_LEADER || !log_enabled(LOG_LVL_ACCESS))
+		memcpy(x->cred_hash, in.cred_hash, sizeof(x->cred_hash));
 	conn_track(c, x);
 	w->n_exchanges++;
 	METRICS_INC(w->met.inflight);
 
-	/* CACHE HOOK (issue 3): look <in> up here; on a hit call
-	 * exchange_complete(x, decision_get(cached)) and skip the call. */
 	if (upstream_start(w->up, x->cfg, in.url, (const char *const *)in.hdrs, in.n_hdrs,
 	                   exchange_upstream_done, x) < 0) {
 		static struct log_rl rl;
+		struct decision *d = decision_error();
+		enum exchange_label label = EXCHANGE_L_MISS;
 
 		log_ratelimited(LOG_LVL_ERROR, &rl, "cannot start the user-service request");
 		exchange_inputs_free(&in);
-		exchange_complete(x, decision_error());
+		if (x->cache_role == EXCHANGE_CACHE_LEADER)
+			label = exchange_leader_done(x, 0, NULL, NULL, 0, &d);
+		exchange_complete(x, d, label);
 		return 0;
 	}
 	exchange_inputs_free(&in);
+	return 0;
+}
+
+/* The `logout` message (same credential arguments as `exchange`): drops the
+ * session's entries, whatever their URI, and holds new ones back for
+ * cache-logout-hold. ACKs `invalidated=1`, or noop when the cache is off.
+ * Never blocks the logout itself: HAProxy has no rule on this answer. */
+static int exchange_logout(struct conn *c, const struct spop_frame *f,
+                           const uint8_t **p, unsigned nargs)
+{
+	struct worker *w = c->w;
+	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
+	char cred_hash[9];
+	const uint8_t *a;
+	size_t len;
+	int rc = -1;
+
+	pthread_once(&exchange_once, exchange_static_init);
+	if (w->cache && w->ck && w->cfg->cache) {
+		rc = exchange_key_compute(w->cfg, w->ck, *p, f->end, nargs, key, cred,
+		                          log_enabled(LOG_LVL_ACCESS) ? cred_hash : NULL);
+		if (rc == -2)
+			return -SPOP_ERR_INVALID;
+	} else if (spop_msg_skip_args(p, f->end, nargs) < 0) {
+		return -SPOP_ERR_INVALID;
+	}
+	if (rc == 0) {
+		cache_invalidate_cred(w->cache, cred, exchange_mono_ms());
+		if (log_enabled(LOG_LVL_ACCESS))
+			log_access("sid=%llu fid=%llu logout: session entries invalidated cred=%s",
+			           (unsigned long long)f->sid, (unsigned long long)f->fid, cred_hash);
+		conn_send_ack(c, f->sid, f->fid, exchange_inval_buf, exchange_inval_len);
+		return 0;
+	}
+	a = decision_noop_actions(&len);
+	conn_send_ack(c, f->sid, f->fid, a, len);
 	return 0;
 }
 
@@ -380,7 +770,8 @@ int exchange_notify(struct conn *c, const struct spop_frame *f)
 	while ((r = spop_msg_next(&p, f->end, &name, &nargs)) == 1) {
 		if (exchange_str_eq(&name, "exchange"))
 			return exchange_start(c, f, &p, nargs);
-		/* Other messages (e.g. `logout`, issue 3) are not ours yet. */
+		if (exchange_str_eq(&name, "logout"))
+			return exchange_logout(c, f, &p, nargs);
 		if (spop_msg_skip_args(&p, f->end, nargs) < 0)
 			return -SPOP_ERR_INVALID;
 	}

@@ -10,9 +10,13 @@
 #ifndef SPOA_EXCHANGE_H
 #define SPOA_EXCHANGE_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
+#include "cache.h"
+
+struct cachekey;
 struct cfg;
 struct conn;
 struct decision;
@@ -27,6 +31,20 @@ struct exchange {
 	struct exchange *prev, *next;   /* the connection's in-flight list */
 	struct timespec start;
 	char cred_hash[9];              /* 8 hex chars of SHA-256(credentials) or "-" */
+
+	/* Decision cache (issue 3). */
+	int cache_role;                 /* EXCHANGE_CACHE_* */
+	uint8_t key[CACHE_KEY_LEN];     /* LEADER: the key it must complete */
+	struct cache_waiter waiter;     /* WAITER: queued in the cache */
+	struct decision *cache_d;       /* WAITER: the delivered answer (a reference) */
+	int cache_stale;                /* WAITER: cache_d is an expired entry */
+	struct exchange *inbox_next;    /* WAITER: the worker's cache inbox */
+};
+
+enum {
+	EXCHANGE_CACHE_BYPASS = 0,      /* cache off or no key: plain call, `cache=miss` */
+	EXCHANGE_CACHE_LEADER = 1,      /* asked the user service for the key */
+	EXCHANGE_CACHE_WAITER = 2,      /* coalesced on another exchange's call */
 };
 
 /* Handles NOTIFY frame <f> received on <c> (RUNNING). Either ACKs at once
@@ -38,7 +56,23 @@ struct exchange {
 int exchange_notify(struct conn *c, const struct spop_frame *f);
 
 /* Detaches <x> from its connection (which is closing). The exchange keeps
- * running; its result will be dropped. */
+ * running; its result will be dropped. A coalesced waiter stays alive until
+ * its leader's answer arrives through the worker's inbox (no cache_cancel():
+ * the answer is on its way within the leader's timeout anyway). */
 void exchange_orphan(struct exchange *x);
+
+/* Builds a worker's key builder from <cfg> (cache-key-* options, scope = the
+ * user-service URL) and the process-wide <salt>. NULL with <err> on failure. */
+struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *salt,
+                                       char *err, size_t errlen);
+
+/* Owner worker thread: the leader's answer for coalesced exchange <x>
+ * arrived (x->cache_d, x->cache_stale): ACK it (or drop it if the connection
+ * is gone) and free <x>. */
+void exchange_cache_deliver(struct exchange *x);
+
+/* Frees coalesced exchange <x> whose answer arrived after its worker stopped
+ * (worker_free): no ACK, no counters. */
+void exchange_cache_drop(struct exchange *x);
 
 #endif /* SPOA_EXCHANGE_H */

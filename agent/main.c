@@ -17,7 +17,10 @@
 #include <ev.h>
 
 #include "admin.h"
+#include "cache.h"
+#include "cachekey.h"
 #include "cfg.h"
+#include "decision.h"
 #include "log.h"
 #include "sdnotify.h"
 #include "worker.h"
@@ -36,7 +39,78 @@ struct main_state {
 	struct worker **workers;
 	unsigned n_workers;
 	int stopping;
+	struct cache *cache;            /* NULL when `cache off` at start */
+	uint8_t salt[CACHEKEY_SALT_LEN];/* key salt, for every worker's key builder */
 };
+
+/* The cache's reference hooks: decisions are refcounted atomically. */
+static void main_cache_ref(struct decision *d)
+{
+	decision_get(d);
+}
+
+static void main_cache_unref(struct decision *d)
+{
+	decision_put(d);
+}
+
+static size_t main_cache_size(const struct decision *d)
+{
+	return sizeof(*d) + d->actions_len;
+}
+
+/* One cache for the whole process, shared by every worker. Returns 0, or -1
+ * with a message in <err>. */
+static int main_cache_new(struct main_state *st, char *err, size_t errlen)
+{
+	struct cache_opts o;
+
+	if (!st->cfg->cache)
+		return 0;
+	if (cachekey_salt_new(st->salt) < 0) {
+		snprintf(err, errlen, "cache: cannot get random bytes for the key salt");
+		return -1;
+	}
+	memset(&o, 0, sizeof(o));
+	o.max_entries = st->cfg->cache_max_entries;
+	o.max_bytes = st->cfg->cache_max_bytes;
+	o.shards = st->cfg->cache_shards;
+	o.stale_grace_ms = st->cfg->cache_stale_grace_ms;
+	o.logout_hold_ms = st->cfg->cache_logout_hold_ms;
+	o.ref = main_cache_ref;
+	o.unref = main_cache_unref;
+	o.size = main_cache_size;
+	st->cache = cache_new(&o, err, errlen);
+	return st->cache ? 0 : -1;
+}
+
+/* Reload rules for the cache: kept across SIGHUP (entries stay valid while
+ * what they were computed from is unchanged); dropped whole when a key input
+ * changes; its bounds and windows are fixed at start. */
+static void main_cache_reload(struct main_state *st, const struct cfg *nc)
+{
+	const struct cfg *oc = st->cfg;
+
+	if (!st->cache) {
+		if (nc->cache)
+			log_warn("reload: 'cache on' requires a restart (the cache was off at start), "
+			         "ignored");
+		return;
+	}
+	if (nc->cache_max_entries != oc->cache_max_entries ||
+	    nc->cache_max_bytes != oc->cache_max_bytes || nc->cache_shards != oc->cache_shards ||
+	    nc->cache_stale_grace_ms != oc->cache_stale_grace_ms ||
+	    nc->cache_logout_hold_ms != oc->cache_logout_hold_ms)
+		log_warn("reload: cache-max-entries, cache-max-bytes, cache-shards, "
+		         "cache-stale-grace and cache-logout-hold require a restart, ignored");
+	if (!nc->cache || nc->cache != oc->cache || cfg_cache_key_changed(oc, nc)) {
+		/* Off: nothing is served from it, and whatever it holds would
+		 * be stale if it came back on. */
+		cache_invalidate_all(st->cache);
+		log_info("reload: decision cache %s", nc->cache ? "emptied (key inputs changed)" :
+		         "off and emptied");
+	}
+}
 
 static void main_usage(FILE *out)
 {
@@ -105,6 +179,8 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (strcmp(nc->admin_listen, st->cfg->admin_listen) != 0)
 		log_warn("reload: 'admin-listen' changed: requires a restart, ignored");
 	log_set_level((enum log_level)nc->log_level);
+	main_cache_reload(st, nc);
+	admin_set_cfg(nc);
 	for (unsigned i = 0; i < st->n_workers; i++)
 		worker_post_reload(st->workers[i], nc);
 	cfg_put(st->cfg);
@@ -198,8 +274,12 @@ int main(int argc, char **argv)
 		st.n_workers = 0;
 		goto out_free_workers;
 	}
+	if (main_cache_new(&st, err, sizeof(err)) < 0) {
+		fprintf(stderr, "spoa-auth: %s\n", err);
+		goto out_free_workers;
+	}
 	for (unsigned i = 0; i < st.n_workers; i++) {
-		st.workers[i] = worker_new(i, st.cfg, err, sizeof(err));
+		st.workers[i] = worker_new(i, st.cfg, st.cache, st.salt, err, sizeof(err));
 		if (!st.workers[i]) {
 			fprintf(stderr, "spoa-auth: %s\n", err);
 			goto out_free_workers;
@@ -208,6 +288,8 @@ int main(int argc, char **argv)
 
 	/* Bound before any worker serves: a bad admin address stops the start
 	 * like a bad listen address. */
+	admin_set_cache(st.cache, st.salt);
+	admin_set_cfg(st.cfg);
 	if (admin_start((const struct sockaddr *)&st.cfg->admin_addr, st.cfg->admin_addrlen,
 	                err, sizeof(err)) < 0) {
 		fprintf(stderr, "spoa-auth: %s\n", err);
@@ -234,8 +316,12 @@ out_drain:
 	if (!st.stopping)
 		for (unsigned i = 0; i < started; i++)
 			worker_post_drain(st.workers[i]);
+	/* Join all before freeing any: a leader's answer may still be posted
+	 * to another worker's inbox until that leader's thread is done. */
+	for (unsigned i = 0; i < started; i++)
+		worker_join(st.workers[i]);
 	for (unsigned i = 0; i < started; i++) {
-		worker_join_free(st.workers[i]);
+		worker_free(st.workers[i]);
 		st.workers[i] = NULL;
 	}
 	admin_stop();
@@ -248,6 +334,12 @@ out_free_workers:
 	}
 	free(st.workers);
 	st.workers = NULL;
+	/* The admin listener reads the cache: stopped first (idempotent). */
+	admin_stop();
+	admin_set_cache(NULL, NULL);
+	admin_set_cfg(NULL);
+	cache_free(st.cache);
+	st.cache = NULL;
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
 	ev_signal_stop(loop, &sig_hup);

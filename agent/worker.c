@@ -18,8 +18,10 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include "cachekey.h"
 #include "cfg.h"
 #include "conn.h"
+#include "exchange.h"
 #include "log.h"
 #include "spop.h"
 #include "upstream.h"
@@ -199,17 +201,47 @@ static void worker_start_drain(struct worker *w)
 	worker_maybe_done(w);
 }
 
+/* Key options and the user-service URL live in the cfg: a new cfg needs a
+ * new key builder. Without one the worker bypasses the cache (answers stay
+ * right, just uncached). */
+static void worker_rebuild_cachekey(struct worker *w)
+{
+	char err[160];
+
+	cachekey_free(w->ck);
+	w->ck = NULL;
+	if (!w->cache)
+		return;
+	w->ck = exchange_cachekey_new(w->cfg, w->salt, err, sizeof(err));
+	if (!w->ck)
+		log_error("decision cache bypassed: %s", err);
+}
+
 static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
 	struct worker *w = a->data;
 	struct worker_msg *m, *list, *rev = NULL;
+	struct exchange *x, *xlist, *xrev = NULL;
 
 	(void)loop;
 	(void)revents;
 	pthread_mutex_lock(&w->inbox_lock);
 	list = w->inbox;
 	w->inbox = NULL;
+	xlist = w->cache_inbox;
+	w->cache_inbox = NULL;
 	pthread_mutex_unlock(&w->inbox_lock);
+	/* Coalesced answers first, in arrival order: they are waited for. */
+	while ((x = xlist)) {
+		xlist = x->inbox_next;
+		x->inbox_next = xrev;
+		xrev = x;
+	}
+	while ((x = xrev)) {
+		xrev = x->inbox_next;
+		x->inbox_next = NULL;
+		exchange_cache_deliver(x);
+	}
 	/* The list is LIFO: reverse it to handle messages in posting order. */
 	while ((m = list)) {
 		list = m->next;
@@ -223,11 +255,21 @@ static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 			w->cfg = m->cfg;      /* the message's reference */
 			m->cfg = NULL;
 			upstream_set_cfg(w->up, w->cfg);
+			worker_rebuild_cachekey(w);
 		} else {
 			worker_start_drain(w);
 		}
 		free(m);
 	}
+}
+
+void worker_post_cache(struct worker *w, struct exchange *x)
+{
+	pthread_mutex_lock(&w->inbox_lock);
+	x->inbox_next = w->cache_inbox;
+	w->cache_inbox = x;
+	pthread_mutex_unlock(&w->inbox_lock);
+	ev_async_send(w->loop, &w->inbox_w);
 }
 
 static int worker_post(struct worker *w, enum worker_msg_type type, struct cfg *cfg)
@@ -289,7 +331,8 @@ out_close:
 	return -1;
 }
 
-struct worker *worker_new(unsigned id, struct cfg *cfg, char *err, size_t errlen)
+struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
+                          const uint8_t *salt, char *err, size_t errlen)
 {
 	struct worker *w = calloc(1, sizeof(*w));
 
@@ -308,6 +351,13 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, char *err, size_t errlen
 		goto out_close_lfd;
 	}
 	w->cfg = cfg_get(cfg);
+	w->cache = cache;
+	w->salt = salt;
+	if (cache) {
+		w->ck = exchange_cachekey_new(cfg, salt, err, errlen);
+		if (!w->ck)
+			goto out_put_cfg;
+	}
 	w->up = upstream_new(w->loop, cfg);
 	if (!w->up) {
 		snprintf(err, errlen, "cannot initialise libcurl");
@@ -339,6 +389,8 @@ out_free_up:
 	upstream_free(w->up);
 	w->up = NULL;
 out_put_cfg:
+	cachekey_free(w->ck);
+	w->ck = NULL;
 	cfg_put(w->cfg);
 	w->cfg = NULL;
 	ev_loop_destroy(w->loop);
@@ -385,6 +437,7 @@ int worker_start(struct worker *w)
 void worker_free(struct worker *w)
 {
 	struct worker_msg *m;
+	struct exchange *x;
 
 	if (!w)
 		return;
@@ -392,6 +445,16 @@ void worker_free(struct worker *w)
 		conn_free(w->conns);
 	upstream_free(w->up);
 	w->up = NULL;
+	/* Every worker was joined, so no leader posts any more: answers that
+	 * came too late for this worker's loop are dropped here. */
+	while ((x = w->cache_inbox)) {
+		w->cache_inbox = x->inbox_next;
+		exchange_cache_drop(x);
+	}
+	free(w->x_spare);
+	w->x_spare = NULL;
+	cachekey_free(w->ck);
+	w->ck = NULL;
 	worker_close_listener(w);
 	ev_timer_stop(w->loop, &w->drain_timer);
 	ev_async_stop(w->loop, &w->inbox_w);
@@ -409,8 +472,7 @@ void worker_free(struct worker *w)
 	free(w);
 }
 
-void worker_join_free(struct worker *w)
+void worker_join(struct worker *w)
 {
 	pthread_join(w->thread, NULL);
-	worker_free(w);
 }

@@ -16,8 +16,11 @@
 
 #include "metrics.h"
 
+struct cache;
+struct cachekey;
 struct cfg;
 struct conn;
+struct exchange;
 struct upstream;
 struct worker_msg;
 
@@ -33,6 +36,13 @@ struct worker {
 	ev_async inbox_w;
 	pthread_mutex_t inbox_lock;
 	struct worker_msg *inbox;       /* protected by inbox_lock */
+	struct exchange *cache_inbox;   /* protected by inbox_lock: coalesced exchanges
+	                                 * whose answer a leader delivered (LIFO) */
+	struct cache *cache;            /* shared by every worker; NULL = cache off */
+	const uint8_t *salt;            /* process-wide key salt (main's storage) */
+	struct cachekey *ck;            /* owned, per-worker key builder; NULL = bypass */
+	struct exchange *x_spare;       /* owned: one preallocated exchange, so that a
+	                                 * cache hit allocates nothing */
 	struct conn *conns;             /* owned */
 	unsigned n_conns;
 	unsigned n_exchanges;           /* running, orphans included */
@@ -44,8 +54,11 @@ struct worker {
 
 /* Creates worker <id> with a reference on <cfg>: binds its listening socket
  * now (so address errors stop the start), creates its loop and upstream.
+ * <cache> (may be NULL: cache off) is shared and must outlive every worker;
+ * <salt> (CACHEKEY_SALT_LEN bytes, read again on reload) too.
  * Returns NULL with a message in <err>. Main thread. */
-struct worker *worker_new(unsigned id, struct cfg *cfg, char *err, size_t errlen);
+struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
+                          const uint8_t *salt, char *err, size_t errlen);
 
 /* Starts the thread. Returns 0 or -1 (errno). */
 int worker_start(struct worker *w);
@@ -56,10 +69,17 @@ void worker_post_reload(struct worker *w, struct cfg *cfg);
 /* Asks the worker to drain and stop. Any thread. */
 void worker_post_drain(struct worker *w);
 
-/* Joins the thread (after a drain) and frees everything. Main thread. */
-void worker_join_free(struct worker *w);
+/* Hands coalesced exchange <x> (its answer stored in it) to its worker <w>,
+ * which ACKs it from its loop. Never allocates, never fails. Any thread: the
+ * cache calls it from the leader's thread. */
+void worker_post_cache(struct worker *w, struct exchange *x);
 
-/* Frees a worker whose thread never started. */
+/* Joins the thread (after a drain). Main thread. Join every worker before
+ * freeing any: a leader on one worker may still post to another's inbox. */
+void worker_join(struct worker *w);
+
+/* Frees a worker whose thread was joined or never started, dropping cache
+ * deliveries still in its inbox. */
 void worker_free(struct worker *w);
 
 /* Called by exchanges/conns when the number of running things dropped: lets
