@@ -1,0 +1,253 @@
+"""Decision cache (issue 3) end to end: HAProxy with the shipped configuration,
+the agent with --cache on, the programmable fake user service. Every test
+counts the token calls the fake received for its own case (Cookie case=<id>),
+and reads the cache result from the X-Auth-Cache response header that the
+shipped haproxy.cfg sets from txn.auth.cache."""
+import http.client as httpclient
+import secrets
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from harness import (HOST, Gateway, free_ports, http, new_case, start_agent, start_haproxy,
+                     stop_all, wait_agent_up, wait_port)
+
+DENY_TTL_S = 1.0
+STALE_GRACE_S = 2.0
+ADMIN_TOKEN = "t-" + secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def cgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
+    """HAProxy + agent with the cache on (2 workers) + the fake user service."""
+    gw_port, agent_port, admin_port = free_ports(3)
+    procs = []
+    try:
+        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url, extra=[
+            "--cache", "on", "--cache-deny-ttl", "%dms" % (DENY_TTL_S * 1000),
+            "--cache-stale-grace", "%dms" % (STALE_GRACE_S * 1000),
+            "--admin-listen", "%s:%d" % (HOST, admin_port), "--admin-token", ADMIN_TOKEN]))
+        wait_port(admin_port, procs[-1])
+        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
+                                   demo_services["biz_port"], agent_port))
+        wait_agent_up(gw_port, procs)
+        yield Gateway(gw_port, procs, agent_port=agent_port, admin_port=admin_port,
+                      user=fake_user, **demo_services)
+    finally:
+        stop_all(procs, strict=("agent",))
+
+
+def cookie(case):
+    return [("Cookie", "case=%s" % case)]
+
+
+def ok_case(gw, **kw):
+    case = new_case()
+    gw.user.program(case, status=200, body="tok-" + case, **kw)
+    return case
+
+
+def calls(gw, case):
+    return len(gw.user.calls(case))
+
+
+class KeepAlive:
+    """One keep-alive client connection to the gateway (fast loops)."""
+
+    def __init__(self, port):
+        self.c = httpclient.HTTPConnection(HOST, port, timeout=10)
+
+    def get(self, path, headers=()):
+        self.c.request("GET", path, headers=dict(headers))
+        r = self.c.getresponse()
+        r.read()
+        return r.status, r.getheader("X-Auth-Cache")
+
+    def close(self):
+        self.c.close()
+
+
+def parallel(n, fn):
+    """Runs fn(i) in <n> threads released together; returns the results."""
+    out = [None] * n
+    gate = threading.Barrier(n)
+
+    def run(i):
+        gate.wait()
+        out[i] = fn(i)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    return out
+
+
+def admin_post(gw, body, token=ADMIN_TOKEN):
+    headers = [("Content-Type", "application/x-www-form-urlencoded")]
+    if token is not None:
+        headers.append(("Authorization", "Bearer " + token))
+    return http(gw.admin_port, "POST", "/cache/invalidate", headers, body)
+
+
+# ---- tests ------------------------------------------------------------------
+def test_thousand_requests_one_call(cgw):
+    case = ok_case(cgw)
+    ka = KeepAlive(cgw.port)
+    try:
+        results = [ka.get("/api/business/x", cookie(case)) for _ in range(1000)]
+    finally:
+        ka.close()
+    assert all(st == 200 for st, _ in results), results[:5]
+    assert results[0][1] == "miss"
+    assert all(c == "hit" for _, c in results[1:])
+    assert calls(cgw, case) == 1
+
+
+def test_concurrent_cold_misses_coalesce(cgw):
+    case = ok_case(cgw, delay=0.3)
+    res = parallel(50, lambda i: cgw.get("/api/business/x", cookie(case)))
+    assert [r.status for r in res] == [200] * 50, [r for r in res if r.status != 200][:3]
+    labels = [r.header("X-Auth-Cache") for r in res]
+    assert calls(cgw, case) == 1
+    assert labels.count("miss") == 1, labels
+    assert set(labels) <= {"miss", "coalesced", "hit"}
+    assert "coalesced" in labels
+
+
+def test_cross_worker_hits(cgw):
+    """Many gateway connections, hence SPOP connections spread over both
+    workers: one call in all."""
+    case = ok_case(cgw)
+    assert cgw.get("/api/business/x", cookie(case)).status == 200
+    res = parallel(40, lambda i: [cgw.get("/api/business/x", cookie(case)) for _ in range(5)])
+    flat = [r for rs in res for r in rs]
+    assert all(r.status == 200 and r.header("X-Auth-Cache") == "hit" for r in flat), flat[:3]
+    assert calls(cgw, case) == 1
+
+
+def test_deny_cached_for_deny_ttl(cgw):
+    case = new_case()   # not programmed: the fake answers 401
+    r1 = cgw.get("/api/business/x", cookie(case))
+    r2 = cgw.get("/api/business/x", cookie(case))
+    assert (r1.status, r1.header("X-Auth-Cache")) == (401, "miss")
+    assert (r2.status, r2.header("X-Auth-Cache")) == (401, "hit")
+    assert r2.header("WWW-Authenticate") == 'Bearer realm="fake"'
+    assert calls(cgw, case) == 1
+    time.sleep(DENY_TTL_S + 0.3)
+    r3 = cgw.get("/api/business/x", cookie(case))
+    assert (r3.status, r3.header("X-Auth-Cache")) == (401, "miss")
+    assert calls(cgw, case) == 2
+
+
+def test_logout_invalidates_session(cgw):
+    case = ok_case(cgw)
+    assert cgw.get("/api/business/x", cookie(case)).header("X-Auth-Cache") == "miss"
+    assert cgw.get("/api/business/y", cookie(case)).header("X-Auth-Cache") == "miss"
+    assert cgw.get("/api/business/x", cookie(case)).header("X-Auth-Cache") == "hit"
+    # The service ends the session; the logout goes through the gateway.
+    cgw.user.program(case, status=401, body='{"error":"logged out"}',
+                     content_type="application/json")
+    n_logout = len(cgw.user.requests_to("/api/user/logout"))
+    r = cgw.request("POST", "/api/user/logout", cookie(case), body="")
+    assert r.status == 200, r
+    assert len(cgw.user.requests_to("/api/user/logout")) == n_logout + 1  # still public
+    for path in ("/api/business/x", "/api/business/y"):
+        r = cgw.get(path, cookie(case))
+        assert (r.status, r.header("X-Auth-Cache")) == (401, "miss"), (path, r)
+    assert calls(cgw, case) == 4
+
+
+def test_uri_is_part_of_the_default_key(cgw):
+    case = new_case()
+    cgw.user.program(case, status=403, body='{"error":"forbidden"}',
+                     content_type="application/json")
+    r = cgw.get("/api/business/admin", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (403, "miss")
+    cgw.user.program(case, status=200, body="tok-" + case)
+    r = cgw.get("/api/business/x", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "miss")   # not admin's 403
+    r = cgw.get("/api/business/admin", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (403, "hit")    # not x's 200
+    r = cgw.get("/api/business/x", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "hit")
+    assert calls(cgw, case) == 2
+
+
+def test_stale_if_error(cgw):
+    case = ok_case(cgw, headers=[("Cache-Control", "max-age=1")])
+    t0 = time.monotonic()
+    r = cgw.get("/api/business/x", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "miss")
+    cgw.user.program(case, close=True)   # the service stops answering
+    time.sleep(1.3)
+    r = cgw.get("/api/business/x", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "stale"), r
+    time.sleep(max(0.0, t0 + 1 + STALE_GRACE_S + 0.4 - time.monotonic()))
+    r = cgw.get("/api/business/x", cookie(case))
+    assert r.status == 503 and r.header("X-Auth-Cache") == "miss", r
+
+
+def test_no_store_is_never_cached(cgw):
+    case = ok_case(cgw, headers=[("Cache-Control", "no-store")])
+    for _ in range(5):
+        r = cgw.get("/api/business/x", cookie(case))
+        assert (r.status, r.header("X-Auth-Cache")) == (200, "miss")
+    assert calls(cgw, case) == 5
+
+
+def test_5xx_is_never_cached(cgw):
+    case = new_case()
+    cgw.user.program(case, status=503, body="busy")
+    for _ in range(3):
+        assert cgw.get("/api/business/x", cookie(case)).status == 503
+    assert calls(cgw, case) == 3
+
+
+def test_admin_invalidate(cgw):
+    case = ok_case(cgw)
+    other = ok_case(cgw)
+    for c in (case, other):
+        assert cgw.get("/api/business/x", cookie(c)).header("X-Auth-Cache") == "miss"
+    form = "cookie=" + urllib.parse.quote("case=%s" % case, safe="")
+    assert admin_post(cgw, form, token=None).status == 403
+    assert admin_post(cgw, form, token="wrong-" + ADMIN_TOKEN).status == 403
+    assert cgw.get("/api/business/x", cookie(case)).header("X-Auth-Cache") == "hit"
+    r = admin_post(cgw, form)
+    assert r.status == 200 and b"session" in r.body, r
+    assert cgw.get("/api/business/x", cookie(case)).header("X-Auth-Cache") == "miss"
+    assert cgw.get("/api/business/x", cookie(other)).header("X-Auth-Cache") == "hit"
+    r = admin_post(cgw, "all=1")
+    assert r.status == 200 and b"all" in r.body, r
+    assert cgw.get("/api/business/x", cookie(other)).header("X-Auth-Cache") == "miss"
+    assert admin_post(cgw, "").status == 400
+    assert http(cgw.admin_port, "GET", "/cache/invalidate").status == 405
+
+
+def test_cache_metrics(cgw):
+    case = ok_case(cgw)
+    for _ in range(3):
+        cgw.get("/api/business/x", cookie(case))
+    text = http(cgw.admin_port, "GET", "/metrics").body.decode()
+    vals = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            vals[k] = float(v)
+    assert vals["spoa_auth_cache_entries"] >= 1
+    assert vals["spoa_auth_cache_bytes"] > 0
+    assert vals['spoa_auth_cache_results_total{result="hit"}'] >= 2
+    assert vals['spoa_auth_cache_results_total{result="miss"}'] >= 1
+    assert "spoa_auth_cache_evictions_total" in vals
+
+
+def test_cache_off_says_miss(fake):
+    case = new_case()
+    fake.user.program(case, status=200, body="tok-" + case)
+    for _ in range(2):
+        r = fake.get("/api/business/x", cookie(case))
+        assert (r.status, r.header("X-Auth-Cache")) == (200, "miss")
+    assert len(fake.user.calls(case)) == 2
