@@ -231,6 +231,99 @@ static void test_errors(void)
 	}
 }
 
+static void test_cache_keys(void)
+{
+	char err[512];
+	struct cfg *c, *d;
+
+	c = load(NULL, 0, NULL, err, sizeof(err));
+	ok(c && c->cache == 0, "cache off by default");
+	ok(c && c->cache_max_entries == 100000 && c->cache_max_bytes == 64u * 1024 * 1024 &&
+	   c->cache_shards == 64, "cache bounds defaults");
+	ok(c && c->cache_ttl_ms == 10000 && c->cache_deny_ttl_ms == 2000 &&
+	   c->cache_max_ttl_ms == 300000, "cache TTL defaults");
+	ok(c && c->cache_stale_grace_ms == 0 && c->cache_logout_hold_ms == 2000,
+	   "stale-if-error off, logout hold 2s by default");
+	ok(c && c->cache_key_uri == 1 && c->cache_key_client == 1 && c->n_cache_key_cookies == 0,
+	   "key defaults: URI and client in, whole Cookie header");
+	ok(c && c->admin_token == NULL, "admin-token unset by default");
+	cfg_put(c);
+
+	c = load("cache on\ncache-max-entries 500\ncache-max-bytes 1m\ncache-shards 8\n"
+	         "cache-ttl 30s\ncache-deny-ttl 0\ncache-max-ttl 1m\ncache-stale-grace 5s\n"
+	         "cache-logout-hold 500ms\ncache-key-uri off\ncache-key-client no\n"
+	         "cache-key-cookies session\ncache-key-cookies other_One\n"
+	         "admin-token 0123456789abcdef0123\n", 0, NULL, err, sizeof(err));
+	if (!ok(c != NULL, "every cache key parses"))
+		diag("  err: %s", err);
+	ok(c && c->cache == 1 && c->cache_max_entries == 500 && c->cache_max_bytes == 1048576 &&
+	   c->cache_shards == 8, "cache bounds from the file");
+	ok(c && c->cache_ttl_ms == 30000 && c->cache_deny_ttl_ms == 0 &&
+	   c->cache_max_ttl_ms == 60000 && c->cache_stale_grace_ms == 5000 &&
+	   c->cache_logout_hold_ms == 500, "cache durations from the file");
+	ok(c && c->cache_key_uri == 0 && c->cache_key_client == 0, "key options off");
+	ok(c && c->n_cache_key_cookies == 2 && strcmp(c->cache_key_cookies[0], "session") == 0 &&
+	   strcmp(c->cache_key_cookies[1], "other_One") == 0,
+	   "cache-key-cookies repeated in a file appends, case kept");
+	ok(c && c->admin_token && strcmp(c->admin_token, "0123456789abcdef0123") == 0,
+	   "admin-token");
+	{
+		char *argv[] = { "--cache-key-cookies", "sid" };
+
+		d = load("cache-key-cookies a b\n", 2, argv, err, sizeof(err));
+		ok(d && d->n_cache_key_cookies == 1 && strcmp(d->cache_key_cookies[0], "sid") == 0,
+		   "cache-key-cookies on the command line replaces the file's list");
+		cfg_put(d);
+	}
+
+	/* Reload rules: which changes empty the cache. */
+	d = load("cache on\ncache-max-entries 500\ncache-max-bytes 1m\ncache-shards 8\n"
+	         "cache-ttl 1s\ncache-key-uri off\ncache-key-client no\n"
+	         "cache-key-cookies other_One session\n", 0, NULL, err, sizeof(err));
+	ok(c && d && cfg_cache_key_changed(c, d),
+	   "cookie list reordered counts as a change (compared as written: errs toward emptying)");
+	cfg_put(d);
+	d = load("cache on\ncache-key-uri on\ncache-key-client no\n"
+	         "cache-key-cookies session other_One\n", 0, NULL, err, sizeof(err));
+	ok(c && d && cfg_cache_key_changed(c, d), "cache-key-uri change empties the cache");
+	cfg_put(d);
+	d = load("cache on\ncache-key-uri off\ncache-key-client no\n"
+	         "cache-key-cookies session other_One\n"
+	         "user-service-url http://10.0.0.1/token\n", 0, NULL, err, sizeof(err));
+	ok(c && d && cfg_cache_key_changed(c, d), "user-service-url change empties the cache");
+	cfg_put(d);
+	d = load("cache on\ncache-key-uri off\ncache-key-client no\n"
+	         "cache-key-cookies session\n", 0, NULL, err, sizeof(err));
+	ok(c && d && cfg_cache_key_changed(c, d), "cookie list change empties the cache");
+	cfg_put(d);
+	cfg_put(c);
+
+	fails("cache maybe\n", 0, NULL, "FILE:1: key 'cache': ", "cache: bad bool");
+	fails("cache-shards 6\n", 0, NULL, "FILE:1: key 'cache-shards': 6 is not a power of two",
+	      "cache-shards power of two");
+	fails("cache-shards 0\n", 0, NULL, "key 'cache-shards'", "cache-shards 0 refused");
+	fails("cache-max-entries 0\n", 0, NULL, "key 'cache-max-entries'", "cache-max-entries >= 1");
+	fails("cache-max-entries 300000000\n", 0, NULL, "key 'cache-max-entries'",
+	      "cache-max-entries <= 2^28");
+	fails("cache-max-bytes 1k\n", 0, NULL, "key 'cache-max-bytes'", "cache-max-bytes >= 4k");
+	fails("cache-ttl 2d\n", 0, NULL, "key 'cache-ttl'", "cache-ttl unit");
+	fails("cache-deny-ttl 2000m\n", 0, NULL, "key 'cache-deny-ttl'", "cache-deny-ttl <= 1 day");
+	fails("cache-stale-grace x\n", 0, NULL, "key 'cache-stale-grace'", "cache-stale-grace");
+	fails("cache-key-uri perhaps\n", 0, NULL, "key 'cache-key-uri'", "cache-key-uri bool");
+	fails("cache-key-cookies a=b\n", 0, NULL, "key 'cache-key-cookies'",
+	      "cookie name with '='");
+	fails("admin-token short\n", 0, NULL, "key 'admin-token': too short", "admin-token length");
+	{
+		char err2[512];
+		char *argv[] = { "--admin-token", "0123456789abcdef 0123" };
+		struct cfg *e = load(NULL, 2, argv, err2, sizeof(err2));
+
+		ok(e == NULL && strstr(err2, "no spaces") && !strstr(err2, "0123456789abcdef"),
+		   "admin-token with a space refused, value not echoed");
+		cfg_put(e);
+	}
+}
+
 static void test_help(void)
 {
 	char *buf = NULL;
@@ -242,6 +335,8 @@ static void test_help(void)
 	ok(strstr(buf, "--listen") && strstr(buf, "127.0.0.1:12345"), "help: listen + default");
 	ok(strstr(buf, "--drain-timeout") && strstr(buf, "5s"), "help: drain-timeout + default");
 	ok(strstr(buf, "--copy-header") && strstr(buf, "--forward-headers"), "help: list keys");
+	ok(strstr(buf, "--cache ") && strstr(buf, "--cache-key-cookies") &&
+	   strstr(buf, "--cache-stale-grace") && strstr(buf, "--admin-token"), "help: cache keys");
 	free(buf);
 }
 
@@ -252,6 +347,7 @@ int main(void)
 	test_file_and_overrides();
 	test_values();
 	test_errors();
+	test_cache_keys();
 	test_help();
 	if (tmpl[0])
 		unlink(tmpl);
