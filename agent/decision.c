@@ -116,16 +116,22 @@ const uint8_t *decision_noop_actions(size_t *len)
 	return decision_noop_buf;
 }
 
+/* The error decision is recognised by its fixed address, not through
+ * decision_err_shared: a worker may put a decision before any thread ran
+ * decision_static_init(), and reading the pointer then would race with its
+ * initialisation on another thread. */
+#define DECISION_IS_STATIC(d) ((d) == &decision_err_static.d)
+
 struct decision *decision_get(struct decision *d)
 {
-	if (d != decision_err_shared)
+	if (!DECISION_IS_STATIC(d))
 		atomic_fetch_add_explicit(&d->refcnt, 1, memory_order_relaxed);
 	return d;
 }
 
 void decision_put(struct decision *d)
 {
-	if (!d || d == decision_err_shared)
+	if (!d || DECISION_IS_STATIC(d))
 		return;
 	if (atomic_fetch_sub_explicit(&d->refcnt, 1, memory_order_acq_rel) == 1)
 		free(d);
