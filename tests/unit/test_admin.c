@@ -3,11 +3,20 @@
  * registered per-worker counters (sums, cumulative histogram, HELP/TYPE
  * lines, snprintf-style sizing), then a real listener on a loopback port:
  * /healthz before and after draining, /metrics over HTTP, HEAD, 404, 405,
- * "off", a second start, a port already in use, and stop.
+ * "off", a second start, a port already in use, and stop. POST
+ * /cache/invalidate against a real cache: token rules, one session by form
+ * or query (keyed exactly as a worker keys it), all=1, 400, 405.
  */
 #include "admin.h"
+#include "cache.h"
+#include "cachekey.h"
+#include "cfg.h"
+#include "decision.h"
+#include "exchange.h"
 #include "metrics.h"
 #include "tap.h"
+
+#include <stdio.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -258,10 +267,156 @@ static void test_ipv6(void)
 	admin_stop();
 }
 
+static void t_ref(struct decision *d)
+{
+	decision_get(d);
+}
+
+static void t_unref(struct decision *d)
+{
+	decision_put(d);
+}
+
+static size_t t_size(const struct decision *d)
+{
+	return sizeof(*d) + d->actions_len;
+}
+
+static struct decision *t_decision(void)
+{
+	struct decision *d = calloc(1, sizeof(*d));
+
+	atomic_init(&d->refcnt, 1);
+	d->status = 200;
+	return d;
+}
+
+/* Never called: these tests have one leader at a time and no waiters. */
+static void t_waiter_cb(struct cache_waiter *w, struct decision *d, int stale)
+{
+	(void)w;
+	(void)stale;
+	decision_put(d);
+}
+
+/* Stores an entry for a request carrying Cookie <cookie> at <uri>, keyed as a
+ * worker would key it (cachekey from the same cfg and salt). */
+static void t_store(struct cache *c, struct cfg *cfg, const uint8_t *salt, const char *cookie,
+                    const char *uri, uint8_t key[CACHE_KEY_LEN])
+{
+	struct cachekey *ck = exchange_cachekey_new(cfg, salt, NULL, 0);
+	struct cachekey_hdr h = { "cookie", 6, cookie, strlen(cookie) };
+	uint8_t cred[CACHE_KEY_LEN];
+	struct decision *d = NULL, *nd = t_decision();
+	struct cache_waiter w = { t_waiter_cb, NULL };
+
+	cachekey_compute(ck, &h, 1, "127.0.0.1", 9, uri, strlen(uri), key, cred);
+	cachekey_free(ck);
+	if (cache_lookup(c, key, cred, 1, &d, &w) == CACHE_MISS)
+		cache_complete(c, key, nd, 60000, 1, NULL);
+	decision_put(d);
+	decision_put(nd);
+}
+
+static int t_cached(struct cache *c, const uint8_t key[CACHE_KEY_LEN])
+{
+	uint8_t cred[CACHE_KEY_LEN] = { 0 };
+	struct decision *d = NULL;
+	struct cache_waiter w = { t_waiter_cb, NULL };
+	int hit = cache_lookup(c, key, cred, 2, &d, &w) == CACHE_HIT;
+
+	if (!hit)
+		cache_fail(c, key, NULL, 2, NULL);  /* we became the leader: end it */
+	decision_put(d);
+	return hit;
+}
+
+/* POST /cache/invalidate: token checks, one session (form or query), all. */
+static void test_invalidate(void)
+{
+	static const char tok[] = "0123456789abcdef-token";
+	char *argv[] = { "--cache=on", "--cache-logout-hold=0", "--admin-token", (char *)tok };
+	char *argv_off[] = { "--cache=on" };
+	struct cache_opts o = { 1000, 1 << 20, 4, 0, 0, t_ref, t_unref, t_size };
+	struct sockaddr_in sin;
+	char err[256], buf[8192], req[1024];
+	uint8_t salt[CACHEKEY_SALT_LEN], ka[CACHE_KEY_LEN], kb[CACHE_KEY_LEN], kc[CACHE_KEY_LEN];
+	struct cfg *cfg = cfg_load(NULL, 4, argv, err, sizeof(err));
+	struct cfg *cfg_notok = cfg_load(NULL, 1, argv_off, err, sizeof(err));
+	struct cache *c = cache_new(&o, err, sizeof(err));
+	unsigned port;
+	const char *form = "Content-Type: application/x-www-form-urlencoded\r\n";
+	const char *body = "cookie=session%3Da1%3B+theme%3Ddark";
+
+	if (!ok(cfg && cfg_notok && c && cachekey_salt_new(salt) == 0, "setup"))
+		return;
+	admin_set_cache(c, salt);
+	admin_set_cfg(cfg_notok);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (!ok(admin_start((struct sockaddr *)&sin, sizeof(sin), err, sizeof(err)) == 0, "start"))
+		return;
+	port = admin_port();
+	t_store(c, cfg, salt, "session=a1; theme=dark", "/x", ka);
+	t_store(c, cfg, salt, "session=a1; theme=dark", "/y", kb);
+	t_store(c, cfg, salt, "session=b2", "/x", kc);
+	ok(t_cached(c, ka) && t_cached(c, kb) && t_cached(c, kc), "three entries stored");
+
+	snprintf(req, sizeof(req), "POST /cache/invalidate HTTP/1.0\r\n%sAuthorization: Bearer %s\r\n"
+	         "Content-Length: 5\r\n\r\nall=1", form, tok);
+	ok(http(port, req, buf, sizeof(buf)) > 0 && status(buf) == 403,
+	   "no admin-token configured: 403 even with a token");
+	admin_set_cfg(cfg);
+	ok(http(port, "POST /cache/invalidate HTTP/1.0\r\nContent-Length: 5\r\n\r\nall=1",
+	        buf, sizeof(buf)) > 0 && status(buf) == 403, "no Authorization: 403");
+	snprintf(req, sizeof(req), "POST /cache/invalidate HTTP/1.0\r\nAuthorization: Bearer %sX\r\n"
+	         "Content-Length: 5\r\n\r\nall=1", tok);
+	ok(http(port, req, buf, sizeof(buf)) > 0 && status(buf) == 403, "wrong token: 403");
+	ok(http(port, "GET /cache/invalidate HTTP/1.0\r\n\r\n", buf, sizeof(buf)) > 0 &&
+	   status(buf) == 405 && strstr(buf, "Allow: POST"), "GET: 405, Allow: POST");
+	ok(t_cached(c, ka) && t_cached(c, kc), "refused requests dropped nothing");
+
+	/* cookie=session%3Da1%3B+theme%3Ddark: the Cookie header as HAProxy sends it */
+	snprintf(req, sizeof(req), "POST /cache/invalidate HTTP/1.0\r\n%sAuthorization: bearer %s\r\n"
+	         "Content-Length: %zu\r\n\r\n%s", form, tok, strlen(body), body);
+	ok(http(port, req, buf, sizeof(buf)) > 0 && status(buf) == 200 && strstr(buf, "session"),
+	   "one session by form: 200");
+	ok(!t_cached(c, ka) && !t_cached(c, kb), "that session's entries are gone (every URI)");
+	ok(t_cached(c, kc), "the other session's entry stays");
+
+	snprintf(req, sizeof(req), "POST /cache/invalidate?cookie=session%%3Db2 HTTP/1.0\r\n"
+	         "Authorization: Bearer %s\r\nContent-Length: 0\r\n\r\n", tok);
+	ok(http(port, req, buf, sizeof(buf)) > 0 && status(buf) == 200, "one session by query: 200");
+	ok(!t_cached(c, kc), "dropped");
+
+	t_store(c, cfg, salt, "session=b2", "/x", kc);
+	snprintf(req, sizeof(req), "POST /cache/invalidate HTTP/1.0\r\n%sAuthorization: Bearer %s\r\n"
+	         "Content-Length: 5\r\n\r\nall=1", form, tok);
+	ok(http(port, req, buf, sizeof(buf)) > 0 && status(buf) == 200 && strstr(buf, "all"),
+	   "all=1: 200");
+	ok(!t_cached(c, kc), "everything dropped");
+	snprintf(req, sizeof(req), "POST /cache/invalidate HTTP/1.0\r\nAuthorization: Bearer %s\r\n"
+	         "Content-Length: 3\r\n\r\nx=1", tok);
+	ok(http(port, req, buf, sizeof(buf)) > 0 && status(buf) == 400, "no credential: 400");
+	ok(http(port, "GET /metrics HTTP/1.0\r\n\r\n", buf, sizeof(buf)) > 0 &&
+	   strstr(buf, "\nspoa_auth_cache_invalidated_total ") &&
+	   strstr(buf, "\nspoa_auth_cache_results_total{result=\"hit\"} "),
+	   "/metrics has the cache series");
+
+	admin_stop();
+	admin_set_cache(NULL, NULL);
+	admin_set_cfg(NULL);
+	cache_free(c);
+	cfg_put(cfg);
+	cfg_put(cfg_notok);
+}
+
 int main(void)
 {
 	test_render();
 	test_listener();
+	test_invalidate();
 	test_ipv6();
 	return done_testing();
 }
