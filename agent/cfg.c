@@ -713,7 +713,13 @@ static int cfg_lists_equal(char *const *a, size_t na, char *const *b, size_t nb)
 
 int cfg_cache_key_changed(const struct cfg *a, const struct cfg *b)
 {
+	/* The key covers the request; copy-header, var-prefix and
+	 * max-frame-size shape the stored answer (its encoded variables). */
 	return strcmp(a->user_service_url, b->user_service_url) != 0 ||
+	       strcmp(a->var_prefix, b->var_prefix) != 0 ||
+	       a->max_frame_size != b->max_frame_size ||
+	       !cfg_lists_equal(a->copy_headers, a->n_copy_headers,
+	                        b->copy_headers, b->n_copy_headers) ||
 	       !cfg_lists_equal(a->forward_headers, a->n_forward_headers,
 	                        b->forward_headers, b->n_forward_headers) ||
 	       a->cache_key_uri != b->cache_key_uri ||

@@ -89,8 +89,9 @@ void cfg_put(struct cfg *c);
 void cfg_print_help(FILE *out);
 
 /* Returns 1 if <a> and <b> differ in something that changes cache keys
- * (user-service URL, forwarded headers, cache-key-* options): a reload must
- * then drop every entry. */
+ * (user-service URL, forwarded headers, cache-key-* options) or the cached
+ * answers themselves (copy-header, var-prefix, max-frame-size): a reload
+ * must then drop every entry. */
 int cfg_cache_key_changed(const struct cfg *a, const struct cfg *b);
 
 /* Returns 1 if <name> (<len> bytes, any case) is in c->forward_headers. */

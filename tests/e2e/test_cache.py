@@ -5,6 +5,7 @@ and reads the cache result from the X-Auth-Cache response header that the
 shipped haproxy.cfg sets from txn.auth.cache."""
 import http.client as httpclient
 import secrets
+import signal
 import threading
 import time
 import urllib.parse
@@ -251,3 +252,46 @@ def test_cache_off_says_miss(fake):
         r = fake.get("/api/business/x", cookie(case))
         assert (r.status, r.header("X-Auth-Cache")) == (200, "miss")
     assert len(fake.user.calls(case)) == 2
+
+
+def test_reload_keeps_cache_and_key_change_empties_it(fake_user, demo_services, haproxy_bin,
+                                                      agent_bin, logdir, tmp_path):
+    conf = tmp_path / "spoa-auth.conf"
+    conf.write_text("cache on\nadmin-listen off\n")
+    gw_port, agent_port = free_ports(2)
+    procs = []
+    try:
+        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
+                                 extra=["-f", str(conf)]))
+        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
+                                   demo_services["biz_port"], agent_port))
+        wait_agent_up(gw_port, procs)
+        gw = Gateway(gw_port, procs, user=fake_user)
+        case = ok_case(gw)
+
+        def label():
+            r = gw.get("/api/business/x", cookie(case))
+            assert r.status == 200, r
+            return r.header("X-Auth-Cache")
+
+        def reload_and_wait(text):
+            before = procs[0].tail(1 << 20).count("configuration reloaded")
+            conf.write_text(text)
+            procs[0].p.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while procs[0].tail(1 << 20).count("configuration reloaded") == before:
+                assert time.monotonic() < deadline, procs[0].describe()
+                time.sleep(0.05)
+            time.sleep(0.1)   # workers take the new cfg from their inbox
+
+        assert [label(), label()] == ["miss", "hit"]
+        reload_and_wait("cache on\nadmin-listen off\ncache-ttl 20s\n")
+        assert label() == "hit"                       # kept across SIGHUP
+        # copy-header is not in the key, but stored answers lack the new
+        # variable: only emptying the cache makes this a miss.
+        reload_and_wait("cache on\nadmin-listen off\ncache-ttl 20s\ncopy-header X-Foo\n")
+        assert [label(), label()] == ["miss", "hit"]
+        assert "decision cache emptied" in procs[0].tail(1 << 20)
+        assert calls(gw, case) == 2
+    finally:
+        stop_all(procs, strict=("agent",))

@@ -296,6 +296,16 @@ static void test_cache_keys(void)
 	         "cache-key-cookies session\n", 0, NULL, err, sizeof(err));
 	ok(c && d && cfg_cache_key_changed(c, d), "cookie list change empties the cache");
 	cfg_put(d);
+	d = load("cache on\ncache-key-uri off\ncache-key-client no\n"
+	         "cache-key-cookies session other_One\ncopy-header X-User-Id\n", 0, NULL, err,
+	         sizeof(err));
+	ok(c && d && cfg_cache_key_changed(c, d), "copy-header change empties the cache");
+	cfg_put(d);
+	d = load("cache on\ncache-key-uri off\ncache-key-client no\n"
+	         "cache-key-cookies session other_One\ncache-ttl 1m\ncache-max-entries 7\n", 0, NULL,
+	         err, sizeof(err));
+	ok(c && d && !cfg_cache_key_changed(c, d), "TTL and bound changes keep the entries");
+	cfg_put(d);
 	cfg_put(c);
 
 	fails("cache maybe\n", 0, NULL, "FILE:1: key 'cache': ", "cache: bad bool");
