@@ -107,7 +107,8 @@ static void main_cache_reload(struct main_state *st, const struct cfg *nc)
 		/* Off: nothing is served from it, and whatever it holds would
 		 * be stale if it came back on. */
 		cache_invalidate_all(st->cache);
-		log_info("reload: decision cache %s", nc->cache ? "emptied (what keys or answers depend on changed)" :
+		log_info("reload: decision cache %s",
+		         nc->cache ? "emptied (what keys or answers depend on changed)" :
 		         "off and emptied");
 	}
 }

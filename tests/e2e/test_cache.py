@@ -12,6 +12,7 @@ import urllib.parse
 
 import pytest
 
+from spop import NOTIFY, T_IPV4, Client, Typed, frame, notify_payload
 from harness import (HOST, Gateway, free_ports, http, new_case, start_agent, start_haproxy,
                      stop_all, wait_agent_up, wait_port)
 
@@ -127,6 +128,47 @@ def test_cross_worker_hits(cgw):
     res = parallel(40, lambda i: [cgw.get("/api/business/x", cookie(case)) for _ in range(5)])
     flat = [r for rs in res for r in rs]
     assert all(r.status == 200 and r.header("X-Auth-Cache") == "hit" for r in flat), flat[:3]
+    assert calls(cgw, case) == 1
+
+
+def raw_clients(cgw, n):
+    """<n> SPOP connections straight to the agent (SO_REUSEPORT spreads them
+    over its 2 workers: all on one worker has probability 2^-(n-1))."""
+    cs = []
+    for _ in range(n):
+        c = Client(cgw.agent_port)
+        c.hello()
+        cs.append(c)
+    return cs
+
+
+def raw_notify(case):
+    return notify_payload([("exchange", [("uri", "/api/business/raw"),
+                                         ("src", Typed(T_IPV4, "127.0.0.1")),
+                                         ("cookie", "case=%s" % case)])])
+
+
+def test_cross_worker_raw_spop(cgw):
+    """Coalescing and hits across workers, without HAProxy's connection
+    reuse in the way: 16 connections ask at once (one call, the others wait
+    for it, on either worker), then again (all hits)."""
+    case = ok_case(cgw, delay=0.3)
+    cs = raw_clients(cgw, 16)
+    try:
+        msg = raw_notify(case)
+        for i, c in enumerate(cs):
+            c.send(frame(NOTIFY, msg, sid=1, fid=i + 1))
+        first = [c.recv_frame().vars() for c in cs]
+        for i, c in enumerate(cs):
+            c.send(frame(NOTIFY, msg, sid=2, fid=i + 1))
+        second = [c.recv_frame().vars() for c in cs]
+    finally:
+        for c in cs:
+            c.close()
+    labels = sorted(v["cache"] for v in first)
+    assert labels == [b"coalesced"] * 15 + [b"miss"], labels
+    assert all(v["status"] == 200 for v in first + second)
+    assert [v["cache"] for v in second] == [b"hit"] * 16
     assert calls(cgw, case) == 1
 
 
