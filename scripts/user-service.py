@@ -49,6 +49,8 @@ USERS = {
 SESSION_COOKIE = "session"
 SESSION_TTL = 3600          # seconds
 TOKEN_TTL = 120             # seconds
+TOKEN_CACHE_ALLOW = "private, max-age=60"
+TOKEN_CACHE_DENY = "private, max-age=5"
 ADMIN_PREFIX = "/api/business/admin"
 REALM = 'Bearer realm="example"'
 
@@ -177,7 +179,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None
         return self.rfile.read(n) if n else b""
 
-    def reply(self, status, body, content_type="application/json", headers=()):
+    def reply(self, status, body, content_type="application/json", headers=(),
+              cache_control="no-store"):
         if isinstance(body, (dict, list)):
             body = json.dumps(body, separators=(",", ":"))
         if isinstance(body, str):
@@ -185,16 +188,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache_control)
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def unauthorized(self, message="login required"):
+    def unauthorized(self, message="login required", cache_control="no-store"):
         self.reply(401, {"error": "unauthorized", "message": message},
-                   headers=[("WWW-Authenticate", REALM)])
+                   headers=[("WWW-Authenticate", REALM)], cache_control=cache_control)
 
     # ---- credentials -----------------------------------------------------
     def session_cookie(self, payload, max_age=SESSION_TTL):
@@ -276,12 +279,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         request_uri = (query.get("request_uri") or [""])[0]
         user, session = self.identify()
+        # Token answers say how long a gateway may reuse them (spoa-auth's
+        # decision cache reads this): a minute for an identity (the JWT's own
+        # exp caps it too), a few seconds for a refusal. An answer that
+        # refreshes the session cookie is not reusable.
         if not user:
-            return self.unauthorized()
+            return self.unauthorized(cache_control=TOKEN_CACHE_DENY)
         if user["role"] != "admin":
             path = normalize_path(request_uri)
             if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-                return self.reply(403, {"error": "forbidden", "message": "admin role required"})
+                return self.reply(403, {"error": "forbidden", "message": "admin role required"},
+                                  cache_control=TOKEN_CACHE_DENY)
         now = int(time.time())
         claims = dict(user, iat=now, exp=now + TOKEN_TTL)
         token = jwt_encode(self.server.keys.jwt, claims)
@@ -291,7 +299,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if session and session["exp"] - now < SESSION_TTL // 2:
             headers.append(("Set-Cookie", self.session_cookie(
                 dict(session, iat=now, exp=now + SESSION_TTL))))
-        return self.reply(200, token, "text/plain", headers)
+        return self.reply(200, token, "text/plain", headers,
+                          cache_control="no-store" if headers else TOKEN_CACHE_ALLOW)
 
 
 class Server(http.server.ThreadingHTTPServer):
