@@ -3,23 +3,40 @@
  *
  * Encoding (all integers big-endian, every field self-delimiting):
  *   field  := tag:u8 present:u8 [len:u64 bytes]   (present = 0: nothing follows)
- *   cred   := SHA256("spoa-auth/cred/1" NUL, salt-field 'S', scope-field 's',
- *                    filter, header*, 'E' count:u64)
+ *   cred   := SHA256("spoa-auth/cred/2" NUL, salt-field 'S', scope-field 's',
+ *                    filter, header*, 'E' count:u64, 'C')
  *   filter := 'F' n:u64 name-field 'f'...        (sorted, deduplicated names)
  *   header := 'H' name-field 'n' (lowercased) then either
  *             value-field 'v', or under a filter for "cookie":
  *             'C' present:u8 [pair* 'c' count:u64], pair := name 'k', value 'w'
- *   key    := SHA256("spoa-auth/key/1" NUL, cred, flags:u8,
- *                    [xff-field 'x'] [uri-field 'u'])
- * The prefix of cred is hashed once in cachekey_new() and copied per request.
- * Never stores or logs an input; the only state is the EVP context.
+ *   key    := SHA256(the same bytes as cred, without restarting, then
+ *                    'K' flags:u8 client [uri-field 'u'])
+ *   client := [xff-field 'x']                 (cachekey_end: the text sent), or
+ *             [xff-field 'y' 'a' kind:u8 addr-field 'a']  (cachekey_end_client:
+ *                                              its inputs, not formatted)
+ * cred and key are one pass: the running state after the headers is copied
+ * (a plain struct) and finished as cred, then fed the key's fields. The cred
+ * prefix (salt, scope, filter) is hashed once in cachekey_new() and copied
+ * per request. cred's input is a strict prefix of key's input, but the two
+ * digests live in separate tables and key's input continues with 'K', so
+ * neither is ever taken for the other.
+ *
+ * The low-level SHA256_* functions (deprecated in OpenSSL 3.0, still shipped)
+ * are used on purpose: in 3.0 EVP_MD_CTX_copy_ex()/EVP_DigestInit_ex2()
+ * re-allocate the provider context (one malloc + free per request, measured),
+ * and EVP dispatch costs more than the bytes hashed here; SHA256_CTX is a
+ * plain struct, copied by assignment, and uses the same assembly.
+ * Never stores or logs an input; the only state is the SHA-256 contexts.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
+/* SHA256_*: see the top comment. */
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "cachekey.h"
 
@@ -27,9 +44,8 @@
 #define CACHEKEY_F_CLIENT 0x02
 
 struct cachekey {
-	EVP_MD *md;          /* owned: SHA-256, fetched once */
-	EVP_MD_CTX *prefix;  /* owned: cred hash with the prefix already fed */
-	EVP_MD_CTX *ctx;     /* owned: the running hash */
+	SHA256_CTX prefix;   /* cred hash with the prefix already fed */
+	SHA256_CTX ctx;      /* the running hash */
 	char **cookies;      /* owned: sorted, deduplicated names; NULL = no filter */
 	size_t *cookie_lens; /* owned */
 	size_t n_cookies;
@@ -47,12 +63,12 @@ static void cachekey_be64(uint8_t *p, uint64_t v)
 	}
 }
 
-static int cachekey_feed(EVP_MD_CTX *ctx, const void *p, size_t n)
+static int cachekey_feed(SHA256_CTX *ctx, const void *p, size_t n)
 {
-	return n == 0 || EVP_DigestUpdate(ctx, p, n) == 1 ? 0 : -1;
+	return n == 0 || SHA256_Update(ctx, p, n) == 1 ? 0 : -1;
 }
 
-static int cachekey_u64(EVP_MD_CTX *ctx, uint8_t tag, uint64_t v)
+static int cachekey_u64(SHA256_CTX *ctx, uint8_t tag, uint64_t v)
 {
 	uint8_t b[9];
 
@@ -62,7 +78,7 @@ static int cachekey_u64(EVP_MD_CTX *ctx, uint8_t tag, uint64_t v)
 }
 
 /* A field: <p> NULL = absent. */
-static int cachekey_field(EVP_MD_CTX *ctx, uint8_t tag, const void *p, size_t n)
+static int cachekey_field(SHA256_CTX *ctx, uint8_t tag, const void *p, size_t n)
 {
 	uint8_t b[10];
 
@@ -82,7 +98,7 @@ static unsigned char cachekey_lower(unsigned char c)
 }
 
 /* A present field, lowercased through a small stack buffer (header names). */
-static int cachekey_field_lower(EVP_MD_CTX *ctx, uint8_t tag, const char *p, size_t n)
+static int cachekey_field_lower(SHA256_CTX *ctx, uint8_t tag, const char *p, size_t n)
 {
 	unsigned char buf[64];
 	size_t i, j;
@@ -158,14 +174,14 @@ static int cachekey_cookies(struct cachekey *k, const char *v, size_t len)
 		while (ve > vs && cachekey_ows(ve[-1]))
 			ve--;
 		if (ne > ns && cachekey_kept(k, ns, (size_t)(ne - ns))) {
-			if (cachekey_field(k->ctx, 'k', ns, (size_t)(ne - ns)) < 0 ||
-			    cachekey_field(k->ctx, 'w', vs, (size_t)(ve - vs)) < 0)
+			if (cachekey_field(&k->ctx, 'k', ns, (size_t)(ne - ns)) < 0 ||
+			    cachekey_field(&k->ctx, 'w', vs, (size_t)(ve - vs)) < 0)
 				return -1;
 			count++;
 		}
 		p = seg_end + 1;
 	}
-	return cachekey_u64(k->ctx, 'c', count);
+	return cachekey_u64(&k->ctx, 'c', count);
 }
 
 int cachekey_salt_new(uint8_t salt[CACHEKEY_SALT_LEN])
@@ -192,7 +208,7 @@ static int cachekey_cmp_names(const void *a, const void *b)
 
 struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t errlen)
 {
-	static const char tag[] = "spoa-auth/cred/1";
+	static const char tag[] = "spoa-auth/cred/2";
 	struct cachekey *k;
 	size_t i, j;
 
@@ -233,19 +249,14 @@ struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t e
 			k->cookie_lens[i] = strlen(k->cookies[i]);
 	}
 
-	k->md = EVP_MD_fetch(NULL, "SHA256", NULL);
-	k->prefix = EVP_MD_CTX_new();
-	k->ctx = EVP_MD_CTX_new();
-	if (!k->md || !k->prefix || !k->ctx)
-		goto out_ssl;
-	if (EVP_DigestInit_ex2(k->prefix, k->md, NULL) != 1 ||
-	    cachekey_feed(k->prefix, tag, sizeof(tag)) < 0 ||
-	    cachekey_field(k->prefix, 'S', o->salt, o->salt ? CACHEKEY_SALT_LEN : 0) < 0 ||
-	    cachekey_field(k->prefix, 's', o->scope, o->scope_len) < 0 ||
-	    cachekey_u64(k->prefix, 'F', k->cookies ? k->n_cookies : UINT64_MAX) < 0)
+	if (SHA256_Init(&k->prefix) != 1 ||
+	    cachekey_feed(&k->prefix, tag, sizeof(tag)) < 0 ||
+	    cachekey_field(&k->prefix, 'S', o->salt, o->salt ? CACHEKEY_SALT_LEN : 0) < 0 ||
+	    cachekey_field(&k->prefix, 's', o->scope, o->scope_len) < 0 ||
+	    cachekey_u64(&k->prefix, 'F', k->cookies ? k->n_cookies : UINT64_MAX) < 0)
 		goto out_ssl;
 	for (i = 0; i < k->n_cookies; i++)
-		if (cachekey_field(k->prefix, 'f', k->cookies[i], k->cookie_lens[i]) < 0)
+		if (cachekey_field(&k->prefix, 'f', k->cookies[i], k->cookie_lens[i]) < 0)
 			goto out_ssl;
 	return k;
 
@@ -270,16 +281,15 @@ void cachekey_free(struct cachekey *k)
 			free(k->cookies[i]);
 	free(k->cookies);
 	free(k->cookie_lens);
-	EVP_MD_CTX_free(k->ctx);
-	EVP_MD_CTX_free(k->prefix);
-	EVP_MD_free(k->md);
+	OPENSSL_cleanse(k, sizeof(*k));
 	free(k);
 }
 
 int cachekey_begin(struct cachekey *k)
 {
 	k->n_headers = 0;
-	return EVP_MD_CTX_copy_ex(k->ctx, k->prefix) == 1 ? 0 : -1;
+	k->ctx = k->prefix;
+	return 0;
 }
 
 int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const char *value,
@@ -288,39 +298,71 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
 	uint8_t b[2];
 
 	k->n_headers++;
-	if (cachekey_feed(k->ctx, "H", 1) < 0 ||
-	    cachekey_field_lower(k->ctx, 'n', name, name ? name_len : 0) < 0)
+	if (cachekey_feed(&k->ctx, "H", 1) < 0 ||
+	    cachekey_field_lower(&k->ctx, 'n', name, name ? name_len : 0) < 0)
 		return -1;
 	if (!k->cookies || !cachekey_is_cookie(name, name_len))
-		return cachekey_field(k->ctx, 'v', value, value_len);
+		return cachekey_field(&k->ctx, 'v', value, value_len);
 	b[0] = 'C';
 	b[1] = value != NULL;
-	if (cachekey_feed(k->ctx, b, 2) < 0)
+	if (cachekey_feed(&k->ctx, b, 2) < 0)
 		return -1;
 	return value ? cachekey_cookies(k, value, value_len) : 0;
+}
+
+/* Ends the credential part: writes <cred> from a copy of the running state,
+ * then starts the key's own fields. */
+static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
+{
+	SHA256_CTX c;
+	uint8_t b[2];
+
+	if (cachekey_u64(&k->ctx, 'E', k->n_headers) < 0)
+		return -1;
+	c = k->ctx;
+	if (cachekey_feed(&c, "C", 1) < 0 || SHA256_Final(cred, &c) != 1)
+		return -1;
+	b[0] = 'K';
+	b[1] = k->flags;
+	return cachekey_feed(&k->ctx, b, 2);
+}
+
+static int cachekey_finish(struct cachekey *k, const char *uri, size_t uri_len,
+                           uint8_t key[CACHEKEY_LEN])
+{
+	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(&k->ctx, 'u', uri, uri_len) < 0)
+		return -1;
+	return SHA256_Final(key, &k->ctx) == 1 ? 0 : -1;
 }
 
 int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char *uri,
                  size_t uri_len, uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN])
 {
-	static const char tag[] = "spoa-auth/key/1";
-	unsigned int n = 0;
+	if (cachekey_split(k, cred) < 0)
+		return -1;
+	if ((k->flags & CACHEKEY_F_CLIENT) && cachekey_field(&k->ctx, 'x', xff, xff_len) < 0)
+		return -1;
+	return cachekey_finish(k, uri, uri_len, key);
+}
 
-	if (cachekey_u64(k->ctx, 'E', k->n_headers) < 0 ||
-	    EVP_DigestFinal_ex(k->ctx, cred, &n) != 1 || n != CACHEKEY_LEN)
+int cachekey_end_client(struct cachekey *k, const char *xff, size_t xff_len,
+                        enum cachekey_addr kind, const void *addr, size_t addr_len,
+                        const char *uri, size_t uri_len, uint8_t key[CACHEKEY_LEN],
+                        uint8_t cred[CACHEKEY_LEN])
+{
+	uint8_t b[2];
+
+	if (cachekey_split(k, cred) < 0)
 		return -1;
-	if (EVP_DigestInit_ex2(k->ctx, k->md, NULL) != 1 ||
-	    cachekey_feed(k->ctx, tag, sizeof(tag)) < 0 ||
-	    cachekey_feed(k->ctx, cred, CACHEKEY_LEN) < 0 ||
-	    cachekey_feed(k->ctx, &k->flags, 1) < 0)
-		return -1;
-	if ((k->flags & CACHEKEY_F_CLIENT) && cachekey_field(k->ctx, 'x', xff, xff_len) < 0)
-		return -1;
-	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(k->ctx, 'u', uri, uri_len) < 0)
-		return -1;
-	if (EVP_DigestFinal_ex(k->ctx, key, &n) != 1 || n != CACHEKEY_LEN)
-		return -1;
-	return 0;
+	if (k->flags & CACHEKEY_F_CLIENT) {
+		b[0] = 'a';
+		b[1] = (uint8_t)kind;
+		if (cachekey_field(&k->ctx, 'y', xff, xff_len) < 0 || cachekey_feed(&k->ctx, b, 2) < 0 ||
+		    cachekey_field(&k->ctx, 'a', kind == CACHEKEY_ADDR_NONE ? NULL : addr,
+		                   kind == CACHEKEY_ADDR_NONE ? 0 : addr_len) < 0)
+			return -1;
+	}
+	return cachekey_finish(k, uri, uri_len, key);
 }
 
 int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t n,

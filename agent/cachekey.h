@@ -2,7 +2,7 @@
  * cachekey.h: the decision cache's key and credential hashes.
  *
  * Turns the inputs of one user-service request into two SHA-256 digests
- * (OpenSSL EVP), fed incrementally, without copying or keeping any input:
+ * (OpenSSL, one pass for both), fed incrementally, without copying or keeping any input:
  *   - cred: the credential inputs (the forwarded headers, with the Cookie
  *     header reduced to the configured cookies); no URI, no client address.
  *     All entries of a session share it; a logout invalidates by it.
@@ -14,7 +14,7 @@
  * key. Raw cookies, tokens and Authorization values only pass through the
  * hash; this module never stores or logs them.
  *
- * A struct cachekey is per worker thread (it owns an EVP context); it is
+ * A struct cachekey is per worker thread (it owns the hash state); it is
  * built from the configuration and replaced on reload.
  */
 #ifndef SPOA_CACHEKEY_H
@@ -85,6 +85,26 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
  * when the options leave it out of the key. Writes <key> and <cred>. */
 int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char *uri,
                  size_t uri_len, uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN]);
+
+/* The client address as HAProxy gave it (`src`), unformatted. */
+enum cachekey_addr {
+	CACHEKEY_ADDR_NONE = 0,  /* no usable address (none is sent) */
+	CACHEKEY_ADDR_IPV4 = 4,  /* 4 bytes */
+	CACHEKEY_ADDR_IPV6 = 6,  /* 16 bytes */
+	CACHEKEY_ADDR_TEXT = 't' /* the text sent as is */
+};
+
+/* cachekey_end() with the X-Forwarded-For given as its inputs instead of the
+ * text sent: the incoming value <xff> (NULL if none is appended to) and the
+ * client address <addr>/<addr_len> of <kind>. Saves formatting the address on
+ * every request. The sent text is a function of these inputs, and they are
+ * encoded unambiguously (and apart from cachekey_end()'s form), so two
+ * requests that send different X-Forwarded-For values never share a key; a
+ * caller must use one form for every request of a cache. */
+int cachekey_end_client(struct cachekey *k, const char *xff, size_t xff_len,
+                        enum cachekey_addr kind, const void *addr, size_t addr_len,
+                        const char *uri, size_t uri_len, uint8_t key[CACHEKEY_LEN],
+                        uint8_t cred[CACHEKEY_LEN]);
 
 /* The same in one call over <n> headers. */
 int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t n,

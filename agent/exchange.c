@@ -25,7 +25,9 @@
 #include <time.h>
 #include <arpa/inet.h>
 
-#include <openssl/evp.h>
+/* SHA256_* for the short log hash: see cachekey.c. */
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/sha.h>
 
 #include "cache.h"
 #include "cachekey.h"
@@ -212,58 +214,68 @@ static int exchange_src_text(const struct spop_data *d, char *out, size_t outsz)
 
 /* Short credential hash for access logs: 8 hex chars of SHA-256 over the
  * forwarded "Name: value\n" lines (the same digest as exchange_inputs_compute
- * builds from its copies). */
-static void exchange_cred_hash_final(EVP_MD_CTX *md, char out[9])
+ * builds from its copies). Low-level SHA256_* as in cachekey.c: no allocation. */
+static void exchange_cred_hash_final(SHA256_CTX *md, char out[9])
 {
-	unsigned char dg[EVP_MAX_MD_SIZE];
-	unsigned dlen = 0;
+	unsigned char dg[SHA256_DIGEST_LENGTH];
 
-	if (EVP_DigestFinal_ex(md, dg, &dlen) == 1 && dlen >= 4)
+	if (SHA256_Final(dg, md) == 1)
 		snprintf(out, 9, "%02x%02x%02x%02x", dg[0], dg[1], dg[2], dg[3]);
 }
 
 /* Pass 1: the cache key and credential digest of the request the `exchange`
  * (or `logout`) message at <p> would produce, by exactly the rules of
- * exchange_inputs_compute() (same headers forwarded, same X-Forwarded-For,
- * same URI), without copying anything but an unusually long X-Forwarded-For.
+ * exchange_inputs_compute() (same headers forwarded, same X-Forwarded-For
+ * inputs, same URI), without copying or formatting anything: the client
+ * address is hashed as HAProxy sent it (cachekey_end_client()).
  * <cred_hash> (may be NULL) gets the short hash for access logs.
  * Returns 0, -1 if the key cannot be computed (bypass the cache), -2 if the
- * arguments are malformed. */
+ * arguments are malformed. Allocates nothing. */
 static int exchange_key_compute(const struct cfg *cfg, struct cachekey *ck, const uint8_t *p,
                                 const uint8_t *end, unsigned nargs, uint8_t key[CACHE_KEY_LEN],
                                 uint8_t cred[CACHE_KEY_LEN], char cred_hash[9])
 {
 	struct spop_str uri = { NULL, 0 }, xff = { NULL, 0 };
-	int has_uri = 0, has_xff = 0, has_src = 0, ok, rc;
-	char src[INET6_ADDRSTRLEN + 1];
-	char xbuf[512], *xs = NULL;
-	size_t xlen = 0;
-	EVP_MD_CTX *md = NULL;
+	int has_uri = 0, has_xff = 0, ok;
+	enum cachekey_addr kind = CACHEKEY_ADDR_NONE;
+	const void *addr = NULL;
+	size_t addr_len = 0;
+	SHA256_CTX md;
 
 	if (cred_hash) {
 		strcpy(cred_hash, "-");
-		md = EVP_MD_CTX_new();
-		if (md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-			EVP_MD_CTX_free(md);
-			md = NULL;
-		}
+		SHA256_Init(&md);
 	}
 	ok = cachekey_begin(ck) == 0;
 	for (unsigned i = 0; i < nargs; i++) {
 		struct spop_str name;
 		struct spop_data val;
 
-		if (spop_arg_next(&p, end, &name, &val) < 0) {
-			EVP_MD_CTX_free(md);
+		if (spop_arg_next(&p, end, &name, &val) < 0)
 			return -2;
-		}
 		if (exchange_str_eq(&name, "uri")) {
 			if (val.type == SPOP_T_STR || val.type == SPOP_T_BIN) {
 				uri = val.u.str;
 				has_uri = 1;
 			}
 		} else if (exchange_str_eq(&name, "src")) {
-			has_src = exchange_src_text(&val, src, sizeof(src)) == 0;
+			/* Same acceptance as exchange_src_text(), which formats
+			 * it on a miss; a later `src` replaces an earlier one. */
+			kind = CACHEKEY_ADDR_NONE;
+			if (val.type == SPOP_T_IPV4) {
+				kind = CACHEKEY_ADDR_IPV4;
+				addr = val.u.ip;
+				addr_len = 4;
+			} else if (val.type == SPOP_T_IPV6) {
+				kind = CACHEKEY_ADDR_IPV6;
+				addr = val.u.ip;
+				addr_len = 16;
+			} else if (val.type == SPOP_T_STR && val.u.str.len < INET6_ADDRSTRLEN + 1 &&
+			           exchange_value_ok(val.u.str.ptr, val.u.str.len)) {
+				kind = CACHEKEY_ADDR_TEXT;
+				addr = val.u.str.ptr;
+				addr_len = val.u.str.len;
+			}
 		} else if (exchange_str_eq(&name, "xff")) {
 			if (val.type == SPOP_T_STR && exchange_value_ok(val.u.str.ptr, val.u.str.len) &&
 			    val.u.str.len) {
@@ -276,39 +288,23 @@ static int exchange_key_compute(const struct cfg *cfg, struct cachekey *ck, cons
 			if (ok && cachekey_header(ck, name.ptr, name.len, val.u.str.ptr,
 			                          val.u.str.len) < 0)
 				ok = 0;
-			if (md) {
-				EVP_DigestUpdate(md, name.ptr, name.len);
-				EVP_DigestUpdate(md, ": ", 2);
-				EVP_DigestUpdate(md, val.u.str.ptr, val.u.str.len);
-				EVP_DigestUpdate(md, "\n", 1);
+			if (cred_hash) {
+				SHA256_Update(&md, name.ptr, name.len);
+				SHA256_Update(&md, ": ", 2);
+				SHA256_Update(&md, val.u.str.ptr, val.u.str.len);
+				SHA256_Update(&md, "\n", 1);
 			}
 		}
 	}
-	if (md) {
-		exchange_cred_hash_final(md, cred_hash);
-		EVP_MD_CTX_free(md);
-		md = NULL;
-	}
+	if (cred_hash)
+		exchange_cred_hash_final(&md, cred_hash);
 	if (!ok)
 		return -1;
-	if (has_xff || has_src) {
-		size_t slen = has_src ? strlen(src) : 0;
-
-		xlen = (has_xff ? xff.len : 0) + (has_xff && has_src ? 2 : 0) + slen;
-		xs = xlen <= sizeof(xbuf) ? xbuf : malloc(xlen);
-		if (!xs)
-			return -1;
-		if (has_xff)
-			memcpy(xs, xff.ptr, xff.len);
-		if (has_xff && has_src)
-			memcpy(xs + xff.len, ", ", 2);
-		if (has_src)
-			memcpy(xs + xlen - slen, src, slen);
-	}
-	rc = cachekey_end(ck, xs, xlen, has_uri ? uri.ptr : NULL, has_uri ? uri.len : 0, key, cred);
-	if (xs != xbuf)
-		free(xs);
-	return rc < 0 ? -1 : 0;
+	if (cachekey_end_client(ck, has_xff ? xff.ptr : NULL, has_xff ? xff.len : 0, kind, addr,
+	                        addr_len, has_uri ? uri.ptr : NULL, has_uri ? uri.len : 0, key,
+	                        cred) < 0)
+		return -1;
+	return 0;
 }
 
 struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *salt,
@@ -337,7 +333,7 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 	struct spop_str uri = { NULL, 0 }, xff = { NULL, 0 };
 	int has_uri = 0, has_xff = 0, has_src = 0;
 	char src[INET6_ADDRSTRLEN + 1];
-	EVP_MD_CTX *md = NULL;
+	SHA256_CTX md;
 	int want_hash = log_enabled(LOG_LVL_ACCESS);
 
 	memset(in, 0, sizeof(*in));
@@ -346,13 +342,8 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 	in->hdrs = calloc((size_t)nargs + 1, sizeof(*in->hdrs));
 	if (!in->hdrs)
 		return -1;
-	if (want_hash) {
-		md = EVP_MD_CTX_new();
-		if (md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-			EVP_MD_CTX_free(md);
-			md = NULL;
-		}
-	}
+	if (want_hash)
+		SHA256_Init(&md);
 
 	for (unsigned i = 0; i < nargs; i++) {
 		struct spop_str name;
@@ -387,9 +378,9 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 			                                            val.u.str.ptr, val.u.str.len);
 			if (!in->hdrs[in->n_hdrs])
 				goto out_oom;
-			if (md) {
-				EVP_DigestUpdate(md, in->hdrs[in->n_hdrs], name.len + 2 + val.u.str.len);
-				EVP_DigestUpdate(md, "\n", 1);
+			if (want_hash) {
+				SHA256_Update(&md, in->hdrs[in->n_hdrs], name.len + 2 + val.u.str.len);
+				SHA256_Update(&md, "\n", 1);
 			}
 			in->n_hdrs++;
 		}
@@ -411,26 +402,14 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 	in->url = exchange_build_url(cfg, has_uri ? &uri : NULL);
 	if (!in->url)
 		goto out_oom;
-	if (md) {
-		unsigned char dg[EVP_MAX_MD_SIZE];
-		unsigned dlen = 0;
-
-		if (EVP_DigestFinal_ex(md, dg, &dlen) == 1 && dlen >= 4)
-			snprintf(in->cred_hash, sizeof(in->cred_hash), "%02x%02x%02x%02x",
-			         dg[0], dg[1], dg[2], dg[3]);
-		EVP_MD_CTX_free(md);
-		md = NULL;
-	}
+	if (want_hash)
+		exchange_cred_hash_final(&md, in->cred_hash);
 	return 0;
 
 out_malformed:
-	EVP_MD_CTX_free(md);
-	md = NULL;
 	exchange_inputs_free(in);
 	return -2;
 out_oom:
-	EVP_MD_CTX_free(md);
-	md = NULL;
 	exchange_inputs_free(in);
 	return -1;
 }

@@ -340,6 +340,65 @@ static void test_incremental(void)
 	cachekey_free(k);
 }
 
+/* cachekey_end_client(): the X-Forwarded-For given as its inputs. */
+static struct out run_client(struct cachekey *k, const struct cachekey_hdr *h, size_t n,
+                             const char *xff, enum cachekey_addr kind, const void *addr,
+                             size_t addr_len, const char *uri)
+{
+	struct out o;
+	size_t i;
+
+	memset(&o, 0xee, sizeof(o));
+	cachekey_begin(k);
+	for (i = 0; i < n; i++)
+		cachekey_header(k, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+	if (cachekey_end_client(k, xff, slen(xff), kind, addr, addr_len, uri, slen(uri), o.key,
+	                        o.cred) < 0)
+		diag("cachekey_end_client failed");
+	return o;
+}
+
+static void test_client_inputs(void)
+{
+	struct cachekey *k = mk(1, 1, NULL, 0), *kn = mk(1, 0, NULL, 0);
+	struct cachekey_hdr h[] = { H("cookie", "sid=abc") };
+	static const uint8_t v4a[4] = { 10, 0, 0, 1 }, v4b[4] = { 10, 0, 0, 2 };
+	static const uint8_t v6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+	struct out a, b, t;
+
+	if (!k || !kn)
+		goto out;
+	a = run_client(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "/p");
+	b = run_client(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "/p");
+	ok(same_key(a, b) && same_cred(a, b), "client form: deterministic");
+	t = run(k, h, 1, "10.0.0.1", "/p");
+	ok(same_cred(a, t), "client form: cred as with the text form");
+	ok(!same_key(a, t), "client form never shares a key with the text form");
+	b = run_client(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4b, 4, "/p");
+	ok(!same_key(a, b) && same_cred(a, b), "another address: another key, same cred");
+	b = run_client(k, h, 1, "1.2.3.4", CACHEKEY_ADDR_IPV4, v4a, 4, "/p");
+	ok(!same_key(a, b) && same_cred(a, b), "incoming X-Forwarded-For counts");
+	b = run_client(k, h, 1, "", CACHEKEY_ADDR_IPV4, v4a, 4, "/p");
+	ok(!same_key(a, b), "empty incoming X-Forwarded-For != none");
+	b = run_client(k, h, 1, NULL, CACHEKEY_ADDR_NONE, NULL, 0, "/p");
+	ok(!same_key(a, b), "no address != an address");
+	b = run_client(k, h, 1, NULL, CACHEKEY_ADDR_TEXT, "", 0, "/p");
+	t = run_client(k, h, 1, NULL, CACHEKEY_ADDR_NONE, NULL, 0, "/p");
+	ok(!same_key(b, t), "empty text address != no address");
+	b = run_client(k, h, 1, NULL, CACHEKEY_ADDR_TEXT, v4a, 4, "/p");
+	ok(!same_key(a, b), "address kinds are told apart (v4 bytes vs text)");
+	b = run_client(k, h, 1, NULL, CACHEKEY_ADDR_IPV6, v6, 16, "/p");
+	ok(!same_key(a, b), "IPv6 != IPv4");
+	b = run_client(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "/q");
+	ok(!same_key(a, b) && same_cred(a, b), "URI still counts");
+	a = run_client(kn, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "/p");
+	b = run_client(kn, h, 1, "9.9.9.9", CACHEKEY_ADDR_IPV6, v6, 16, "/p");
+	ok(same_key(a, b), "include_client off: the client inputs do not count");
+out:
+	cachekey_free(k);
+	cachekey_free(kn);
+}
+
 static void test_bad_opts(void)
 {
 	static const char *const bad1[] = { "" };
@@ -372,6 +431,7 @@ int main(void)
 	test_cookie_filter();
 	test_salt_scope();
 	test_incremental();
+	test_client_inputs();
 	test_bad_opts();
 	return done_testing();
 }
