@@ -238,6 +238,7 @@ static int exchange_key_compute(const struct cfg *cfg, struct cachekey *ck, cons
 	struct spop_str uri = { NULL, 0 }, xff = { NULL, 0 };
 	int has_uri = 0, has_xff = 0, ok;
 	enum cachekey_addr kind = CACHEKEY_ADDR_NONE;
+	uint8_t ip[16];
 	const void *addr = NULL;
 	size_t addr_len = 0;
 	SHA256_CTX md;
@@ -262,14 +263,12 @@ static int exchange_key_compute(const struct cfg *cfg, struct cachekey *ck, cons
 			/* Same acceptance as exchange_src_text(), which formats
 			 * it on a miss; a later `src` replaces an earlier one. */
 			kind = CACHEKEY_ADDR_NONE;
-			if (val.type == SPOP_T_IPV4) {
-				kind = CACHEKEY_ADDR_IPV4;
-				addr = val.u.ip;
-				addr_len = 4;
-			} else if (val.type == SPOP_T_IPV6) {
-				kind = CACHEKEY_ADDR_IPV6;
-				addr = val.u.ip;
-				addr_len = 16;
+			if (val.type == SPOP_T_IPV4 || val.type == SPOP_T_IPV6) {
+				/* val.u.ip is a copy in <val>: keep the bytes */
+				addr_len = val.type == SPOP_T_IPV4 ? 4 : 16;
+				kind = val.type == SPOP_T_IPV4 ? CACHEKEY_ADDR_IPV4 : CACHEKEY_ADDR_IPV6;
+				memcpy(ip, val.u.ip, addr_len);
+				addr = ip;
 			} else if (val.type == SPOP_T_STR && val.u.str.len < INET6_ADDRSTRLEN + 1 &&
 			           exchange_value_ok(val.u.str.ptr, val.u.str.len)) {
 				kind = CACHEKEY_ADDR_TEXT;
