@@ -401,6 +401,16 @@ static int cfg_p_keepalive(struct cfg_builder *b, const char *val, char *why)
 	return 0;
 }
 
+static int cfg_p_max_upstream(struct cfg_builder *b, const char *val, char *why)
+{
+	unsigned long long v;
+
+	if (cfg_parse_uint(val, 0, 100000, &v, why) < 0)
+		return -1;
+	b->c->max_upstream_conns = (unsigned)v;
+	return 0;
+}
+
 /* TLS files must be readable now: failing at the first request is worse. */
 static int cfg_p_file(char **dst, const char *val, char *why)
 {
@@ -608,6 +618,9 @@ static const struct cfg_key cfg_keys[] = {
 	  "response body bound in bytes; bigger = error", cfg_p_max_resp },
 	{ "keepalive-max", "64",
 	  "idle keep-alive connections per worker (CURLMOPT_MAXCONNECTS)", cfg_p_keepalive },
+	{ "max-upstream-connections", "64",
+	  "user-service connections per worker; more requests queue (0 = unlimited)",
+	  cfg_p_max_upstream },
 	{ "ca-file", NULL, "CA bundle for https (default: system store)", cfg_p_ca },
 	{ "client-cert", NULL, "client certificate for https", cfg_p_cert },
 	{ "client-key", NULL, "client private key for https", cfg_p_key },

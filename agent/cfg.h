@@ -37,6 +37,7 @@ struct cfg {
 	unsigned connect_timeout_ms;
 	size_t max_response_size;
 	unsigned keepalive_max;
+	unsigned max_upstream_conns;    /* per worker; 0 = unlimited */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;

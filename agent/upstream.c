@@ -24,8 +24,10 @@
 #include "log.h"
 #include "upstream.h"
 
-/* Easy handles kept for reuse per worker (connection state lives in the
- * multi's cache, so this only saves the handle setup). */
+/* Easy handles kept for reuse per worker, configured: the options that come
+ * from the cfg are set once per handle (upstream_easy_configure()); a request
+ * sets only its URL, header list and data pointers. Connection state lives in
+ * the multi's cache. */
 #define UPSTREAM_POOL_MAX 64
 
 struct upstream_sock {
@@ -38,7 +40,8 @@ struct upstream_sock {
 struct upstream_req {
 	struct upstream *u;             /* owner */
 	CURL *easy;                     /* owned; back to the pool when done */
-	struct curl_slist *hdrs;        /* owned */
+	unsigned gen;                   /* u->gen <easy> was configured for; 0 = not poolable */
+	struct curl_slist *hdrs;        /* in this allocation: nodes, then their lines */
 	const struct cfg *cfg;          /* borrowed: the caller holds a ref */
 	upstream_done_fn done;
 	void *arg;
@@ -59,6 +62,10 @@ struct upstream {
 	struct upstream_sock *socks;    /* watched sockets, owned */
 	CURL *pool[UPSTREAM_POOL_MAX];
 	unsigned n_pool;
+	const struct cfg *cfg;          /* borrowed: the worker's current cfg
+	                                 * (upstream_set_cfg()); pooled handles are
+	                                 * configured for it */
+	unsigned gen;                   /* bumped by upstream_set_cfg(); >= 1 */
 	unsigned keepalive_max;         /* idle connections to keep (cfg) */
 	long maxconnects;               /* CURLMOPT_MAXCONNECTS in force */
 };
@@ -249,17 +256,15 @@ static void upstream_req_unlink(struct upstream *u, struct upstream_req *q)
 static void upstream_req_free(struct upstream *u, struct upstream_req *q)
 {
 	if (q->easy) {
-		if (u->n_pool < UPSTREAM_POOL_MAX) {
-			/* Reset drops our options and pointers into <q>, keeps
-			 * nothing request-specific. */
-			curl_easy_reset(q->easy);
+		/* Pooled with its options: the pointers into <q> it keeps
+		 * (header list, private, data) are set again by the next
+		 * request before curl uses them. */
+		if (q->gen == u->gen && u->n_pool < UPSTREAM_POOL_MAX)
 			u->pool[u->n_pool++] = q->easy;
-		} else {
+		else
 			curl_easy_cleanup(q->easy);
-		}
 		q->easy = NULL;
 	}
-	curl_slist_free_all(q->hdrs);
 	q->hdrs = NULL;
 	upstream_resp_free(&q->resp);
 	free(q);
@@ -471,23 +476,79 @@ void upstream_set_cfg(struct upstream *u, const struct cfg *cfg)
 	/* keepalive-max 0 is done per request with CURLOPT_FORBID_REUSE. */
 	u->keepalive_max = cfg->keepalive_max;
 	upstream_update_maxconnects(u);
+	/* Requests beyond the cap wait in curl's pending queue for a free
+	 * connection instead of opening one each (0 = unlimited). */
+	curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->max_upstream_conns);
+	/* Handles configured for the previous cfg are not reused. */
+	u->cfg = cfg;
+	u->gen++;
+	while (u->n_pool) {
+		curl_easy_cleanup(u->pool[--u->n_pool]);
+		u->pool[u->n_pool] = NULL;
+	}
 }
 
-static CURL *upstream_easy_get(struct upstream *u)
+/* The options that depend only on <cfg>, set once per handle. */
+static void upstream_easy_configure(CURL *e, const struct cfg *cfg)
 {
-	if (u->n_pool)
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "spoa-auth");
+	/* Threads + curl: no SIGALRM-based DNS timeouts. */
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_size);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_header_cb);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	if (cfg->keepalive_max == 0)
+		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	if (cfg->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
+	if (cfg->client_cert)
+		curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->client_cert);
+	if (cfg->client_key)
+		curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->client_key);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->tls_verify ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->tls_verify ? 2L : 0L);
+}
+
+/* A handle configured for <cfg>: from the pool if <cfg> is the current one,
+ * else a new one (*<gen> = 0: not pooled afterwards). NULL when out of memory. */
+static CURL *upstream_easy_get(struct upstream *u, const struct cfg *cfg, unsigned *gen)
+{
+	CURL *e;
+
+	*gen = cfg == u->cfg ? u->gen : 0;
+	if (*gen && u->n_pool)
 		return u->pool[--u->n_pool];
-	return curl_easy_init();
+	e = curl_easy_init();
+	if (e)
+		upstream_easy_configure(e, cfg);
+	return e;
 }
 
 int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
                    const char *const *headers, size_t n,
                    upstream_done_fn done, void *arg)
 {
+	static char expect[] = "Expect:";
 	struct upstream_req *q;
+	struct curl_slist *nodes;
+	size_t len = 0;
+	char *p;
 	CURL *e;
 
-	q = calloc(1, sizeof(*q));
+	/* One allocation: the request, then the header list (nodes, then the
+	 * lines they point to), which curl only reads. */
+	for (size_t i = 0; i < n; i++)
+		len += strlen(headers[i]) + 1;
+	q = calloc(1, sizeof(*q) + (n + 1) * sizeof(*nodes) + len);
 	if (!q)
 		return -1;
 	q->u = u;
@@ -500,55 +561,29 @@ int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
 			goto out_free_req;
 		q->resp.n_copy = cfg->n_copy_headers;
 	}
+	nodes = (struct curl_slist *)(void *)(q + 1);
+	p = (char *)(nodes + n + 1);
 	for (size_t i = 0; i < n; i++) {
-		struct curl_slist *l = curl_slist_append(q->hdrs, headers[i]);
+		size_t l = strlen(headers[i]) + 1;
 
-		if (!l)
-			goto out_free_req;
-		q->hdrs = l;
+		memcpy(p, headers[i], l);
+		nodes[i].data = p;
+		nodes[i].next = &nodes[i + 1];
+		p += l;
 	}
 	/* No "Expect: 100-continue" round trip (GET has no body anyway). */
-	{
-		struct curl_slist *l = curl_slist_append(q->hdrs, "Expect:");
-
-		if (!l)
-			goto out_free_req;
-		q->hdrs = l;
-	}
-	q->easy = e = upstream_easy_get(u);
+	nodes[n].data = expect;
+	nodes[n].next = NULL;
+	q->hdrs = nodes;
+	q->easy = e = upstream_easy_get(u, cfg, &q->gen);
 	if (!e)
 		goto out_free_req;
 
 	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "spoa-auth");
 	curl_easy_setopt(e, CURLOPT_PRIVATE, q);
-	/* Threads + curl: no SIGALRM-based DNS timeouts. */
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
-	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_size);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
-	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	if (cfg->keepalive_max == 0)
-		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-	if (cfg->ca_file)
-		curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file);
-	if (cfg->client_cert)
-		curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->client_cert);
-	if (cfg->client_key)
-		curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->client_key);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, cfg->tls_verify ? 1L : 0L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, cfg->tls_verify ? 2L : 0L);
 
 	clock_gettime(CLOCK_MONOTONIC, &q->start);
 	upstream_req_link(u, q);

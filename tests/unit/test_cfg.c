@@ -81,6 +81,7 @@ static void test_defaults(void)
 	is_int(c->connect_timeout_ms, 300, "connect-timeout");
 	is_int(c->max_response_size, 8192, "max-response-size");
 	is_int(c->keepalive_max, 64, "keepalive-max");
+	is_int(c->max_upstream_conns, 64, "max-upstream-connections");
 	ok(c->ca_file == NULL && c->client_cert == NULL && c->client_key == NULL, "tls unset");
 	is_int(c->tls_verify, 1, "tls-verify");
 	ok(strcmp(c->var_prefix, "auth") == 0, "var-prefix");
