@@ -51,6 +51,17 @@ static size_t conn_tx_pending(const struct conn *c)
 	return c->tx_len - c->tx_off;
 }
 
+/* 1 while the connection may take more frames: open, below the in-flight
+ * limit, and below the unsent-bytes limit. Checked before every frame: a
+ * cache hit is ACKed at once without counting in flight, and its ACK may be
+ * hundreds of times its NOTIFY, so a check per read event would let one
+ * event queue megabytes for a peer that does not read. */
+static int conn_accepts_work(const struct conn *c)
+{
+	return !c->dead && c->st != CONN_ST_CLOSING && c->n_inflight < CONN_MAX_INFLIGHT &&
+	       conn_tx_pending(c) < CONN_TX_HIGH(c);
+}
+
 static void conn_quiesce(struct conn *c);
 
 /* Frees <c> if it is dead and no entry point of it is running. Callers must
@@ -67,8 +78,7 @@ static void conn_release(struct conn *c)
 static void conn_update_rx(struct conn *c)
 {
 	struct ev_loop *loop = c->w->loop;
-	int want = !c->dead && c->st != CONN_ST_CLOSING &&
-	           c->n_inflight < CONN_MAX_INFLIGHT && conn_tx_pending(c) < CONN_TX_HIGH(c);
+	int want = conn_accepts_work(c);
 
 	if (want && !ev_is_active(&c->rio)) {
 		ev_io_start(loop, &c->rio);
@@ -468,7 +478,7 @@ static void conn_process(struct conn *c)
 {
 	size_t off = 0;
 
-	while (!c->dead && c->st != CONN_ST_CLOSING && c->n_inflight < CONN_MAX_INFLIGHT) {
+	while (conn_accepts_work(c)) {
 		struct spop_frame f;
 		long r = spop_frame_decode(c->rx + off, c->rx_len - off, c->max_frame, &f, NULL);
 
@@ -505,8 +515,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (int i = 0; i < CONN_READS_PER_EVENT; i++) {
 		ssize_t n;
 
-		if (c->dead || c->st == CONN_ST_CLOSING || c->n_inflight >= CONN_MAX_INFLIGHT ||
-		    c->rx_len == cap)
+		if (!conn_accepts_work(c) || c->rx_len == cap)
 			break;
 		n = recv(c->fd, c->rx + c->rx_len, cap - c->rx_len, 0);
 		if (n == 0) {
