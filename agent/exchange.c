@@ -42,25 +42,29 @@
 #include "upstream.h"
 #include "worker.h"
 
-/* The request inputs of one exchange: everything the upstream call (and a
- * cache key) depends on. All owned, copied out of the frame. */
+/* Bytes of struct exchange_inputs' own buffer: enough for the URL and the
+ * header lines of usual requests; bigger ones take one heap block. */
+#define EXCHANGE_INPUTS_BUF 4096
+
+/* The request inputs of one exchange: everything the upstream call depends
+ * on, copied out of the frame into <buf> (or <heap>). Lives on the stack of
+ * exchange_start() only until upstream_start() has copied it. */
 struct exchange_inputs {
-	char *url;
-	char **hdrs;            /* "Name: value" lines */
+	char *url;              /* into buf or heap */
+	const char *hdrs[256];  /* "Name: value" lines, into buf or heap: at
+	                         * most one per argument (nargs <= 255), plus
+	                         * X-Forwarded-For */
 	size_t n_hdrs;
 	char cred_hash[9];
+	char *heap;             /* owned: used instead of buf when it is too small */
+	char buf[EXCHANGE_INPUTS_BUF];
 };
 
 static void exchange_inputs_free(struct exchange_inputs *in)
 {
-	free(in->url);
+	free(in->heap);
+	in->heap = NULL;
 	in->url = NULL;
-	for (size_t i = 0; i < in->n_hdrs; i++) {
-		free(in->hdrs[i]);
-		in->hdrs[i] = NULL;
-	}
-	free(in->hdrs);
-	in->hdrs = NULL;
 	in->n_hdrs = 0;
 }
 
@@ -158,42 +162,42 @@ static char *exchange_pct_encode(char *out, const char *s, size_t n)
 	return out;
 }
 
-static char *exchange_build_url(const struct cfg *cfg, const struct spop_str *uri)
+/* Writes the user-service URL for <uri> (NULL: none) at <out>, which has
+ * room for exchange_url_max(); returns the end (after the NUL). */
+static size_t exchange_url_max(const struct cfg *cfg, size_t uri_len)
+{
+	return strlen(cfg->user_service_url) + 1 + 12 + 3 * uri_len + 1;
+}
+
+static char *exchange_build_url(char *out, const struct cfg *cfg, const struct spop_str *uri)
 {
 	const char *base = cfg->user_service_url;
-	size_t blen = strlen(base), ulen = uri ? uri->len : 0;
-	char *url, *p;
+	size_t blen = strlen(base);
 	const char *sep;
 
 	if (strchr(base, '?'))
 		sep = (base[blen - 1] == '?' || base[blen - 1] == '&') ? "" : "&";
 	else
 		sep = "?";
-	url = malloc(blen + 1 + 12 + 3 * ulen + 1);
-	if (!url)
-		return NULL;
-	p = url;
-	memcpy(p, base, blen);
-	p += blen;
-	p = stpcpy(p, sep);
-	p = stpcpy(p, "request_uri=");
+	memcpy(out, base, blen);
+	out += blen;
+	out = stpcpy(out, sep);
+	out = stpcpy(out, "request_uri=");
 	if (uri)
-		p = exchange_pct_encode(p, uri->ptr, ulen);
-	*p = 0;
-	return url;
+		out = exchange_pct_encode(out, uri->ptr, uri->len);
+	*out++ = 0;
+	return out;
 }
 
-static char *exchange_header_line(const char *name, size_t nlen, const char *v, size_t vlen)
+/* Writes "<name>: <v>" and a NUL at <out>; returns the end. */
+static char *exchange_header_line(char *out, const char *name, size_t nlen, const char *v,
+                                  size_t vlen)
 {
-	char *h = malloc(nlen + 2 + vlen + 1);
-
-	if (!h)
-		return NULL;
-	memcpy(h, name, nlen);
-	memcpy(h + nlen, ": ", 2);
-	memcpy(h + nlen + 2, v, vlen);
-	h[nlen + 2 + vlen] = 0;
-	return h;
+	memcpy(out, name, nlen);
+	memcpy(out + nlen, ": ", 2);
+	memcpy(out + nlen + 2, v, vlen);
+	out[nlen + 2 + vlen] = 0;
+	return out + nlen + 2 + vlen + 1;
 }
 
 /* Text form of the `src` argument (IPv4/IPv6 typed data, or a string). */
@@ -334,13 +338,27 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 	char src[INET6_ADDRSTRLEN + 1];
 	SHA256_CTX md;
 	int want_hash = log_enabled(LOG_LVL_ACCESS);
+	size_t avail = (size_t)(end - *p), need;
+	char *o;
 
-	memset(in, 0, sizeof(*in));
+	in->url = NULL;
+	in->n_hdrs = 0;
+	in->heap = NULL;
 	strcpy(in->cred_hash, "-");
-	/* At most one line per argument, plus X-Forwarded-For. */
-	in->hdrs = calloc((size_t)nargs + 1, sizeof(*in->hdrs));
-	if (!in->hdrs)
-		return -1;
+	/* Every name and value is in the <avail> bytes of arguments: lines take
+	 * at most avail + 3 per line, the URL at most 3 * avail for the URI,
+	 * X-Forwarded-For its prefix, ", " and an address. */
+	need = avail + 3 * 256 + exchange_url_max(cfg, avail) +
+	       sizeof("X-Forwarded-For: , ") + sizeof(src);
+	o = in->buf;
+	if (need > sizeof(in->buf)) {
+		in->heap = malloc(need);
+		if (!in->heap)
+			return -1;
+		o = in->heap;
+	}
+	if (nargs > 255)
+		goto out_malformed;
 	if (want_hash)
 		SHA256_Init(&md);
 
@@ -373,10 +391,9 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 				                "break or NUL: not forwarded", (int)name.len, name.ptr);
 				continue;
 			}
-			in->hdrs[in->n_hdrs] = exchange_header_line(name.ptr, name.len,
-			                                            val.u.str.ptr, val.u.str.len);
-			if (!in->hdrs[in->n_hdrs])
-				goto out_oom;
+			in->hdrs[in->n_hdrs] = o;
+			o = exchange_header_line(o, name.ptr, name.len, val.u.str.ptr,
+			                         val.u.str.len);
 			if (want_hash) {
 				SHA256_Update(&md, in->hdrs[in->n_hdrs], name.len + 2 + val.u.str.len);
 				SHA256_Update(&md, "\n", 1);
@@ -386,21 +403,20 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 	}
 
 	if (has_xff || has_src) {
-		char *h;
-		size_t slen = has_src ? strlen(src) : 0;
-		size_t len = (has_xff ? xff.len : 0) + (has_xff && has_src ? 2 : 0) + slen;
-
-		h = malloc(sizeof("X-Forwarded-For: ") + len);
-		if (!h)
-			goto out_oom;
-		sprintf(h, "X-Forwarded-For: %.*s%s%s", has_xff ? (int)xff.len : 0,
-		        has_xff ? xff.ptr : "", has_xff && has_src ? ", " : "",
-		        has_src ? src : "");
-		in->hdrs[in->n_hdrs++] = h;
+		in->hdrs[in->n_hdrs++] = o;
+		o = stpcpy(o, "X-Forwarded-For: ");
+		if (has_xff) {
+			memcpy(o, xff.ptr, xff.len);
+			o += xff.len;
+		}
+		if (has_xff && has_src)
+			o = stpcpy(o, ", ");
+		if (has_src)
+			o = stpcpy(o, src);
+		*o++ = 0;
 	}
-	in->url = exchange_build_url(cfg, has_uri ? &uri : NULL);
-	if (!in->url)
-		goto out_oom;
+	in->url = o;
+	o = exchange_build_url(o, cfg, has_uri ? &uri : NULL);
 	if (want_hash)
 		exchange_cred_hash_final(&md, in->cred_hash);
 	return 0;
@@ -408,9 +424,6 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 out_malformed:
 	exchange_inputs_free(in);
 	return -2;
-out_oom:
-	exchange_inputs_free(in);
-	return -1;
 }
 
 static double exchange_elapsed_ms(const struct timespec *t0)
@@ -604,7 +617,7 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
                           const uint8_t **p, unsigned nargs)
 {
 	struct worker *w = c->w;
-	struct exchange_inputs in;
+	struct exchange_inputs in;  /* ~6 KiB of stack: no allocation per miss */
 	struct exchange *x;
 	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
 	char cred_hash[9];

@@ -183,20 +183,25 @@ int httpcc_parse(const char *v, size_t len, struct httpcc *out)
 
 /* ---- JWT exp ---------------------------------------------------------- */
 
+/* base64url alphabet value + 1, 0 if not in the alphabet (a table: this runs
+ * per token byte on every cached allow). */
+static const uint8_t httpcc_b64_tab[256] = {
+	['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7,
+	['H'] = 8, ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14,
+	['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21,
+	['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26,
+	['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33,
+	['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+	['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47,
+	['v'] = 48, ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52,
+	['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56, ['4'] = 57, ['5'] = 58, ['6'] = 59,
+	['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64,
+};
+
 /* base64url alphabet value, or -1 */
-static int httpcc_b64_val(unsigned char c)
+static inline int httpcc_b64_val(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
+	return (int)httpcc_b64_tab[c] - 1;
 }
 
 /* A streaming base64url decoder over one validated segment, with one byte of
@@ -219,7 +224,7 @@ static void httpcc_b64_init(struct httpcc_b64 *b, const char *p, const char *end
 }
 
 /* Next decoded byte, or -1 at the end. The segment was validated already. */
-static int httpcc_b64_raw(struct httpcc_b64 *b)
+static inline int httpcc_b64_raw(struct httpcc_b64 *b)
 {
 	while (b->nbits < 8) {
 		if (b->p >= b->end)
@@ -231,14 +236,14 @@ static int httpcc_b64_raw(struct httpcc_b64 *b)
 	return (int)((b->acc >> b->nbits) & 0xff);
 }
 
-static int httpcc_peek(struct httpcc_b64 *b)
+static inline int httpcc_peek(struct httpcc_b64 *b)
 {
 	if (b->peeked < 0)
 		b->peeked = httpcc_b64_raw(b);
 	return b->peeked;
 }
 
-static int httpcc_next(struct httpcc_b64 *b)
+static inline int httpcc_next(struct httpcc_b64 *b)
 {
 	int c = httpcc_peek(b);
 
