@@ -377,9 +377,21 @@ void cache_free(struct cache *c)
 	free(c);
 }
 
+static void cache_cred_copy(void *arg, uint8_t cred[CACHE_KEY_LEN])
+{
+	memcpy(cred, arg, CACHE_KEY_LEN);
+}
+
 enum cache_res cache_lookup(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
                             const uint8_t cred[CACHE_KEY_LEN], uint64_t now_ms,
                             struct decision **out, struct cache_waiter *w)
+{
+	return cache_lookup_lazy(c, key, cache_cred_copy, (void *)(uintptr_t)cred, now_ms, out, w);
+}
+
+enum cache_res cache_lookup_lazy(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
+                                 cache_cred_fn cred_fn, void *arg, uint64_t now_ms,
+                                 struct decision **out, struct cache_waiter *w)
 {
 	struct cache_shard *s = cache_shard_of(c, key);
 	struct cache_entry *e, *freel = NULL;
@@ -427,7 +439,7 @@ enum cache_res cache_lookup(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
 	f->tail = &f->head;
 	f->no_store = s->orphans != 0;
 	memcpy(f->key, key, CACHE_KEY_LEN);
-	memcpy(f->cred, cred, CACHE_KEY_LEN);
+	cred_fn(arg, f->cred);
 	f->next = s->flights[cache_fbucket(key)];
 	s->flights[cache_fbucket(key)] = f;
 	s->nflights++;

@@ -100,6 +100,17 @@ enum cache_res cache_lookup(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
                             const uint8_t cred[CACHE_KEY_LEN], uint64_t now_ms,
                             struct decision **out, struct cache_waiter *w);
 
+/* Writes the credential hash of the key being looked up into <cred>. */
+typedef void (*cache_cred_fn)(void *arg, uint8_t cred[CACHE_KEY_LEN]);
+
+/* cache_lookup() for callers whose credential hash costs something to
+ * finish (a hit needs only the key): <cred_fn>(<arg>, ...) is called at most
+ * once, on the caller's thread under the shard lock, and only when the lookup
+ * creates a flight (a MISS with a waiter); it must not call into the cache. */
+enum cache_res cache_lookup_lazy(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
+                                 cache_cred_fn cred_fn, void *arg, uint64_t now_ms,
+                                 struct decision **out, struct cache_waiter *w);
+
 /* Leader completion. <d> is the new decision (borrowed: the cache and every
  * waiter take their own references), or NULL on error (same as cache_fail()
  * with no fallback). <ttl_ms> 0 = answer the waiters but do not store. The

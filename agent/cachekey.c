@@ -46,6 +46,8 @@
 struct cachekey {
 	SHA256_CTX prefix;   /* cred hash with the prefix already fed */
 	SHA256_CTX ctx;      /* the running hash */
+	SHA256_CTX cred;     /* cred's state when cachekey_end*() deferred it */
+	int cred_pending;    /* <cred> holds a state for cachekey_cred() */
 	char **cookies;      /* owned: sorted, deduplicated names; NULL = no filter */
 	size_t *cookie_lens; /* owned */
 	size_t n_cookies;
@@ -288,6 +290,7 @@ void cachekey_free(struct cachekey *k)
 int cachekey_begin(struct cachekey *k)
 {
 	k->n_headers = 0;
+	k->cred_pending = 0;
 	k->ctx = k->prefix;
 	return 0;
 }
@@ -310,17 +313,18 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
 	return value ? cachekey_cookies(k, value, value_len) : 0;
 }
 
-/* Ends the credential part: writes <cred> from a copy of the running state,
- * then starts the key's own fields. */
+/* Ends the credential part: writes <cred> from a copy of the running state
+ * (or, <cred> NULL, keeps that copy for cachekey_cred()), then starts the
+ * key's own fields. */
 static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
 {
-	SHA256_CTX c;
 	uint8_t b[2];
 
 	if (cachekey_u64(&k->ctx, 'E', k->n_headers) < 0)
 		return -1;
-	c = k->ctx;
-	if (cachekey_feed(&c, "C", 1) < 0 || SHA256_Final(cred, &c) != 1)
+	k->cred = k->ctx;
+	k->cred_pending = 1;
+	if (cred && cachekey_cred(k, cred) < 0)
 		return -1;
 	b[0] = 'K';
 	b[1] = k->flags;
@@ -333,6 +337,16 @@ static int cachekey_finish(struct cachekey *k, const char *uri, size_t uri_len,
 	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(&k->ctx, 'u', uri, uri_len) < 0)
 		return -1;
 	return SHA256_Final(key, &k->ctx) == 1 ? 0 : -1;
+}
+
+int cachekey_cred(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
+{
+	if (!k->cred_pending)
+		return -1;
+	k->cred_pending = 0;
+	if (cachekey_feed(&k->cred, "C", 1) < 0 || SHA256_Final(cred, &k->cred) != 1)
+		return -1;
+	return 0;
 }
 
 int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char *uri,

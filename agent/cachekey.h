@@ -82,9 +82,16 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
                     size_t value_len);
 /* <xff>: the X-Forwarded-For value actually sent, NULL if none was sent;
  * <uri>: the request URI sent as request_uri, NULL if none. Either is ignored
- * when the options leave it out of the key. Writes <key> and <cred>. */
+ * when the options leave it out of the key. Writes <key> and <cred>; with
+ * <cred> NULL, cred is left to cachekey_cred() (a cache hit needs only the
+ * key: this saves a digest). */
 int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char *uri,
                  size_t uri_len, uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN]);
+
+/* Writes the cred deferred by the last cachekey_end*(<cred> NULL) of this
+ * request; call it before the next cachekey_begin(), at most once. Returns 0,
+ * or -1 if there is none or OpenSSL failed. */
+int cachekey_cred(struct cachekey *k, uint8_t cred[CACHEKEY_LEN]);
 
 /* The client address as HAProxy gave it (`src`), unformatted. */
 enum cachekey_addr {

@@ -232,7 +232,8 @@ static void exchange_cred_hash_final(SHA256_CTX *md, char out[9])
  * exchange_inputs_compute() (same headers forwarded, same X-Forwarded-For
  * inputs, same URI), without copying or formatting anything: the client
  * address is hashed as HAProxy sent it (cachekey_end_client()).
- * <cred_hash> (may be NULL) gets the short hash for access logs.
+ * <cred> NULL: the credential hash is left to cachekey_cred() (only a miss
+ * needs it). <cred_hash> (may be NULL) gets the short hash for access logs.
  * Returns 0, -1 if the key cannot be computed (bypass the cache), -2 if the
  * arguments are malformed. Allocates nothing. */
 static int exchange_key_compute(const struct cfg *cfg, struct cachekey *ck, const uint8_t *p,
@@ -581,6 +582,17 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	}
 }
 
+/* cache_cred_fn: the cred deferred by exchange_key_compute(), finished only
+ * when the lookup creates a flight. SHA-256 over an in-memory state does not
+ * fail; if it ever did, the flight gets an all-zero cred, which no logout
+ * matches: that flight's answer would then be stored despite a concurrent
+ * logout of the same credential, like any answer stored just before it. */
+static void exchange_cred_fn(void *arg, uint8_t cred[CACHE_KEY_LEN])
+{
+	if (cachekey_cred(arg, cred) < 0)
+		memset(cred, 0, CACHE_KEY_LEN);
+}
+
 /* Cache hit: ACK at once; no exchange, no copy of the actions. Consumes the
  * reference on <d>. */
 static void exchange_hit(struct conn *c, const struct spop_frame *f, struct decision *d,
@@ -619,13 +631,13 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	struct worker *w = c->w;
 	struct exchange_inputs in;  /* ~6 KiB of stack: no allocation per miss */
 	struct exchange *x;
-	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
+	uint8_t key[CACHE_KEY_LEN];
 	char cred_hash[9];
 	int role = EXCHANGE_CACHE_BYPASS, rc;
 
 	pthread_once(&exchange_once, exchange_static_init);
 	if (w->cache && w->ck && w->cfg->cache) {
-		rc = exchange_key_compute(w->cfg, w->ck, *p, f->end, nargs, key, cred,
+		rc = exchange_key_compute(w->cfg, w->ck, *p, f->end, nargs, key, NULL,
 		                          log_enabled(LOG_LVL_ACCESS) ? cred_hash : NULL);
 		if (rc == -2)
 			return -SPOP_ERR_INVALID;
@@ -660,7 +672,8 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 		/* Set before the lookup: once queued, the leader's thread may
 		 * call it at any time. */
 		x->waiter.cb = exchange_waiter_cb;
-		res = cache_lookup(w->cache, key, cred, exchange_mono_ms(), &d, &x->waiter);
+		res = cache_lookup_lazy(w->cache, key, exchange_cred_fn, w->ck, exchange_mono_ms(),
+		                        &d, &x->waiter);
 		if (res == CACHE_HIT) {
 			exchange_hit(c, f, d, x->cred_hash);
 			exchange_release(w, x);

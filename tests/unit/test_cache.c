@@ -643,6 +643,61 @@ static void test_invalidate(void)
 	is_int(atomic_load(&dec_live), 0, "all released");
 }
 
+/* cache_lookup_lazy(): the cred callback runs only when a flight is created,
+ * and that flight is invalidated by the cred it wrote. */
+static int lazy_calls;
+
+static void lazy_cred(void *arg, uint8_t cred[CACHE_KEY_LEN])
+{
+	lazy_calls++;
+	mkkey(cred, 2, (uint64_t)(uintptr_t)arg);
+}
+
+static void test_lookup_lazy(void)
+{
+	struct cache *c = mkcache(1000, (size_t)1 << 30, 4, 0, 0);
+	struct decision *d, *out;
+	struct twaiter lead, w1, w2;
+
+	if (!c)
+		return;
+	twaiter_init(&lead);
+	twaiter_init(&w1);
+	twaiter_init(&w2);
+	lazy_calls = 0;
+	is_int(cache_lookup_lazy(c, KEY(7), lazy_cred, (void *)(uintptr_t)9, 10, &out, &lead.w),
+	       CACHE_MISS, "lazy: miss");
+	is_int(lazy_calls, 1, "  cred computed once for the new flight");
+	is_int(cache_lookup_lazy(c, KEY(7), lazy_cred, (void *)(uintptr_t)9, 10, &out, &w1.w),
+	       CACHE_COALESCED, "lazy: coalesced");
+	is_int(lazy_calls, 1, "  no cred for a waiter");
+	cache_invalidate_cred(c, CRED(9), 11);
+	d = dec_new(7, 10);
+	cache_complete(c, KEY(7), d, 100000, 12, NULL);
+	ok(w1.calls == 1 && w1.d == d, "  waiter answered");
+	dec_unref(w1.d);
+	ok(!hit(c, 7, 13), "  the lazily written cred is what a logout matches");
+	dec_unref(d);
+
+	lazy_calls = 0;
+	is_int(cache_lookup_lazy(c, KEY(8), lazy_cred, (void *)(uintptr_t)9, 20, &out, NULL),
+	       CACHE_MISS, "lazy: miss without a waiter");
+	is_int(lazy_calls, 0, "  no flight, no cred");
+	cache_complete(c, KEY(8), d = dec_new(8, 10), 100000, 21, NULL);
+	dec_unref(d);
+	is_int(cache_lookup_lazy(c, KEY(7), lazy_cred, (void *)(uintptr_t)9, 30, &out, &w2.w),
+	       CACHE_MISS, "lazy: miss again");
+	cache_complete(c, KEY(7), d = dec_new(7, 10), 100000, 31, NULL);
+	dec_unref(d);
+	lazy_calls = 0;
+	is_int(cache_lookup_lazy(c, KEY(7), lazy_cred, (void *)(uintptr_t)9, 32, &out, &w1.w),
+	       CACHE_HIT, "lazy: hit");
+	is_int(lazy_calls, 0, "  no cred for a hit");
+	dec_unref(out);
+	cache_free(c);
+	is_int(atomic_load(&dec_live), 0, "lazy: all released");
+}
+
 static void test_logout_hold(void)
 {
 	struct cache *c = mkcache(1000, (size_t)1 << 30, 2, 0, 1000);
@@ -986,6 +1041,7 @@ int main(void)
 	test_evict_bytes();
 	test_expired_reclaim();
 	test_invalidate();
+	test_lookup_lazy();
 	test_logout_hold();
 	test_orphans();
 	test_free_pending();

@@ -332,6 +332,19 @@ static void test_incremental(void)
 	ok(cachekey_end(k, "1.1.1.1, 2.2.2.2", 16, "/p?q", 4, key, cred) == 0, "end");
 	is_mem(key, 32, a.key, 32, "incremental key == one call");
 	is_mem(cred, 32, a.cred, 32, "incremental cred == one call");
+	/* cred deferred: the same digest, once */
+	cachekey_begin(k);
+	for (i = 0; i < 3; i++)
+		cachekey_header(k, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+	memset(key, 0, sizeof(key));
+	memset(cred, 0, sizeof(cred));
+	ok(cachekey_end(k, "1.1.1.1, 2.2.2.2", 16, "/p?q", 4, key, NULL) == 0, "end, cred deferred");
+	is_mem(key, 32, a.key, 32, "  same key");
+	ok(cachekey_cred(k, cred) == 0, "  cachekey_cred");
+	is_mem(cred, 32, a.cred, 32, "  same cred");
+	ok(cachekey_cred(k, cred) < 0, "  only once");
+	cachekey_begin(k);
+	ok(cachekey_cred(k, cred) < 0, "  nothing deferred after begin");
 	/* a builder is reusable: an abandoned half request leaves no trace */
 	cachekey_begin(k);
 	cachekey_header(k, "junk", 4, "junk", 4);
