@@ -437,6 +437,7 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 		conn_close_after_flush(c);
 		return;
 	}
+	ev_timer_stop(c->w->loop, &c->hello);
 	c->max_frame = max;
 	c->st = CONN_ST_RUNNING;
 	log_debug("%s: handshake done, max-frame-size %u", c->peer, (unsigned)max);
@@ -574,6 +575,22 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 	conn_release(c);
 }
 
+/* No complete HAPROXY-HELLO in time: not HAProxy, or stuck. Without this a
+ * peer that connects and sends nothing (or half a HELLO) would hold one of
+ * max-connections for ever. */
+static void conn_hello_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+	static struct log_rl rl;
+
+	(void)loop;
+	(void)revents;
+	log_ratelimited(LOG_LVL_WARN, &rl, "%s: no HAPROXY-HELLO within %.0fs: closing",
+	                c->peer, CONN_HELLO_TIMEOUT_S);
+	c->dead = 1;
+	conn_release(c);
+}
+
 static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
@@ -608,7 +625,10 @@ struct conn *conn_new(struct worker *w, int fd, const char *peer)
 	c->linger.data = c;
 	ev_timer_init(&c->grace, conn_grace_cb, 0., 0.);
 	c->grace.data = c;
+	ev_timer_init(&c->hello, conn_hello_cb, CONN_HELLO_TIMEOUT_S, 0.);
+	c->hello.data = c;
 	ev_io_start(w->loop, &c->rio);
+	ev_timer_start(w->loop, &c->hello);
 	return c;
 
 out_free_conn:
@@ -628,6 +648,7 @@ void conn_free(struct conn *c)
 	ev_io_stop(loop, &c->wio);
 	ev_timer_stop(loop, &c->linger);
 	ev_timer_stop(loop, &c->grace);
+	ev_timer_stop(loop, &c->hello);
 	close(c->fd);
 	c->fd = -1;
 	while ((x = c->inflight)) {

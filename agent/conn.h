@@ -20,6 +20,10 @@ struct decision;
 struct exchange;
 struct worker;
 
+/* Seconds a new connection has to complete its HAPROXY-HELLO (HAProxy sends
+ * it at once and gives up itself after its `timeout hello`, 2 s here). */
+#define CONN_HELLO_TIMEOUT_S 5.0
+
 /* NOTIFYs in flight per connection before we stop reading (HAProxy itself
  * keeps at most 20 per connection, or max-waiting-frames in 2.x). */
 #define CONN_MAX_INFLIGHT 256
@@ -36,6 +40,8 @@ struct conn {
 	int fd;
 	ev_io rio, wio;
 	ev_timer linger;                /* bounds CLOSING when the peer stops reading */
+	ev_timer hello;                 /* bounds HELLO: a peer that never completes
+	                                 * its HAPROXY-HELLO frees its slot */
 	enum conn_state st;
 	uint32_t own_max;               /* our max-frame-size when accepted */
 	uint32_t max_frame;             /* negotiated (own_max before HELLO) */
