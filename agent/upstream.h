@@ -6,7 +6,10 @@
  * cache, so steady load reuses keep-alive connections instead of opening one
  * TCP connection per request: the cache holds every busy connection plus up
  * to keepalive-max idle ones (CURLMOPT_MAXCONNECTS follows the number of
- * running requests). Completions are delivered after
+ * running requests), and at most max-upstream-connections exist
+ * (CURLMOPT_MAX_HOST_CONNECTIONS): requests beyond it wait in curl's queue
+ * for a free one, within their timeout, instead of opening a connection
+ * each. Completions are delivered after
  * curl_multi_socket_action() returns (never from inside a curl callback), so
  * the completion callback may do anything, including starting new requests.
  */
@@ -53,8 +56,9 @@ typedef void (*upstream_done_fn)(void *arg, const struct upstream_response *resp
  * Returns NULL on allocation/curl failure. Call from the owning thread. */
 struct upstream *upstream_new(struct ev_loop *loop, const struct cfg *cfg);
 
-/* Applies a reloaded cfg's multi-level options (keepalive-max). Requests
- * already running keep their own options. */
+/* Applies a reloaded cfg's multi-level options (keepalive-max,
+ * max-upstream-connections) and drops the pooled easy handles configured for
+ * the previous cfg. Requests already running keep their own options. */
 void upstream_set_cfg(struct upstream *u, const struct cfg *cfg);
 
 /* Starts GET <url> with the extra request header lines <headers>[0..<n>-1]
