@@ -55,3 +55,29 @@ def test_upgrade_with_demo_session(demo):
     assert body["claims"]["sub"] == "alice"
     assert hdr(body, "Sec-WebSocket-Protocol") == [
         "v1.token.websocket.example.com, X-Example-Authorization." + token]
+
+
+def test_subprotocol_does_not_skip_the_exchange_for_other_upgrades_or_methods(fake):
+    # Only a GET with Upgrade: websocket may skip the exchange: any other
+    # Upgrade value, or another method, carrying Sec-WebSocket-Protocol is
+    # exchanged like any protected request (here: no credentials -> 401).
+    # (HAProxy itself answers 400 to a websocket Upgrade on a POST.)
+    proto = [("Sec-WebSocket-Protocol", "v1.token.websocket.example.com"),
+             ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+    before = biz_requests(fake)
+    for method, upgrade, want in (("GET", "h2c", 401), ("GET", "not-websocket", 401),
+                                  ("POST", "websocket", (400, 401))):
+        headers = [("Upgrade", upgrade), ("Connection", "Upgrade")] + proto
+        r = fake.request(method, "/api/business/ws", headers, body=b"" if method == "POST" else None)
+        assert r.status in (want if isinstance(want, tuple) else (want,)), (method, upgrade, r)
+    assert biz_requests(fake) == before
+
+
+def test_websocket_upgrade_value_is_case_insensitive(fake):
+    calls = fake.user.total_calls()
+    headers = [("Upgrade", "WebSocket"), ("Connection", "Upgrade"),
+               ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13"),
+               ("Sec-WebSocket-Protocol", "v1.token.websocket.example.com")]
+    r = fake.get("/api/business/ws", headers)
+    assert r.status == 200, r
+    assert fake.user.total_calls() == calls
