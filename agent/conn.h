@@ -25,8 +25,10 @@ struct worker;
 #define CONN_HELLO_TIMEOUT_S 5.0
 
 /* NOTIFYs in flight per connection before we stop reading (HAProxy itself
- * keeps at most 20 per connection, or max-waiting-frames in 2.x). */
-#define CONN_MAX_INFLIGHT 256
+ * keeps at most 20 per connection, or max-waiting-frames in 2.x). It also
+ * bounds what one connection can have queued for output at once: coalesced
+ * answers are ACKed together, up to this many frames of max-frame-size. */
+#define CONN_MAX_INFLIGHT 64
 
 enum conn_state {
 	CONN_ST_HELLO = 0,      /* waiting for HAPROXY-HELLO */
