@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include "cache.h"
 #include "cachekey.h"
 #include "cfg.h"
 #include "conn.h"
@@ -251,11 +252,22 @@ static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 	while ((m = rev)) {
 		rev = m->next;
 		if (m->type == WORKER_MSG_RELOAD) {
-			cfg_put(w->cfg);
+			struct cfg *old = w->cfg;
+			int reshaped;
+
 			w->cfg = m->cfg;      /* the message's reference */
 			m->cfg = NULL;
+			/* main empties the cache before posting, but until this
+			 * worker switches, its lookups still build old-shape answers
+			 * under keys the new config shares: empty it again now, which
+			 * also keeps leaders started before this point from storing. */
+			reshaped = w->cache && (!w->cfg->cache || w->cfg->cache != old->cache ||
+			                        cfg_cache_key_changed(old, w->cfg));
+			cfg_put(old);
 			upstream_set_cfg(w->up, w->cfg);
 			worker_rebuild_cachekey(w);
+			if (reshaped)
+				cache_invalidate_all(w->cache);
 		} else {
 			worker_start_drain(w);
 		}
