@@ -632,7 +632,7 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	struct exchange_inputs in;  /* ~6 KiB of stack: no allocation per miss */
 	struct exchange *x;
 	uint8_t key[CACHE_KEY_LEN];
-	char cred_hash[9];
+	char cred_hash[9] = "-";  /* also what a reload to 'access' in between reads */
 	int role = EXCHANGE_CACHE_BYPASS, rc;
 
 	pthread_once(&exchange_once, exchange_static_init);
@@ -737,7 +737,7 @@ static int exchange_logout(struct conn *c, const struct spop_frame *f,
 {
 	struct worker *w = c->w;
 	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
-	char cred_hash[9];
+	char cred_hash[9] = "-";  /* also what a reload to 'access' in between reads */
 	const uint8_t *a;
 	size_t len;
 	int rc = -1;

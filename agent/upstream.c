@@ -256,12 +256,16 @@ static void upstream_req_unlink(struct upstream *u, struct upstream_req *q)
 static void upstream_req_free(struct upstream *u, struct upstream_req *q)
 {
 	if (q->easy) {
-		/* Pooled with its options: the pointers into <q> it keeps
-		 * (header list, private, data) are set again by the next
-		 * request before curl uses them. */
-		if (q->gen == u->gen && u->n_pool < UPSTREAM_POOL_MAX)
+		/* Pooled with its options, but not with pointers into <q>,
+		 * which is freed below: no reachable pointer to freed memory,
+		 * even if a later request forgot to set one of them. */
+		if (q->gen == u->gen && u->n_pool < UPSTREAM_POOL_MAX) {
+			curl_easy_setopt(q->easy, CURLOPT_HTTPHEADER, NULL);
+			curl_easy_setopt(q->easy, CURLOPT_PRIVATE, NULL);
+			curl_easy_setopt(q->easy, CURLOPT_WRITEDATA, NULL);
+			curl_easy_setopt(q->easy, CURLOPT_HEADERDATA, NULL);
 			u->pool[u->n_pool++] = q->easy;
-		else
+		} else
 			curl_easy_cleanup(q->easy);
 		q->easy = NULL;
 	}

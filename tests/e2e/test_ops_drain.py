@@ -109,7 +109,7 @@ def two_agents(fake_user, demo_services, haproxy_bin, agent_bin, logdir, tmp_pat
         stop_all(procs, strict=("agent", "agent2"))
 
 
-def test_sigterm_one_of_two_agents_under_load_gives_no_5xx(two_agents):
+def test_sigterm_one_of_two_agents_under_load_fails_nothing_but_cut_or_crossing(two_agents):
     gw_port, procs, case = two_agents
     agent1 = procs[0]
     # Both servers UP: HAProxy's health checks every 200 ms, rise 1.
@@ -132,10 +132,14 @@ def test_sigterm_one_of_two_agents_under_load_gives_no_5xx(two_agents):
     # HAProxy 2.6 hands each new NOTIFY of a thread to its most recently
     # active SPOE applet: a connection of the draining agent may stay busy
     # until the deadline, which then cuts the exchanges it has in flight.
-    # Those, and only those, may fail.
+    # Those may fail. So may a NOTIFY that HAProxy 2.6 wrote just before it
+    # read our AGENT-DISCONNECT (sent at a moment with nothing in flight and
+    # nothing unread): 2.6 fails it rather than requeue it, and no agent can
+    # close that window. Seen at most once per drain; allow two.
     cut = re.search(r"drain timeout: closing \d+ connection\(s\), aborting (\d+) exchange",
                     agent1.tail(1 << 22))
-    allowed = int(cut.group(1)) if cut else 0
+    crossings = 2
+    allowed = (int(cut.group(1)) if cut else 0) + crossings
     assert sum(bad.values()) <= allowed and set(bad) <= {503}, \
         "requests not answered 200 during the drain: %s (before %s, during %s, after %s; " \
         "cut by the deadline: %d)" % (bad, dict(before), dict(during), dict(after), allowed)
