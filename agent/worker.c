@@ -151,6 +151,10 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 		METRICS_INC(w->met.conns);
 		METRICS_INC(w->met.conns_total);
 		log_debug("%s: connected", peer);
+		/* During the drain grace a new connection is served (its
+		 * health-check HELLO is refused): it may free <c>. */
+		if (w->draining)
+			conn_drain(c);
 	}
 }
 
@@ -184,17 +188,30 @@ static void worker_drain_timeout_cb(struct ev_loop *loop, ev_timer *t, int reven
 	ev_break(loop, EVBREAK_ALL);
 }
 
+static void worker_listen_grace_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)revents;
+	worker_close_listener(t->data);
+}
+
+/* The listener stays open for the drain grace: until HAProxy's health check
+ * (refused from now on) marks this agent DOWN, HAProxy may still open
+ * connections here, and a refused connect fails the NOTIFYs queued for it
+ * (HAProxy 2.6), where an accepted one serves them. */
 static void worker_start_drain(struct worker *w)
 {
 	struct conn *c, *next;
+	double drain = (double)w->cfg->drain_timeout_ms / 1000.0;
 
 	if (w->draining)
 		return;
 	w->draining = 1;
-	worker_close_listener(w);
 	log_debug("draining %u connection(s), %u exchange(s)", w->n_conns, w->n_exchanges);
-	ev_timer_set(&w->drain_timer, (double)w->cfg->drain_timeout_ms / 1000.0, 0.);
+	ev_timer_set(&w->drain_timer, drain, 0.);
 	ev_timer_start(w->loop, &w->drain_timer);
+	ev_timer_set(&w->listen_grace, drain * CONN_DRAIN_GRACE_FRACTION, 0.);
+	ev_timer_start(w->loop, &w->listen_grace);
 	for (c = w->conns; c; c = next) {
 		next = c->next;  /* conn_drain may free <c> */
 		conn_drain(c);
@@ -382,6 +399,8 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
 	w->accept_pause.data = w;
 	ev_timer_init(&w->drain_timer, worker_drain_timeout_cb, 0., 0.);
 	w->drain_timer.data = w;
+	ev_timer_init(&w->listen_grace, worker_listen_grace_cb, 0., 0.);
+	w->listen_grace.data = w;
 	ev_async_init(&w->inbox_w, worker_inbox_cb);
 	w->inbox_w.data = w;
 	/* Started here, before the thread exists, so a post made right after
@@ -469,6 +488,7 @@ void worker_free(struct worker *w)
 	w->ck = NULL;
 	worker_close_listener(w);
 	ev_timer_stop(w->loop, &w->drain_timer);
+	ev_timer_stop(w->loop, &w->listen_grace);
 	ev_async_stop(w->loop, &w->inbox_w);
 	while ((m = w->inbox)) {
 		w->inbox = m->next;

@@ -48,6 +48,7 @@ struct worker {
 	unsigned n_exchanges;           /* running, orphans included */
 	int draining;
 	ev_timer drain_timer;
+	ev_timer listen_grace;          /* drain: closes the listener when the grace ends */
 	struct metrics met;
 	char name[16];
 };

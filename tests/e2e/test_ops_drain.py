@@ -20,6 +20,11 @@ from harness import (HAPROXY_CFG, HOST, free_ports, http, new_case, start_agent,
 CLIENTS = 20
 USER_DELAY = 0.01
 DRAIN_TIMEOUT = "5s"
+DRAIN_SECONDS = 5.0
+# NOTIFYs HAProxy 2.6 wrote just before reading our AGENT-DISCONNECT: it fails
+# them instead of requeueing them, and no agent can close that window. Seen
+# up to twice in one drain.
+CROSSINGS = 2
 
 
 def derived_cfg(tmp_path, n_agents):
@@ -130,19 +135,24 @@ def test_sigterm_one_of_two_agents_under_load_fails_nothing_but_cut_or_crossing(
     assert before.get(200, 0) > 50 and after.get(200, 0) > 50, total
     bad = {st: n for st, n in total.items() if st != 200}
     # HAProxy 2.6 hands each new NOTIFY of a thread to its most recently
-    # active SPOE applet: a connection of the draining agent may stay busy
-    # until the deadline, which then cuts the exchanges it has in flight.
-    # Those may fail. So may a NOTIFY that HAProxy 2.6 wrote just before it
-    # read our AGENT-DISCONNECT (sent at a moment with nothing in flight and
-    # nothing unread): 2.6 fails it rather than requeue it, and no agent can
-    # close that window. Seen at most once per drain; allow two.
+    # active SPOE applet: under steady load a connection of the draining agent
+    # may stay busy until the drain deadline, which then cuts what it has in
+    # flight, and 2.6 also fails the NOTIFYs it had written but we had not read
+    # yet. Those, and a NOTIFY crossing our AGENT-DISCONNECT, may fail; nothing
+    # that started before the last moments of the drain may.
     cut = re.search(r"drain timeout: closing \d+ connection\(s\), aborting (\d+) exchange",
                     agent1.tail(1 << 22))
-    crossings = 2
-    allowed = (int(cut.group(1)) if cut else 0) + crossings
-    assert sum(bad.values()) <= allowed and set(bad) <= {503}, \
+    deadline = t_term + DRAIN_SECONDS if cut else t_exit
+    early = {st: n for st, n in load.count(0, deadline - 0.5).items() if st != 200}
+    assert sum(early.values()) <= CROSSINGS, \
+        "requests failed before the drain deadline: %s (during %s)" % (early, dict(during))
+    assert set(bad) <= {503}, bad
+    # Bounded: what one cut can hold (64 in flight per connection is the
+    # agent's own bound; HAProxy keeps 20 at most) plus the crossings.
+    allowed = (int(cut.group(1)) if cut else 0) + 20 + CROSSINGS
+    assert sum(bad.values()) <= allowed, \
         "requests not answered 200 during the drain: %s (before %s, during %s, after %s; " \
-        "cut by the deadline: %d)" % (bad, dict(before), dict(during), dict(after), allowed)
+        "allowed %d)" % (bad, dict(before), dict(during), dict(after), allowed)
 
 
 def test_sigterm_single_agent_fails_closed(fake_user, demo_services, haproxy_bin, agent_bin,
