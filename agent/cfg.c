@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,12 +40,30 @@ struct cfg_builder;
 /* Parses <val> into the builder. Returns 0, or -1 with a reason in <why>. */
 typedef int (*cfg_parse_fn)(struct cfg_builder *b, const char *val, char *why);
 
+/* How a key's value is parsed: by its own function, or (plain numbers,
+ * durations, sizes and booleans) by cfg_p_num() from the table's bounds
+ * into the cfg field at <off>, of <width> bytes. */
+enum cfg_kind {
+	CFG_K_FN = 0,
+	CFG_K_UINT,            /* decimal */
+	CFG_K_SIZE,            /* bytes, k, m */
+	CFG_K_DUR,             /* ms, s, m; bare = ms; stored as unsigned ms */
+	CFG_K_BOOL,            /* on/off...; stored as int */
+};
+
 struct cfg_key {
 	const char *name;
 	const char *def;       /* NULL: unset by default */
 	const char *help;
-	cfg_parse_fn parse;
+	cfg_parse_fn parse;    /* CFG_K_FN only */
+	enum cfg_kind kind;
+	size_t off, width;     /* the struct cfg field, for the other kinds */
+	unsigned long long min, max;
 };
+
+#define CFG_FN(fn)  (fn), CFG_K_FN, 0, 0, 0, 0
+#define CFG_NUM(kind, field, lo, hi) \
+	NULL, (kind), offsetof(struct cfg, field), sizeof(((struct cfg *)0)->field), (lo), (hi)
 
 /* Parsing state: the cfg being filled plus, per list key, which source last
  * set it (a new source replaces the list, the same source appends). */
@@ -310,36 +329,6 @@ static int cfg_p_listen(struct cfg_builder *b, const char *val, char *why)
 	return cfg_strdup(&b->c->listen, val, why);
 }
 
-static int cfg_p_workers(struct cfg_builder *b, const char *val, char *why)
-{
-	unsigned long long v;
-
-	if (cfg_parse_uint(val, 0, 1024, &v, why) < 0)
-		return -1;
-	b->c->workers = (unsigned)v;
-	return 0;
-}
-
-static int cfg_p_max_frame(struct cfg_builder *b, const char *val, char *why)
-{
-	unsigned long long v;
-
-	if (cfg_parse_size(val, 256, 1048576, &v, why) < 0)
-		return -1;
-	b->c->max_frame_size = (uint32_t)v;
-	return 0;
-}
-
-static int cfg_p_max_conns(struct cfg_builder *b, const char *val, char *why)
-{
-	unsigned long long v;
-
-	if (cfg_parse_uint(val, 1, 1000000, &v, why) < 0)
-		return -1;
-	b->c->max_connections = (unsigned)v;
-	return 0;
-}
-
 static int cfg_p_url(struct cfg_builder *b, const char *val, char *why)
 {
 	const char *host;
@@ -371,46 +360,6 @@ static int cfg_p_forward(struct cfg_builder *b, const char *val, char *why)
 	                       NULL, NULL, val, 1, why);
 }
 
-static int cfg_p_timeout(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 1, 3600000, &b->c->timeout_ms, why);
-}
-
-static int cfg_p_connect_timeout(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 1, 3600000, &b->c->connect_timeout_ms, why);
-}
-
-static int cfg_p_max_resp(struct cfg_builder *b, const char *val, char *why)
-{
-	unsigned long long v;
-
-	if (cfg_parse_size(val, 1, 64 * 1024 * 1024, &v, why) < 0)
-		return -1;
-	b->c->max_response_size = (size_t)v;
-	return 0;
-}
-
-static int cfg_p_keepalive(struct cfg_builder *b, const char *val, char *why)
-{
-	unsigned long long v;
-
-	if (cfg_parse_uint(val, 0, 100000, &v, why) < 0)
-		return -1;
-	b->c->keepalive_max = (unsigned)v;
-	return 0;
-}
-
-static int cfg_p_max_upstream(struct cfg_builder *b, const char *val, char *why)
-{
-	unsigned long long v;
-
-	if (cfg_parse_uint(val, 0, 100000, &v, why) < 0)
-		return -1;
-	b->c->max_upstream_conns = (unsigned)v;
-	return 0;
-}
-
 /* TLS files must be readable now: failing at the first request is worse. */
 static int cfg_p_file(char **dst, const char *val, char *why)
 {
@@ -432,11 +381,6 @@ static int cfg_p_cert(struct cfg_builder *b, const char *val, char *why)
 static int cfg_p_key(struct cfg_builder *b, const char *val, char *why)
 {
 	return cfg_p_file(&b->c->client_key, val, why);
-}
-
-static int cfg_p_tls_verify(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_bool_str(val, &b->c->tls_verify, why);
 }
 
 static int cfg_p_prefix(struct cfg_builder *b, const char *val, char *why)
@@ -474,11 +418,6 @@ static int cfg_p_log_level(struct cfg_builder *b, const char *val, char *why)
 	return 0;
 }
 
-static int cfg_p_drain(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 0, 3600000, &b->c->drain_timeout_ms, why);
-}
-
 /* The admin (metrics/health) listener: an address, or "off". */
 static int cfg_p_admin_listen(struct cfg_builder *b, const char *val, char *why)
 {
@@ -506,11 +445,6 @@ static int cfg_p_admin_token(struct cfg_builder *b, const char *val, char *why)
 	return cfg_strdup(&b->c->admin_token, val, why);
 }
 
-static int cfg_p_cache(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_bool_str(val, &b->c->cache, why);
-}
-
 static int cfg_p_cache_entries(struct cfg_builder *b, const char *val, char *why)
 {
 	unsigned long long v;
@@ -519,16 +453,6 @@ static int cfg_p_cache_entries(struct cfg_builder *b, const char *val, char *why
 	if (cfg_parse_uint(val, 1, 1ull << 28, &v, why) < 0)
 		return -1;
 	b->c->cache_max_entries = (size_t)v;
-	return 0;
-}
-
-static int cfg_p_cache_bytes(struct cfg_builder *b, const char *val, char *why)
-{
-	unsigned long long v;
-
-	if (cfg_parse_size(val, 4096, 1ull << 40, &v, why) < 0)
-		return -1;
-	b->c->cache_max_bytes = (size_t)v;
 	return 0;
 }
 
@@ -547,41 +471,6 @@ static int cfg_p_cache_shards(struct cfg_builder *b, const char *val, char *why)
 /* Cache durations: up to a day; 0 allowed (each key says what 0 means). */
 #define CFG_CACHE_DUR_MAX 86400000u
 
-static int cfg_p_cache_ttl(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_ttl_ms, why);
-}
-
-static int cfg_p_cache_deny_ttl(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_deny_ttl_ms, why);
-}
-
-static int cfg_p_cache_max_ttl(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_max_ttl_ms, why);
-}
-
-static int cfg_p_cache_grace(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 0, CFG_CACHE_DUR_MAX, &b->c->cache_stale_grace_ms, why);
-}
-
-static int cfg_p_cache_hold(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_duration(val, 0, 3600000, &b->c->cache_logout_hold_ms, why);
-}
-
-static int cfg_p_cache_key_uri(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_bool_str(val, &b->c->cache_key_uri, why);
-}
-
-static int cfg_p_cache_key_client(struct cfg_builder *b, const char *val, char *why)
-{
-	return cfg_parse_bool_str(val, &b->c->cache_key_client, why);
-}
-
 /* Cookie names: RFC 6265 tokens (the header-name charset), case kept. */
 static int cfg_p_cache_key_cookies(struct cfg_builder *b, const char *val, char *why)
 {
@@ -599,70 +488,123 @@ static int cfg_p_cache_key_cookies(struct cfg_builder *b, const char *val, char 
 	return 0;
 }
 
+/* Parses a CFG_K_UINT/SIZE/DUR/BOOL key <k> into its field of <c>. */
+static int cfg_p_num(struct cfg *c, const struct cfg_key *k, const char *val, char *why)
+{
+	unsigned long long v = 0;
+	void *field = (char *)c + k->off;
+
+	switch (k->kind) {
+	case CFG_K_UINT:
+		if (cfg_parse_uint(val, k->min, k->max, &v, why) < 0)
+			return -1;
+		break;
+	case CFG_K_SIZE:
+		if (cfg_parse_size(val, k->min, k->max, &v, why) < 0)
+			return -1;
+		break;
+	case CFG_K_DUR: {
+		unsigned ms = 0;
+
+		if (cfg_parse_duration(val, (unsigned)k->min, (unsigned)k->max, &ms, why) < 0)
+			return -1;
+		v = ms;
+		break;
+	}
+	case CFG_K_BOOL: {
+		int b = 0;
+
+		if (cfg_parse_bool_str(val, &b, why) < 0)
+			return -1;
+		v = (unsigned long long)b;
+		break;
+	}
+	default:
+		return cfg_why(why, "internal: key kind %d", (int)k->kind);
+	}
+	/* The table's bounds fit the field: the narrowing is exact. */
+	switch (k->width) {
+	case sizeof(uint32_t): {
+		uint32_t x = (uint32_t)v;
+
+		memcpy(field, &x, sizeof(x));
+		return 0;
+	}
+	case sizeof(uint64_t): {
+		uint64_t x = (uint64_t)v;
+
+		memcpy(field, &x, sizeof(x));
+		return 0;
+	}
+	default:
+		return cfg_why(why, "internal: field width %zu", k->width);
+	}
+}
+
 static const struct cfg_key cfg_keys[] = {
 	{ "listen", CFG_DEFAULT_LISTEN,
-	  "SPOP listen address (host:port, [v6]:port)", cfg_p_listen },
-	{ "workers", "0", "worker threads (0 = CPU count)", cfg_p_workers },
+	  "SPOP listen address (host:port, [v6]:port)", CFG_FN(cfg_p_listen) },
+	{ "workers", "0", "worker threads (0 = CPU count)", CFG_NUM(CFG_K_UINT, workers, 0, 1024) },
 	{ "max-frame-size", "16380",
-	  "our SPOP max frame size (256..1048576)", cfg_p_max_frame },
-	{ "max-connections", "1024", "SPOP connections per worker", cfg_p_max_conns },
+	  "our SPOP max frame size (256..1048576)", CFG_NUM(CFG_K_SIZE, max_frame_size, 256, 1048576) },
+	{ "max-connections", "1024", "SPOP connections per worker", CFG_NUM(CFG_K_UINT, max_connections, 1, 1000000) },
 	{ "user-service-url", "http://127.0.0.1:8101/api/user/token",
-	  "user service URL; request_uri= is appended", cfg_p_url },
+	  "user service URL; request_uri= is appended", CFG_FN(cfg_p_url) },
 	{ "forward-headers", "cookie authorization x-example-authorization",
-	  "SPOE args forwarded as request headers", cfg_p_forward },
+	  "SPOE args forwarded as request headers", CFG_FN(cfg_p_forward) },
 	{ "timeout", "1000ms",
 	  "whole user-service exchange (keep below HAProxy's timeout processing)",
-	  cfg_p_timeout },
-	{ "connect-timeout", "300ms", "user-service connect timeout", cfg_p_connect_timeout },
+	  CFG_NUM(CFG_K_DUR, timeout_ms, 1, 3600000) },
+	{ "connect-timeout", "300ms", "user-service connect timeout", CFG_NUM(CFG_K_DUR, connect_timeout_ms, 1, 3600000) },
 	{ "max-response-size", "8192",
-	  "response body bound in bytes; bigger = error", cfg_p_max_resp },
+	  "response body bound in bytes; bigger = error", CFG_NUM(CFG_K_SIZE, max_response_size, 1, 64 * 1024 * 1024) },
 	{ "keepalive-max", "64",
-	  "idle keep-alive connections per worker (CURLMOPT_MAXCONNECTS)", cfg_p_keepalive },
+	  "idle keep-alive connections per worker (CURLMOPT_MAXCONNECTS)", CFG_NUM(CFG_K_UINT, keepalive_max, 0, 100000) },
 	{ "max-upstream-connections", "64",
 	  "user-service connections per worker; more requests queue (0 = unlimited)",
-	  cfg_p_max_upstream },
-	{ "ca-file", NULL, "CA bundle for https (default: system store)", cfg_p_ca },
-	{ "client-cert", NULL, "client certificate for https", cfg_p_cert },
-	{ "client-key", NULL, "client private key for https", cfg_p_key },
-	{ "tls-verify", "on", "https peer and host verification", cfg_p_tls_verify },
+	  CFG_NUM(CFG_K_UINT, max_upstream_conns, 0, 100000) },
+	{ "ca-file", NULL, "CA bundle for https (default: system store)", CFG_FN(cfg_p_ca) },
+	{ "client-cert", NULL, "client certificate for https", CFG_FN(cfg_p_cert) },
+	{ "client-key", NULL, "client private key for https", CFG_FN(cfg_p_key) },
+	{ "tls-verify", "on", "https peer and host verification", CFG_NUM(CFG_K_BOOL, tls_verify, 0, 1) },
 	{ "var-prefix", "auth",
-	  "must equal the SPOE option var-prefix (used for name-length checks)", cfg_p_prefix },
+	  "must equal the SPOE option var-prefix (used for name-length checks)", CFG_FN(cfg_p_prefix) },
 	{ "copy-header", NULL,
-	  "response headers copied as hdr.<name> (repeatable, space-separated)", cfg_p_copy },
-	{ "log-level", "info", "error, warn, info, access or debug", cfg_p_log_level },
+	  "response headers copied as hdr.<name> (repeatable, space-separated)", CFG_FN(cfg_p_copy) },
+	{ "log-level", "info", "error, warn, info, access or debug", CFG_FN(cfg_p_log_level) },
 	{ "drain-timeout", "5s",
-	  "on SIGTERM, how long in-flight exchanges may take", cfg_p_drain },
+	  "on SIGTERM, how long in-flight exchanges may take", CFG_NUM(CFG_K_DUR, drain_timeout_ms, 0, 3600000) },
 	{ "admin-listen", CFG_DEFAULT_ADMIN_LISTEN,
 	  "HTTP listener for /metrics, /healthz, POST /cache/invalidate (host:port, [v6]:port, or off)",
-	  cfg_p_admin_listen },
+	  CFG_FN(cfg_p_admin_listen) },
 	{ "admin-token", NULL,
 	  "bearer token for POST /cache/invalidate (>= 16 chars); unset = endpoint answers 403",
-	  cfg_p_admin_token },
+	  CFG_FN(cfg_p_admin_token) },
 	{ "cache", "off",
 	  "decision cache (on/off); off by default: a cached allow outlives a revocation "
-	  "at the user service by up to cache-ttl", cfg_p_cache },
-	{ "cache-max-entries", "100000", "cache entry bound (whole process)", cfg_p_cache_entries },
+	  "at the user service by up to cache-ttl", CFG_NUM(CFG_K_BOOL, cache, 0, 1) },
+	{ "cache-max-entries", "100000", "cache entry bound (whole process)", CFG_FN(cfg_p_cache_entries) },
 	{ "cache-max-bytes", "64m", "cache byte bound (per entry: 120 + decision size)",
-	  cfg_p_cache_bytes },
+	  CFG_NUM(CFG_K_SIZE, cache_max_bytes, 4096, 1ull << 40) },
 	{ "cache-shards", "64", "cache shards, a power of two (lowered for small bounds)",
-	  cfg_p_cache_shards },
+	  CFG_FN(cfg_p_cache_shards) },
 	{ "cache-ttl", "10s", "TTL of a 2xx without Cache-Control max-age/s-maxage",
-	  cfg_p_cache_ttl },
+	  CFG_NUM(CFG_K_DUR, cache_ttl_ms, 0, CFG_CACHE_DUR_MAX) },
 	{ "cache-deny-ttl", "2s", "TTL bound for 3xx/4xx answers (0 = never cache denials)",
-	  cfg_p_cache_deny_ttl },
+	  CFG_NUM(CFG_K_DUR, cache_deny_ttl_ms, 0, CFG_CACHE_DUR_MAX) },
 	{ "cache-max-ttl", "5m", "cap on every TTL, the service's max-age included (0 = none)",
-	  cfg_p_cache_max_ttl },
+	  CFG_NUM(CFG_K_DUR, cache_max_ttl_ms, 0, CFG_CACHE_DUR_MAX) },
 	{ "cache-stale-grace", "0",
 	  "stale-if-error: serve an entry this long past expiry when the service fails (0 = off)",
-	  cfg_p_cache_grace },
+	  CFG_NUM(CFG_K_DUR, cache_stale_grace_ms, 0, CFG_CACHE_DUR_MAX) },
 	{ "cache-logout-hold", "2s",
-	  "after a logout, answers for that session are not stored this long", cfg_p_cache_hold },
-	{ "cache-key-uri", "on", "the request URI is part of the cache key", cfg_p_cache_key_uri },
+	  "after a logout, answers for that session are not stored this long", CFG_NUM(CFG_K_DUR, cache_logout_hold_ms, 0, 3600000) },
+	{ "cache-key-uri", "on", "the request URI is part of the cache key", CFG_NUM(CFG_K_BOOL, cache_key_uri, 0, 1) },
 	{ "cache-key-client", "on", "the X-Forwarded-For sent is part of the cache key",
-	  cfg_p_cache_key_client },
+	  CFG_NUM(CFG_K_BOOL, cache_key_client, 0, 1) },
 	{ "cache-key-cookies", NULL,
 	  "keep only these cookies of the Cookie header in the key (space-separated, repeatable)",
-	  cfg_p_cache_key_cookies },
+	  CFG_FN(cfg_p_cache_key_cookies) },
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -771,7 +713,7 @@ static int cfg_apply(struct cfg_builder *b, const char *kname, size_t klen,
 		return -1;
 	}
 	why[0] = 0;
-	if (k->parse(b, val, why) < 0) {
+	if ((k->kind == CFG_K_FN ? k->parse(b, val, why) : cfg_p_num(b->c, k, val, why)) < 0) {
 		snprintf(err, errlen, "%s: %s '%s%s': %s", b->where,
 		         cmdline ? "option" : "key", cmdline ? "--" : "", k->name, why);
 		return -1;
