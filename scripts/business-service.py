@@ -16,43 +16,22 @@ of requests served.
 Flags: --host (127.0.0.1), --port (8102), --quiet.
 """
 import argparse
-import base64
-import hashlib
-import hmac
 import http.server
 import json
 import os
 import sys
 import threading
-import time
+
+from demo_common import Server, jwt_verify
 
 IDENTITY_HEADER = "X-Example-Authorization"
-
-
-def b64url_decode(text):
-    text = text.encode("ascii")
-    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
 
 
 def verify(key, token):
     """(claims, None) for a valid unexpired HS256 token, else (None, why)."""
     if not key:
         return None, "DEMO_JWT_SECRET not set"
-    try:
-        header_b64, payload_b64, sig_b64 = token.split(".")
-        if json.loads(b64url_decode(header_b64)).get("alg") != "HS256":
-            return None, "alg is not HS256"
-        expected = hmac.new(key, (header_b64 + "." + payload_b64).encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, b64url_decode(sig_b64)):
-            return None, "bad signature"
-        claims = json.loads(b64url_decode(payload_b64))
-        if not isinstance(claims, dict):
-            return None, "claims are not an object"
-        if int(claims.get("exp", 0)) <= time.time():
-            return None, "expired"
-        return claims, None
-    except (ValueError, TypeError, UnicodeError, AttributeError):
-        return None, "malformed token"
+    return jwt_verify(key, token)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -112,17 +91,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = handle_any
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
-
-    def handle_error(self, request, client_address):
-        # A client (the agent's keep-alive pool, HAProxy) closing or resetting
-        # an idle connection is normal; anything else is worth a traceback.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
 
 
 def main():

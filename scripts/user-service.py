@@ -26,7 +26,6 @@ DEMO_SESSION_SECRET; each is random at start when unset.
 Flags: --host (127.0.0.1), --port (8101), --quiet.
 """
 import argparse
-import base64
 import collections
 import hashlib
 import hmac
@@ -40,6 +39,8 @@ import sys
 import threading
 import time
 import urllib.parse
+
+from demo_common import Server, b64url, b64url_decode, jwt_encode, jwt_verify
 
 USERS = {
     "alice": {"password": "alice", "name": "Alice Liddell", "role": "user"},
@@ -55,46 +56,15 @@ ADMIN_PREFIX = "/api/business/admin"
 REALM = 'Bearer realm="example"'
 
 
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text):
-    if isinstance(text, str):
-        text = text.encode("ascii")
-    return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
-
-
 class Keys:
     def __init__(self):
         self.jwt = os.environ.get("DEMO_JWT_SECRET", "").encode() or secrets.token_bytes(32)
         self.session = os.environ.get("DEMO_SESSION_SECRET", "").encode() or secrets.token_bytes(32)
 
 
-def jwt_encode(key, claims):
-    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
-    signing_input = (header + "." + payload).encode("ascii")
-    sig = hmac.new(key, signing_input, hashlib.sha256).digest()
-    return header + "." + payload + "." + b64url(sig)
-
-
 def jwt_decode(key, token, now=None):
     """Returns the claims of a valid, unexpired HS256 token, else None."""
-    try:
-        header_b64, payload_b64, sig_b64 = token.split(".")
-        header = json.loads(b64url_decode(header_b64))
-        if header.get("alg") != "HS256":
-            return None
-        expected = hmac.new(key, (header_b64 + "." + payload_b64).encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, b64url_decode(sig_b64)):
-            return None
-        claims = json.loads(b64url_decode(payload_b64))
-        if not isinstance(claims, dict) or int(claims.get("exp", 0)) <= (now or time.time()):
-            return None
-        return claims
-    except (ValueError, TypeError, UnicodeError, AttributeError):
-        return None
+    return jwt_verify(key, token, now)[0]
 
 
 def session_encode(key, payload):
@@ -301,17 +271,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 dict(session, iat=now, exp=now + SESSION_TTL))))
         return self.reply(200, token, "text/plain", headers,
                           cache_control="no-store" if headers else TOKEN_CACHE_ALLOW)
-
-
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024   # bursts of new keep-alive connections from the agent
-
-    def handle_error(self, request, client_address):
-        # A client (the agent's keep-alive pool, HAProxy) closing or resetting
-        # an idle connection is normal; anything else is worth a traceback.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
 
 
 def main():
