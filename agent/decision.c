@@ -139,10 +139,37 @@ void decision_put(struct decision *d)
 
 /* ---- build ---- */
 
+/* Bytes no header value may carry: C0 controls and DEL. */
+#define DECISION_CTL_LAST 0x1f
+#define DECISION_DEL 0x7f
+
+/* The token of a 2xx text answer: <body> (<len> bytes) less exactly one
+ * trailing "\n" or "\r\n", which text servers add after their output. Sets
+ * <*tok_len> and returns 1; returns 0 when what is left holds a control byte
+ * (CR, LF, NUL, TAB, ... or DEL): such a token cannot travel in a header, so
+ * the answer is unusable. Never reads past <len>, never writes <body>. */
+static int decision_token(const char *body, size_t len, size_t *tok_len)
+{
+	if (len >= 1 && body[len - 1] == '\n') {
+		len--;
+		if (len >= 1 && body[len - 1] == '\r')
+			len--;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)body[i];
+
+		if (ch <= DECISION_CTL_LAST || ch == DECISION_DEL)
+			return 0;
+	}
+	*tok_len = len;
+	return 1;
+}
+
 /* Encodes every action of <r>. Returns 1, or 0 when it does not fit. */
 static int decision_encode(uint8_t **p, const uint8_t *end,
                            const struct upstream_response *r, const struct cfg *cfg,
-                           enum decision_outcome o, unsigned *claims_skipped)
+                           enum decision_outcome o, size_t token_len,
+                           unsigned *claims_skipped)
 {
 	static const char *const sc_names[UPSTREAM_MAX_SET_COOKIE] = {
 		"set_cookie", "set_cookie2", "set_cookie3", "set_cookie4",
@@ -152,7 +179,7 @@ static int decision_encode(uint8_t **p, const uint8_t *end,
 	if (!decision_put_status(p, end, r->status, o))
 		return 0;
 	if (o == DECISION_ALLOW) {
-		if (!decision_put_str(p, end, "token", body, r->body_len))
+		if (!decision_put_str(p, end, "token", body, token_len))
 			return 0;
 	} else {
 		if (!decision_put_str(p, end, "body", body, r->body_len))
@@ -191,18 +218,23 @@ struct decision *decision_build(const struct upstream_response *r,
 	uint8_t *p;
 	const uint8_t *end;
 	unsigned skipped = 0;
+	size_t token_len = r->body_len;
 
 	*too_big = 0;
 	if (r->status == 0)
 		return decision_error();
 	o = (r->status >= 200 && r->status < 300) ? DECISION_ALLOW : DECISION_DENY;
+	/* A msgpack allow carries claims, not a text token: its body stays as is. */
+	if (o == DECISION_ALLOW && !decision_is_msgpack(r->content_type) &&
+	    !decision_token(r->body ? r->body : "", r->body_len, &token_len))
+		return decision_error();
 
 	d = malloc(sizeof(*d) + cfg->max_frame_size);
 	if (!d)
 		return NULL;
 	p = d->actions;
 	end = d->actions + cfg->max_frame_size;
-	if (!decision_encode(&p, end, r, cfg, o, &skipped)) {
+	if (!decision_encode(&p, end, r, cfg, o, token_len, &skipped)) {
 		free(d);
 		d = NULL;
 		*too_big = 1;

@@ -38,7 +38,9 @@ struct decision {
 };
 
 /* Builds the decision for upstream response <r> under <cfg>: variables as in
- * docs/design.md. If the actions do not fit cfg->max_frame_size (the largest
+ * docs/design.md. A 2xx text body (not msgpack) becomes the token less one
+ * trailing "\n" or "\r\n"; any other control byte left in it makes the
+ * answer unusable: the shared error decision (<*too_big> 0). If the actions do not fit cfg->max_frame_size (the largest
  * frame we could ever send), returns the shared error decision and sets
  * <*too_big> to 1 (else 0). Returns NULL only when out of memory. The result
  * carries one reference for the caller. */

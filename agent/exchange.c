@@ -572,6 +572,13 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	}
 	if (!d)
 		d = decision_error();
+	else if (!too_big && d->outcome == DECISION_ERROR && r->status >= 200 && r->status < 300) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "user-service answer (status %ld): body is not a "
+		                "usable token (control byte): sending status=0 outcome=error",
+		                r->status);
+	}
 	if (x->cache_role == EXCHANGE_CACHE_LEADER) {
 		enum exchange_label label = exchange_leader_done(x, r->status, r->cache_control,
 		                                                 r->body, r->body_len, &d);

@@ -182,6 +182,78 @@ static void test_error_and_bounds(struct cfg *c)
 	   acts[0].a.scope == SPOP_SCOPE_TXN, "noop ACK: unset-var txn noop");
 }
 
+/* A 2xx body as the token: one trailing "\n" or "\r\n" is dropped (text
+ * servers add one); any other control byte makes the answer an error, never a
+ * token that a header cannot carry. */
+static void test_token_line_end(struct cfg *c)
+{
+	static const struct {
+		const char *body;
+		size_t len;
+		const char *token;      /* NULL: the answer is an error */
+	} cases[] = {
+		{ "tok", 3, "tok" },
+		{ "tok\n", 4, "tok" },
+		{ "tok\r\n", 5, "tok" },
+		{ "to\nk", 4, NULL },
+		{ "tok\n\n", 5, NULL },
+		{ "tok\r\n\r\n", 7, NULL },
+		{ "tok\n\r\n", 6, NULL },
+		{ "tok\r", 4, NULL },
+		{ "tok\r\r\n", 6, NULL },
+		{ "\ntok", 4, NULL },
+		{ "to\tk", 4, NULL },
+		{ "tok\x7f", 4, NULL },
+		{ "to\0k", 4, NULL },
+		{ "tok\0\n", 5, NULL },
+		{ "\n", 1, "" },
+		{ "", 0, "" },
+	};
+	struct act acts[MAX_ACTIONS];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct upstream_response r;
+		struct decision *d;
+		int too_big = -1, n;
+
+		memset(&r, 0, sizeof(r));
+		r.status = 200;
+		r.body = (char *)cases[i].body;
+		r.body_len = cases[i].len;
+		r.content_type = "text/plain";
+		d = decision_build(&r, c, &too_big);
+		if (!ok(d != NULL, "line end %zu: built", i))
+			continue;
+		ok(too_big == 0, "line end %zu: not flagged too big", i);
+		if (cases[i].token) {
+			ok(d->outcome == DECISION_ALLOW, "line end %zu: allow", i);
+			n = decode(d->actions, d->actions_len, acts);
+			ok(str_is(find(acts, n, "token"), cases[i].token), "line end %zu: token '%s'",
+			   i, cases[i].token);
+		} else {
+			ok(d == decision_error(), "line end %zu: the shared error decision", i);
+		}
+		decision_put(d);
+	}
+	/* Refusals keep their body byte for byte (passed to the client). */
+	{
+		struct upstream_response r;
+		struct decision *d;
+		int too_big, n;
+
+		memset(&r, 0, sizeof(r));
+		r.status = 401;
+		r.body = "no\r\n";
+		r.body_len = 4;
+		d = decision_build(&r, c, &too_big);
+		if (ok(d != NULL && d->outcome == DECISION_DENY, "deny with CRLF: deny")) {
+			n = decode(d->actions, d->actions_len, acts);
+			ok(str_is(find(acts, n, "body"), "no\r\n"), "deny with CRLF: body as is");
+		}
+		decision_put(d);
+	}
+}
+
 #define SHARE_THREADS 4
 #define SHARE_ROUNDS 20000
 
@@ -239,6 +311,7 @@ int main(void)
 	test_deny(c);
 	test_claims(c);
 	test_error_and_bounds(c);
+	test_token_line_end(c);
 	test_shared_between_threads(c);
 	cfg_put(c);
 	return done_testing();
