@@ -6,7 +6,9 @@ Routes
                           alice/alice, bob/bob, admin/admin (role admin).
                           Sets the session cookie (HttpOnly, SameSite=Lax,
                           HMAC-SHA256 signed, with an expiry).
-  POST /api/user/logout   clears the cookie (Max-Age=0).
+  POST /api/user/logout   ends the session on the server (its cookie and the
+                          tokens issued for it stop working, also copies
+                          held elsewhere) and clears the cookie (Max-Age=0).
   GET  /api/user/me       the session's user (cookie or Bearer token), or 401.
   GET  /api/user/token?request_uri=URI
                           the exchange spoa-auth calls. 200: a short-lived
@@ -16,7 +18,11 @@ Routes
                           "X-Example-Authorization: <jwt>" this service issued.
                           401 JSON + WWW-Authenticate without one; 403 JSON
                           when URI is under /api/business/admin and the role
-                          is not admin. A session past half its life is
+                          is not admin. "Under" is decided on path segments
+                          as the most lenient backend would route them
+                          (percent-decoding, ";params", dot segments,
+                          suffixes like ".json", case); a URI that stays
+                          ambiguous counts as an admin one. A session past half its life is
                           refreshed with a new Set-Cookie on the 200.
   GET  /__stats           JSON for tests: number of /api/user/token calls and
                           SHA-256 hashes of the last tokens issued.
@@ -32,7 +38,6 @@ import hmac
 import http.server
 import json
 import os
-import posixpath
 import re
 import secrets
 import sys
@@ -52,7 +57,13 @@ SESSION_TTL = 3600          # seconds
 TOKEN_TTL = 120             # seconds
 TOKEN_CACHE_ALLOW = "private, max-age=60"
 TOKEN_CACHE_DENY = "private, max-age=5"
-ADMIN_PREFIX = "/api/business/admin"
+ADMIN_SEGMENTS = ["api", "business", "admin"]
+MAX_DECODE_ROUNDS = 3       # %2561 -> %61 -> a: deeper nesting is ambiguous
+MAX_SESSIONS = 100000       # live sessions kept; past it the oldest end
+PCT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# Where a backend may end a segment's name: path parameters (";x=1"), a
+# query or fragment that decoding revealed, a NUL (C string APIs).
+SEGMENT_END = re.compile(r"[;?#\x00]")
 REALM = 'Bearer realm="example"'
 
 
@@ -100,12 +111,82 @@ def cookie_values(header_values, name):
     return out
 
 
-def normalize_path(uri):
-    """Path of a request URI (origin or absolute form) as a backend would
-    route it: percent-decoded, slashes collapsed, dot segments resolved."""
-    path = uri.split("?", 1)[0] if uri.startswith("/") else urllib.parse.urlsplit(uri).path
-    path = re.sub(r"/+", "/", "/" + urllib.parse.unquote(path))
-    return posixpath.normpath(path)
+def request_path(uri):
+    """The path of a request URI, origin form or absolute form, as sent."""
+    if uri.startswith("/"):
+        return re.split(r"[?#]", uri, maxsplit=1)[0]
+    return urllib.parse.urlsplit(uri).path
+
+
+def route_segments(segments):
+    """Segment names as a lenient backend routes them: each cut at ";", "?",
+    "#" or NUL, stripped of blanks, lowercased, an extension dropped
+    ("admin.json" -> "admin"); empty and "." segments skipped, ".." resolved
+    (also "..;x", as Tomcat does)."""
+    out = []
+    for seg in segments:
+        name = SEGMENT_END.split(seg, maxsplit=1)[0].strip().lower()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(name.split(".", 1)[0] or name)
+    return out
+
+
+def is_admin_uri(uri):
+    """True when some backend could route request URI <uri> to the admin
+    area, or when that cannot be told. Two readings are checked: segments
+    split first and then percent-decoded (a backend that keeps %2F inside a
+    segment), and the path decoded first (as often as it holds escapes, up
+    to MAX_DECODE_ROUNDS) and then split. Backslashes count as slashes."""
+    path = request_path(uri)
+    split_first = [urllib.parse.unquote(seg, errors="replace")
+                   for seg in path.replace("\\", "/").split("/")]
+    decoded = path
+    for _ in range(MAX_DECODE_ROUNDS):
+        if not PCT_ESCAPE.search(decoded):
+            break
+        decoded = urllib.parse.unquote(decoded, errors="replace")
+    else:
+        if PCT_ESCAPE.search(decoded):
+            return True
+    decoded_first = decoded.replace("\\", "/").split("/")
+    n = len(ADMIN_SEGMENTS)
+    return any(route_segments(segs)[:n] == ADMIN_SEGMENTS
+               for segs in (split_first, decoded_first))
+
+
+class Sessions:
+    """Live sessions, by sid: a session cookie or a token works only while
+    its sid is here. Login adds, logout removes; expired ones are pruned.
+    Bounded: past MAX_SESSIONS the session closest to expiry ends early (a
+    user logged out too soon, never a logout undone)."""
+
+    def __init__(self, limit=MAX_SESSIONS):
+        self.lock = threading.Lock()
+        self.exp = {}
+        self.limit = limit
+
+    def add(self, sid, exp):
+        now = time.time()
+        with self.lock:
+            if sid not in self.exp and len(self.exp) >= self.limit:
+                for k in [k for k, e in self.exp.items() if e <= now]:
+                    del self.exp[k]
+                while len(self.exp) >= self.limit:
+                    del self.exp[min(self.exp, key=self.exp.get)]
+            self.exp[sid] = exp
+
+    def active(self, sid):
+        with self.lock:
+            return isinstance(sid, str) and self.exp.get(sid, 0) > time.time()
+
+    def revoke(self, sid):
+        with self.lock:
+            return self.exp.pop(sid, None) is not None
 
 
 class Stats:
@@ -178,9 +259,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """(user-claims, session-payload-or-None) from the request's
         credentials, or (None, None)."""
         keys = self.server.keys
+        sessions = self.server.sessions
         for value in cookie_values(self.headers.get_all("Cookie") or [], SESSION_COOKIE):
             payload = session_decode(keys.session, value)
-            if payload:
+            if payload and sessions.active(payload.get("sid")):
                 user = USERS[payload["sub"]]
                 return {"sub": payload["sub"], "name": user["name"], "role": user["role"],
                         "sid": payload["sid"]}, payload
@@ -190,7 +272,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         candidates += [v.strip() for v in self.headers.get_all("X-Example-Authorization") or []]
         for token in candidates:
             claims = jwt_decode(keys.jwt, token)
-            if claims and claims.get("sub") in USERS:
+            if claims and claims.get("sub") in USERS and sessions.active(claims.get("sid")):
                 return {k: claims.get(k) for k in ("sub", "name", "role", "sid")}, None
         return None, None
 
@@ -216,8 +298,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == "/api/user/login":
             return self.login(body)
         if path == "/api/user/logout":
-            return self.reply(200, {"ok": True}, headers=[("Set-Cookie", self.session_cookie(None, 0))])
+            return self.logout()
         return self.reply(404, {"error": "not_found"})
+
+    def logout(self):
+        """Ends, on the server, the session of every credential the request
+        carries (cookie, Bearer or identity token), then clears the cookie."""
+        while True:
+            user, _ = self.identify()
+            if not user or not self.server.sessions.revoke(user["sid"]):
+                break
+        return self.reply(200, {"ok": True}, headers=[("Set-Cookie", self.session_cookie(None, 0))])
 
     def login(self, body):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -236,6 +327,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(401, {"error": "invalid_credentials"}, headers=[("WWW-Authenticate", REALM)])
         now = int(time.time())
         payload = {"sub": username, "sid": secrets.token_hex(8), "iat": now, "exp": now + SESSION_TTL}
+        self.server.sessions.add(payload["sid"], payload["exp"])
         with self.server.stats.lock:
             self.server.stats.logins += 1
         return self.reply(200, {"ok": True, "user": {"sub": username, "name": user["name"],
@@ -255,11 +347,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # refreshes the session cookie is not reusable.
         if not user:
             return self.unauthorized(cache_control=TOKEN_CACHE_DENY)
-        if user["role"] != "admin":
-            path = normalize_path(request_uri)
-            if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-                return self.reply(403, {"error": "forbidden", "message": "admin role required"},
-                                  cache_control=TOKEN_CACHE_DENY)
+        if user["role"] != "admin" and is_admin_uri(request_uri):
+            return self.reply(403, {"error": "forbidden", "message": "admin role required"},
+                              cache_control=TOKEN_CACHE_DENY)
         now = int(time.time())
         claims = dict(user, iat=now, exp=now + TOKEN_TTL)
         token = jwt_encode(self.server.keys.jwt, claims)
@@ -267,6 +357,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             stats.recent.append(hashlib.sha256(token.encode()).hexdigest())
         headers = []
         if session and session["exp"] - now < SESSION_TTL // 2:
+            self.server.sessions.add(session["sid"], now + SESSION_TTL)
             headers.append(("Set-Cookie", self.session_cookie(
                 dict(session, iat=now, exp=now + SESSION_TTL))))
         return self.reply(200, token, "text/plain", headers,
@@ -280,7 +371,7 @@ def main():
     ap.add_argument("--quiet", action="store_true", help="no access log")
     args = ap.parse_args()
     srv = Server((args.host, args.port), Handler)
-    srv.keys, srv.stats, srv.quiet = Keys(), Stats(), args.quiet
+    srv.keys, srv.stats, srv.sessions, srv.quiet = Keys(), Stats(), Sessions(), args.quiet
     sys.stderr.write("user-service: listening on %s:%d\n" % (args.host, args.port))
     sys.stderr.flush()
     try:
