@@ -180,6 +180,14 @@ class Sessions:
                     del self.exp[min(self.exp, key=self.exp.get)]
             self.exp[sid] = exp
 
+    def refresh(self, sid, exp):
+        """Extends a live session; never brings back one that ended."""
+        with self.lock:
+            if sid in self.exp:
+                self.exp[sid] = exp
+                return True
+            return False
+
     def active(self, sid):
         with self.lock:
             return isinstance(sid, str) and self.exp.get(sid, 0) > time.time()
@@ -356,8 +364,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with stats.lock:
             stats.recent.append(hashlib.sha256(token.encode()).hexdigest())
         headers = []
-        if session and session["exp"] - now < SESSION_TTL // 2:
-            self.server.sessions.add(session["sid"], now + SESSION_TTL)
+        if session and session["exp"] - now < SESSION_TTL // 2 and \
+                self.server.sessions.refresh(session["sid"], now + SESSION_TTL):
             headers.append(("Set-Cookie", self.session_cookie(
                 dict(session, iat=now, exp=now + SESSION_TTL))))
         return self.reply(200, token, "text/plain", headers,
