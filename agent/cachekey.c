@@ -139,45 +139,168 @@ static int cachekey_is_cookie(const char *name, size_t n)
 	return 1;
 }
 
+/* Index of <name> in the filter, or -1. */
 static int cachekey_kept(const struct cachekey *k, const char *name, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < k->n_cookies; i++)
 		if (k->cookie_lens[i] == n && memcmp(k->cookies[i], name, n) == 0)
-			return 1;
-	return 0;
+			return (int)i;
+	return -1;
 }
 
-/* Feeds the kept pairs of a Cookie header value. */
+/* Byte classes of RFC 6265 4.1.1: a cookie-name is a token (RFC 9110 tchar),
+ * a cookie-value is cookie-octets, optionally in DQUOTEs. */
+#define CACHEKEY_C_TCHAR  0x01
+#define CACHEKEY_C_OCTET  0x02
+
+static uint8_t cachekey_class(unsigned char c)
+{
+	if (c < 0x21 || c > 0x7e)
+		return 0;  /* CTLs, SP, DEL, every byte >= 0x80 */
+	if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    strchr("!#$%&'*+-.^_`|~", c))
+		return CACHEKEY_C_TCHAR | CACHEKEY_C_OCTET;
+	if (c == '"' || c == ',' || c == ';' || c == '\\')
+		return 0;
+	return CACHEKEY_C_OCTET;  /* ( ) / : < = > ? @ [ ] { } */
+}
+
+static int cachekey_all(const char *p, const char *e, uint8_t cls)
+{
+	for (; p < e; p++)
+		if (!(cachekey_class((unsigned char)*p) & cls))
+			return 0;
+	return 1;
+}
+
+static int cachekey_hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = cachekey_lower(c);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The next byte of <*p> as a lenient parser may read a cookie name:
+ * percent-decoded, lowercased, '.', '[' and SP as '_' (PHP). */
+static unsigned char cachekey_canon_next(const char **p, const char *e)
+{
+	unsigned char c = (unsigned char)**p;
+	int hi, lo;
+
+	(*p)++;
+	if (c == '%' && e - *p >= 2 && (hi = cachekey_hexval((unsigned char)(*p)[0])) >= 0 &&
+	    (lo = cachekey_hexval((unsigned char)(*p)[1])) >= 0) {
+		c = (unsigned char)(hi << 4 | lo);
+		*p += 2;
+	}
+	c = cachekey_lower(c);
+	return c == '.' || c == '[' || c == ' ' ? '_' : c;
+}
+
+/* 1 if some lenient parser could read <n> as the kept name <kn>. */
+static int cachekey_confusable(const char *n, const char *ne, const char *kn, size_t klen)
+{
+	const char *ke = kn + klen;
+
+	while (n < ne && kn < ke)
+		if (cachekey_canon_next(&n, ne) != cachekey_canon_next(&kn, ke))
+			return 0;
+	return n == ne && kn == ke;
+}
+
+static int cachekey_all_ows(const char *p, const char *e)
+{
+	for (; p < e; p++)
+		if (!cachekey_ows(*p))
+			return 0;
+	return 1;
+}
+
+/* 1 if <v> is a strict RFC 6265 cookie-string (name=value pairs split on
+ * ';', SP/HT only around pairs) whose kept cookies every reasonable parser
+ * reads the same: each kept name at most once, unquoted, and no other name
+ * that a lenient parser could take for a kept one (case, percent-encoding,
+ * PHP's '.' to '_'). Anything else (any byte outside the grammar: NUL, NBSP,
+ * VT, ',', '\\', obs-text; a segment without '=', an empty segment or name,
+ * spaces around '=') is uncertain: 0. An empty or blank value: 2. */
+static int cachekey_cookies_certain(const struct cachekey *k, const char *v, size_t len)
+{
+	const char *p = v, *end = v + len, *s, *e, *eq;
+	uint64_t seen = 0;
+	size_t i;
+	int idx;
+
+	if (cachekey_all_ows(v, end))
+		return 2;  /* no cookie at all, for every parser */
+	for (;;) {
+		e = memchr(p, ';', (size_t)(end - p));
+		if (!e)
+			e = end;
+		s = p;
+		while (s < e && cachekey_ows(*s))
+			s++;
+		while (e > s && cachekey_ows(e[-1]))
+			e--;
+		eq = memchr(s, '=', (size_t)(e - s));
+		if (!eq || eq == s || !cachekey_all(s, eq, CACHEKEY_C_TCHAR))
+			return 0;
+		if (e - eq >= 3 && eq[1] == '"' && e[-1] == '"') {
+			if (!cachekey_all(eq + 2, e - 1, CACHEKEY_C_OCTET))
+				return 0;
+			if (cachekey_kept(k, s, (size_t)(eq - s)) >= 0)
+				return 0;  /* unquoted by some parsers, not by others */
+		} else if (!cachekey_all(eq + 1, e, CACHEKEY_C_OCTET)) {
+			return 0;
+		}
+		idx = cachekey_kept(k, s, (size_t)(eq - s));
+		if (idx >= 0) {
+			if (seen & (UINT64_C(1) << idx))
+				return 0;  /* first-wins and last-wins parsers disagree */
+			seen |= UINT64_C(1) << idx;
+		} else {
+			for (i = 0; i < k->n_cookies; i++)
+				if (cachekey_confusable(s, eq, k->cookies[i], k->cookie_lens[i]))
+					return 0;
+		}
+		p = memchr(p, ';', (size_t)(end - p));
+		if (!p)
+			return 1;
+		p++;
+	}
+}
+
+/* Feeds a Cookie header value under the filter: its kept pairs when the
+ * header is certain (cachekey_cookies_certain()), else the whole raw value,
+ * tagged apart: two uncertain headers then share a key only when they are
+ * the same bytes, which every parser reads alike. */
 static int cachekey_cookies(struct cachekey *k, const char *v, size_t len)
 {
 	const char *p = v, *end = v + len, *seg_end, *eq, *ns, *ne, *vs, *ve;
 	uint64_t count = 0;
 
+	switch (cachekey_cookies_certain(k, v, len)) {
+	case 0:
+		return cachekey_field(&k->ctx, 'R', v, len);
+	case 2:
+		return cachekey_u64(&k->ctx, 'c', 0);
+	}
 	while (p < end) {
 		seg_end = memchr(p, ';', (size_t)(end - p));
 		if (!seg_end)
 			seg_end = end;
-		eq = memchr(p, '=', (size_t)(seg_end - p));
-		if (eq) {
-			ns = p;
-			ne = eq;
-			vs = eq + 1;
-		} else {
-			ns = ne = p; /* RFC 6265bis 5.6: no '=' means an empty name */
-			vs = p;
-		}
+		eq = memchr(p, '=', (size_t)(seg_end - p));  /* certain: never NULL */
+		ns = p;
+		ne = eq;
+		vs = eq + 1;
 		ve = seg_end;
 		while (ns < ne && cachekey_ows(*ns))
 			ns++;
-		while (ne > ns && cachekey_ows(ne[-1]))
-			ne--;
-		while (vs < ve && cachekey_ows(*vs))
-			vs++;
 		while (ve > vs && cachekey_ows(ve[-1]))
 			ve--;
-		if (ne > ns && cachekey_kept(k, ns, (size_t)(ne - ns))) {
+		if (cachekey_kept(k, ns, (size_t)(ne - ns)) >= 0) {
 			if (cachekey_field(&k->ctx, 'k', ns, (size_t)(ne - ns)) < 0 ||
 			    cachekey_field(&k->ctx, 'w', vs, (size_t)(ve - vs)) < 0)
 				return -1;
@@ -239,6 +362,10 @@ struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t e
 	}
 	k->flags = (o->include_uri ? CACHEKEY_F_URI : 0) | (o->include_client ? CACHEKEY_F_CLIENT : 0);
 
+	if (o->n_cookie_names > CACHEKEY_MAX_COOKIES) {
+		snprintf(err, errlen, "cache key: more than %d cookie names", CACHEKEY_MAX_COOKIES);
+		goto out_free;
+	}
 	if (o->n_cookie_names) {
 		k->cookies = calloc(o->n_cookie_names, sizeof(*k->cookies));
 		k->cookie_lens = calloc(o->n_cookie_names, sizeof(*k->cookie_lens));

@@ -25,6 +25,7 @@
 
 #define CACHEKEY_LEN      32  /* SHA-256 */
 #define CACHEKEY_SALT_LEN 32
+#define CACHEKEY_MAX_COOKIES 64  /* names in a cookie filter */
 
 struct cachekey_opts {
 	int include_uri;     /* 1 (default): the URI is part of the key */
@@ -59,8 +60,8 @@ struct cachekey;
 int cachekey_salt_new(uint8_t salt[CACHEKEY_SALT_LEN]);
 
 /* Builds a key builder from <o> (copied: names and salt need not outlive the
- * call). Cookie names must be non-empty and free of '=', ';', spaces and
- * control characters. Returns NULL with a message in <err> on bad options or
+ * call). Cookie names (at most CACHEKEY_MAX_COOKIES) must be non-empty and
+ * free of '=', ';', spaces and control characters. Returns NULL with a message in <err> on bad options or
  * OOM. */
 struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t errlen);
 
@@ -74,9 +75,14 @@ void cachekey_free(struct cachekey *k);
  * Header names are compared and hashed case-insensitively (lowercased); values
  * are hashed as sent, except Cookie headers under a cookie filter. A header
  * named "cookie" under a filter contributes its kept "name=value" pairs in
- * header order (duplicates kept; OWS around names and values dropped; a pair
- * without '=' has an empty name and is never kept). Each call returns 0, or -1
- * if OpenSSL failed (then do not cache this request). */
+ * header order (SP/HT around pairs dropped) only when the filter can classify
+ * it with certainty: a strict RFC 6265 cookie-string, each kept cookie at most
+ * once and unquoted, and no name a lenient parser could read as a kept one
+ * (case, percent-encoding, '.' for '_'). Any other value (odd bytes anywhere,
+ * a segment without '=', an empty name, spaces around '=') contributes its
+ * whole raw bytes instead, so two requests share a key only if every
+ * reasonable cookie parser sees the same kept cookies in them. Each call
+ * returns 0, or -1 if OpenSSL failed (then do not cache this request). */
 int cachekey_begin(struct cachekey *k);
 int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const char *value,
                     size_t value_len);

@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "cachekey.h"
 #include "cfg.h"
 #include "log.h"
 #include "varname.h"
@@ -485,6 +486,8 @@ static int cfg_p_cache_key_cookies(struct cfg_builder *b, const char *val, char 
 			return cfg_why(why, "'%s': cookie names are tokens (no '=', ';', spaces)", val);
 		return -1;
 	}
+	if (b->c->n_cache_key_cookies > CACHEKEY_MAX_COOKIES)
+		return cfg_why(why, "more than %d cookie names", CACHEKEY_MAX_COOKIES);
 	return 0;
 }
 

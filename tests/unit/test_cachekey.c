@@ -6,14 +6,18 @@
  * credential hash: URI included or dropped, client address, cookie filtering
  * (spaces, empty values, duplicates, order), absent vs empty, field boundaries,
  * header-name case, salt, scope, option validation; and that the incremental
- * and one-call forms agree.
+ * and one-call forms agree. A property test over generated Cookie headers:
+ * whenever two headers get the same key under a cookie filter, every
+ * reference parser of cookie_ref.h reads the same kept cookie in both.
  *
  * What it never does: depend on anything but cachekey.c and libcrypto.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cachekey.h"
+#include "cookie_ref.h"
 #include "tap.h"
 
 struct out {
@@ -214,10 +218,12 @@ static void test_cookie_filter(void)
 	a = RUN(k1, "sid=1; lang=en");
 	b = RUN(k1, "sid=1; ga=123; lang=en; _x=7");
 	ok(same_key(a, b) && same_cred(a, b), "other cookies ignored");
-	b = RUN(k1, "  sid = 1 ;lang=en;  ");
-	ok(same_key(a, b), "spaces around names, values and separators");
+	b = RUN(k1, "  sid=1 ;lang=en  ");
+	ok(same_key(a, b), "spaces around pairs");
 	b = RUN(k1, "sid=1;\tlang=en\t");
 	ok(same_key(a, b), "tabs too");
+	b = RUN(k1, "sid = 1; lang=en");
+	ok(!same_key(a, b), "spaces around '=' make the header uncertain: raw key");
 	b = RUN(k1, "lang=en; sid=1");
 	ok(!same_key(a, b), "kept cookies are hashed in header order");
 	b = RUN(k2, "sid=1; lang=en");
@@ -240,18 +246,18 @@ static void test_cookie_filter(void)
 
 	a = RUN(k3, "sid=1; sid=2");
 	b = RUN(k3, "sid=2; sid=1");
-	ok(!same_key(a, b), "duplicates kept, in order");
+	ok(!same_key(a, b), "duplicates: raw key, order counts");
 	b = RUN(k3, "sid=1");
-	ok(!same_key(a, b), "  and both count");
+	ok(!same_key(a, b) && !same_key(a, RUN(k3, "sid=2")), "  and differs from either value");
 	a = RUN(k3, "sid=a=b");
 	b = RUN(k3, "sid=a; =b");
 	ok(!same_key(a, b), "'=' inside a value stays in the value");
 	a = RUN(k3, "sid=\"q;x\"");
 	b = RUN(k3, "sid=\"q");
-	ok(same_key(a, b), "';' splits even inside quotes (RFC 6265 values have none)");
+	ok(!same_key(a, b), "quoted kept cookies are uncertain: raw key");
 	a = RUN(k3, "sid=1;;;");
 	b = RUN(k3, ";sid=1");
-	ok(same_key(a, b), "empty pairs skipped");
+	ok(!same_key(a, b) && !same_key(a, RUN(k3, "sid=1")), "empty pairs are uncertain: raw key");
 	a = RUN(k3, "sid=1");
 	b = run(k3, (struct cachekey_hdr[]){ H("cookie", "sid=1"), H("authorization", "Bearer u") }, 2,
 	        "10.0.0.1", "/a");
@@ -412,6 +418,166 @@ out:
 	cachekey_free(kn);
 }
 
+
+/* ---- property: equal keys => every reference parser sees the same cookie ---- */
+
+#define PROP_N       20000  /* generated headers */
+#define PROP_MAXLEN  96
+
+static uint64_t prop_rng = 0x9e3779b97f4a7c15u;
+
+static unsigned prop_rand(unsigned n)
+{
+	prop_rng ^= prop_rng << 13;
+	prop_rng ^= prop_rng >> 7;
+	prop_rng ^= prop_rng << 17;
+	return (unsigned)(prop_rng % n);
+}
+
+struct prop_hdr {
+	char v[PROP_MAXLEN * 2];
+	size_t len;
+	uint8_t key[CACHEKEY_LEN];
+};
+
+static void prop_cat(struct prop_hdr *h, const char *s, size_t n)
+{
+	if (h->len + n <= sizeof(h->v)) {
+		memcpy(h->v + h->len, s, n);
+		h->len += n;
+	}
+}
+
+#define PROP_CAT(h, lit) prop_cat((h), (lit), strlen(lit))
+
+/* Pools small enough that many headers share a key. */
+static void prop_gen(struct prop_hdr *h)
+{
+	static const char *const names[] = {
+		"sid", "sid", "sid", "SID", "Sid", "s%69d", "si%64", "sid.", "s.d", "theme", "x",
+		"", "\xa0sid", "sid\xa0", "\x0bsid", "\x0csid", "\"sid\"", "s id", " sid",
+	};
+	static const char *const values[] = {
+		"bob", "bob", "alice", "", "\"bob\"", "bo b", "b%6fb", "bob ", " bob", "dark",
+		"\xa0" "bob", "bob,sid=eve",
+	};
+	static const char *const eqs[] = { "=", "=", "=", " =", "= ", "", "==" };
+	static const char *const seps[] = {
+		"; ", "; ", ";", ";;", ", ", " ; ", ";\t", "\xa0; ", ";\x0b", "; ; ",
+	};
+	unsigned n = 1 + prop_rand(3), i;
+
+	h->len = 0;
+	if (prop_rand(8) == 0)
+		PROP_CAT(h, " ");
+	for (i = 0; i < n; i++) {
+		if (i)
+			PROP_CAT(h, seps[prop_rand(sizeof(seps) / sizeof(seps[0]))]);
+		PROP_CAT(h, names[prop_rand(sizeof(names) / sizeof(names[0]))]);
+		PROP_CAT(h, eqs[prop_rand(sizeof(eqs) / sizeof(eqs[0]))]);
+		PROP_CAT(h, values[prop_rand(sizeof(values) / sizeof(values[0]))]);
+	}
+	if (prop_rand(8) == 0)
+		PROP_CAT(h, seps[prop_rand(sizeof(seps) / sizeof(seps[0]))]);
+	/* a random byte 0x00-0xff somewhere, now and then */
+	if (prop_rand(4) == 0 && h->len < sizeof(h->v)) {
+		size_t at = prop_rand((unsigned)h->len + 1);
+
+		memmove(h->v + at + 1, h->v + at, h->len - at);
+		h->v[at] = (char)prop_rand(256);
+		h->len++;
+	}
+}
+
+static int prop_cmp(const void *a, const void *b)
+{
+	const struct prop_hdr *x = a, *y = b;
+	int c = memcmp(x->key, y->key, CACHEKEY_LEN);
+
+	if (c)
+		return c;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return memcmp(x->v, y->v, x->len);
+}
+
+static void test_cookie_property(void)
+{
+	static const char *const f[] = { "sid" };
+	static struct prop_hdr hs[PROP_N];
+	struct cachekey *k = mk(1, 1, f, 1);
+	struct cookie_ref_val a, b;
+	size_t i, g, pairs = 0, bad = 0, dup_hdr = 0;
+	uint8_t cred[CACHEKEY_LEN];
+
+	if (!k)
+		return;
+	for (i = 0; i < PROP_N; i++) {
+		prop_gen(&hs[i]);
+		if (cachekey_begin(k) < 0 || cachekey_header(k, "cookie", 6, hs[i].v, hs[i].len) < 0 ||
+		    cachekey_end(k, NULL, 0, "/", 1, hs[i].key, cred) < 0)
+			diag("key failed");
+	}
+	qsort(hs, PROP_N, sizeof(hs[0]), prop_cmp);
+	for (g = 0; g < PROP_N; g = i) {
+		for (i = g + 1; i < PROP_N && memcmp(hs[i].key, hs[g].key, CACHEKEY_LEN) == 0; i++) {
+			if (hs[i].len == hs[i - 1].len && memcmp(hs[i].v, hs[i - 1].v, hs[i].len) == 0) {
+				dup_hdr++;
+				continue;
+			}
+			pairs++;
+			for (int r = 0; r < COOKIE_REF_ENTRIES; r++) {
+				cookie_ref_parse(r, hs[g].v, hs[g].len, "sid", &a);
+				cookie_ref_parse(r, hs[i].v, hs[i].len, "sid", &b);
+				if (cookie_ref_same(&a, &b))
+					continue;
+				if (bad++ < 5)
+					diag("same key, %s parser disagrees: '%.*s' vs '%.*s'",
+					     cookie_ref_names[r], (int)hs[g].len, hs[g].v,
+					     (int)hs[i].len, hs[i].v);
+			}
+		}
+	}
+	diag("property: %zu distinct headers sharing a key with another, %zu repeats",
+	     pairs, dup_hdr);
+	ok(pairs > 100, "the generator makes distinct headers that share keys (%zu)", pairs);
+	ok(bad == 0, "equal keys: every reference parser reads the same sid (%zu disagreements)",
+	   bad);
+	cachekey_free(k);
+}
+
+#define RUN_K1(k, v) run((k), (struct cachekey_hdr[]){ H("cookie", v) }, 1, NULL, "/")
+
+static void test_cookie_uncertain(void)
+{
+	static const char *const f[] = { "sid" };
+	struct cachekey *k = mk(1, 1, f, 1);
+	struct out base, none;
+	static const char *const odd[] = {
+		"\xa0sid=bob", "sid\xa0=bob", "\x0bsid=bob", "\x0csid=bob", "x=1;\xa0sid=bob",
+		"sid=bob; SID=eve", "Sid=bob", "s%69d=bob", "si%64=bob", "sid=\"bob\"",
+		"sid=bob; sid=eve", "sid =bob", "sid= bob", "sid", "=bob", "x=1;;sid=bob",
+		"sid=bob,x=1", "x=1, sid=bob", "sid=b\\ob", "x=a b; sid=bob", "x=1\x01; sid=bob",
+	};
+	size_t i;
+
+	if (!k)
+		return;
+	base = RUN_K1(k, "sid=bob");
+	none = RUN_K1(k, "theme=dark");
+	ok(!same_key(base, none), "sid=bob != no sid");
+	for (i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		struct out o = RUN_K1(k, odd[i]);
+
+		ok(!same_key(o, base) && !same_key(o, none), "uncertain header #%zu keys on its raw bytes", i);
+	}
+	ok(same_key(RUN_K1(k, "theme=dark; sid=bob"), base), "certain: other cookies still dropped");
+	ok(same_key(RUN_K1(k, "x=\"q\"; sid=bob"), base), "certain: a quoted value of another cookie");
+	ok(same_key(RUN_K1(k, " sid=bob\t"), base), "certain: SP/HT around pairs");
+	ok(same_key(RUN_K1(k, ""), none) && same_key(RUN_K1(k, "  "), none), "blank header == no sid");
+	cachekey_free(k);
+}
+
 static void test_bad_opts(void)
 {
 	static const char *const bad1[] = { "" };
@@ -446,5 +612,7 @@ int main(void)
 	test_incremental();
 	test_client_inputs();
 	test_bad_opts();
+	test_cookie_uncertain();
+	test_cookie_property();
 	return done_testing();
 }
