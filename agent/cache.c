@@ -3,9 +3,11 @@
  * stale-if-error and credential invalidation.
  *
  * Layout: the key's first 8 bytes pick a shard (a mutex, a key hash table, a
- * credential hash table, a SIEVE queue, the leaders in flight and a few logout
- * tombstones); the next 8 pick the key bucket. Keys are salted SHA-256, so the
- * bits are uniform and clients cannot aim at a bucket.
+ * credential hash table, a SIEVE queue and the leaders in flight); the next 8
+ * pick the key bucket. Keys are salted SHA-256, so the bits are uniform and
+ * clients cannot aim at a bucket. Logout holds are one fixed table per cache,
+ * per credential, beside a counting filter of the credentials stored or in
+ * flight.
  *
  * Rules kept everywhere:
  *   - Only entries with an answer live in the tables and the queue; a leader
@@ -14,10 +16,13 @@
  *     entries go on a local list released after unlock; waiter callbacks run
  *     after unlock too.
  *   - A hit never relinks anything: it sets the visited bit (SIEVE).
+ *   - A decision the shareable() hook refuses is never stored, handed to a
+ *     waiter or served stale: it was the leader's own answer.
  *   - Never logs, never sees a credential (only digests).
  */
 #include <pthread.h>
 #include <stdalign.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +35,10 @@
 #define CACHE_MIN_SHARD_ENTRIES 16 /* a smaller shard evicts too eagerly */
 #define CACHE_MIN_SHARD_BYTES 4096
 #define CACHE_FLIGHT_BUCKETS  64  /* per shard; chains stay short (in-flight only) */
-#define CACHE_TOMBS           8   /* logout holds per shard */
+#define CACHE_HOLD_SETS       1024 /* logout holds: sets of the table (power of two) */
+#define CACHE_HOLD_WAYS       4    /* holds per set; a full set holds its whole set */
+#define CACHE_CRED_SLOTS_MIN  1024 /* counting filter of credentials (power of two) */
+#define CACHE_CRED_SLOTS_PER_ENTRY 4 /* slots per entry bound: ~20% occupied when full */
 #define CACHE_SWEEP_STEP      8   /* entries the sweeper examines per miss/store */
 
 /* A stored answer. 120 bytes on LP64 (see docs/cache.md). */
@@ -57,9 +65,18 @@ struct cache_flight {
 	uint8_t cred[CACHE_KEY_LEN];
 };
 
-struct cache_tomb {
-	uint64_t until_ms;             /* no store for cred while now < until_ms */
+/* A logout hold: no store for <cred> while now < until_ms. */
+struct cache_hold {
+	uint64_t until_ms;
 	uint8_t cred[CACHE_KEY_LEN];
+};
+
+/* Holds whose credentials share cred bits 16-23; all_until: a set that was
+ * full holds every credential of the set until then (errs toward not
+ * caching, for 1/CACHE_HOLD_SETS of the credentials only). */
+struct cache_hold_set {
+	struct cache_hold way[CACHE_HOLD_WAYS];
+	uint64_t all_until;
 };
 
 struct cache_shard {
@@ -71,8 +88,6 @@ struct cache_shard {
 	struct cache_entry *hand;      /* SIEVE hand; NULL = start at tail */
 	struct cache_entry *sweep;     /* sweeper cursor; NULL = start at tail */
 	struct cache_flight *flights[CACHE_FLIGHT_BUCKETS]; /* owned */
-	struct cache_tomb tombs[CACHE_TOMBS];
-	uint64_t tomb_all_until;       /* tombstone overflow: no store until then */
 	uint64_t orphans;              /* MISS leaders without a flight, not yet completed */
 	size_t n, bytes;               /* stored now */
 	size_t max_n, max_bytes;       /* this shard's share of the bounds */
@@ -85,6 +100,17 @@ struct cache {
 	struct cache_shard *shards;    /* owned, nshards, cache-line aligned */
 	unsigned nshards;
 	size_t nbuckets;               /* per shard and per table, power of two */
+	/* Entries + flights per credential slot (cred bits 24-31), updated under
+	 * the owning shard's lock: a logout whose slot is 0 has nothing to
+	 * drop in any shard (O(1) for an unknown credential). */
+	atomic_uint *cred_count;       /* owned, ncred_slots */
+	size_t ncred_slots;            /* power of two */
+	/* Logout holds, one table for the whole cache (a hold is per
+	 * credential, whatever shards its keys are in). Lock order: a shard's
+	 * lock, then hold_lock; never the reverse. */
+	pthread_mutex_t hold_lock;
+	struct cache_hold_set *holds;  /* owned, CACHE_HOLD_SETS */
+	atomic_uint_fast64_t hold_until; /* no hold is live at or after this time */
 };
 
 static uint64_t cache_load64(const uint8_t *p)
@@ -108,6 +134,11 @@ static size_t cache_kbucket(const struct cache *c, const uint8_t *key)
 static size_t cache_cbucket(const struct cache *c, const uint8_t *cred)
 {
 	return cache_load64(cred + 8) & (c->nbuckets - 1);
+}
+
+static atomic_uint *cache_cred_slot(const struct cache *c, const uint8_t *cred)
+{
+	return &c->cred_count[cache_load64(cred + 24) & (c->ncred_slots - 1)];
 }
 
 static size_t cache_fbucket(const uint8_t *key)
@@ -160,6 +191,7 @@ static void cache_unlink(struct cache *c, struct cache_shard *s, struct cache_en
 
 	s->n--;
 	s->bytes -= e->charge;
+	atomic_fetch_sub(cache_cred_slot(c, e->cred), 1);
 	e->hnext = *freel;
 	*freel = e;
 }
@@ -237,42 +269,66 @@ static struct cache_flight *cache_flight_find(struct cache_shard *s, const uint8
 	return NULL;
 }
 
-/* Is storing an answer for <cred> held by a recent logout? */
-static int cache_held(const struct cache_shard *s, const uint8_t *cred, uint64_t now)
+static struct cache_hold_set *cache_hold_set_of(struct cache *c, const uint8_t *cred)
 {
-	int i;
-
-	if (now < s->tomb_all_until)
-		return 1;
-	for (i = 0; i < CACHE_TOMBS; i++)
-		if (now < s->tombs[i].until_ms &&
-		    memcmp(s->tombs[i].cred, cred, CACHE_KEY_LEN) == 0)
-			return 1;
-	return 0;
+	return &c->holds[cache_load64(cred + 16) & (CACHE_HOLD_SETS - 1)];
 }
 
-/* Records a logout hold for <cred> until <until>, in a bounded table. */
-static void cache_hold(struct cache_shard *s, const uint8_t *cred, uint64_t now, uint64_t until)
+/* Is storing an answer for <cred> held by a recent logout? Costs one atomic
+ * load when no hold is live; called under a shard lock. */
+static int cache_held(struct cache *c, const uint8_t *cred, uint64_t now)
 {
-	struct cache_tomb *t = NULL;
-	int i;
+	struct cache_hold_set *hs;
+	int held = 0, i;
 
-	for (i = 0; i < CACHE_TOMBS; i++) {
-		if (now < s->tombs[i].until_ms &&
-		    memcmp(s->tombs[i].cred, cred, CACHE_KEY_LEN) == 0) {
-			if (until > s->tombs[i].until_ms)
-				s->tombs[i].until_ms = until;
-			return;
+	if (now >= atomic_load(&c->hold_until))
+		return 0;
+	hs = cache_hold_set_of(c, cred);
+	pthread_mutex_lock(&c->hold_lock);
+	if (now < hs->all_until)
+		held = 1;
+	for (i = 0; !held && i < CACHE_HOLD_WAYS; i++)
+		held = now < hs->way[i].until_ms &&
+		       memcmp(hs->way[i].cred, cred, CACHE_KEY_LEN) == 0;
+	pthread_mutex_unlock(&c->hold_lock);
+	return held;
+}
+
+/* Records a logout hold for <cred> until <until>: O(1), in a fixed table. */
+static void cache_hold(struct cache *c, const uint8_t *cred, uint64_t now, uint64_t until)
+{
+	struct cache_hold_set *hs = cache_hold_set_of(c, cred);
+	struct cache_hold *t = NULL;
+	uint64_t cur;
+	int i, found = 0;
+
+	pthread_mutex_lock(&c->hold_lock);
+	for (i = 0; i < CACHE_HOLD_WAYS; i++) {
+		struct cache_hold *h = &hs->way[i];
+
+		if (now < h->until_ms && memcmp(h->cred, cred, CACHE_KEY_LEN) == 0) {
+			t = h;
+			found = 1;
+			break;
 		}
-		if (!t || s->tombs[i].until_ms < t->until_ms)
-			t = &s->tombs[i];
+		if (!t || h->until_ms < t->until_ms)
+			t = h;
 	}
-	/* <t> has ended, or is the live hold that ends first: a displaced live
-	 * hold is kept, coarsely, as a hold on the whole shard */
-	if (now < t->until_ms && t->until_ms > s->tomb_all_until)
-		s->tomb_all_until = t->until_ms;
-	memcpy(t->cred, cred, CACHE_KEY_LEN);
-	t->until_ms = until;
+	if (found) {
+		if (until > t->until_ms)
+			t->until_ms = until;
+	} else {
+		/* <t> has ended, or is the live hold that ends first:
+		 * displaced, it is kept coarsely on its set */
+		if (now < t->until_ms && t->until_ms > hs->all_until)
+			hs->all_until = t->until_ms;
+		memcpy(t->cred, cred, CACHE_KEY_LEN);
+		t->until_ms = until;
+	}
+	cur = atomic_load(&c->hold_until);
+	while (cur < until && !atomic_compare_exchange_weak(&c->hold_until, &cur, until))
+		;
+	pthread_mutex_unlock(&c->hold_lock);
 }
 
 struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
@@ -307,6 +363,18 @@ struct cache *cache_new(const struct cache_opts *o, char *err, size_t errlen)
 		goto out_oom;
 	c->o = *o;
 	c->nshards = ns;
+	if (pthread_mutex_init(&c->hold_lock, NULL) != 0) {
+		free(c);
+		goto out_oom;
+	}
+	atomic_init(&c->hold_until, 0);
+	for (c->ncred_slots = CACHE_CRED_SLOTS_MIN;
+	     c->ncred_slots / CACHE_CRED_SLOTS_PER_ENTRY < o->max_entries; c->ncred_slots <<= 1)
+		;
+	c->cred_count = calloc(c->ncred_slots, sizeof(*c->cred_count));
+	c->holds = calloc(CACHE_HOLD_SETS, sizeof(*c->holds));
+	if (!c->cred_count || !c->holds)
+		goto out_free;
 	per = o->max_entries / ns;
 	for (nb = 8; nb < per; nb <<= 1)
 		;
@@ -342,6 +410,9 @@ out_free:
 		}
 		free(c->shards);
 	}
+	free(c->cred_count);
+	free(c->holds);
+	pthread_mutex_destroy(&c->hold_lock);
 	free(c);
 out_oom:
 	snprintf(err, errlen, "cache: out of memory");
@@ -374,6 +445,9 @@ void cache_free(struct cache *c)
 		pthread_mutex_destroy(&s->lock);
 	}
 	free(c->shards);
+	free(c->cred_count);
+	free(c->holds);
+	pthread_mutex_destroy(&c->hold_lock);
 	free(c);
 }
 
@@ -440,6 +514,7 @@ enum cache_res cache_lookup_lazy(struct cache *c, const uint8_t key[CACHE_KEY_LE
 	f->no_store = s->orphans != 0;
 	memcpy(f->key, key, CACHE_KEY_LEN);
 	cred_fn(arg, f->cred);
+	atomic_fetch_add(cache_cred_slot(c, f->cred), 1);
 	f->next = s->flights[cache_fbucket(key)];
 	s->flights[cache_fbucket(key)] = f;
 	s->nflights++;
@@ -463,11 +538,12 @@ static void cache_finish(struct cache *c, const uint8_t *key, struct decision *d
 	struct cache_waiter *w, *wnext, *waiters = NULL;
 	struct decision *ans = d, *held = NULL;
 	uint64_t charge = 0;
-	int stale = 0;
+	int how = CACHE_ANS_SHARED;
+	int own = d && c->o.shareable && !c->o.shareable(d);
 
 	if (stale_out)
 		*stale_out = NULL;
-	if (!failed && d && ttl_ms) {
+	if (!failed && d && ttl_ms && !own) {
 		charge = sizeof(*ne) + (uint64_t)c->o.size(d);
 		/* max_bytes is immutable after cache_new(): no lock needed */
 		if (charge <= s->max_bytes && charge <= UINT32_MAX)
@@ -489,10 +565,11 @@ static void cache_finish(struct cache *c, const uint8_t *key, struct decision *d
 		if (e && !cache_dead(c, e, now)) {
 			held = ans = e->d;
 			c->o.ref(held);
-			stale = now >= e->expires_ms;
+			how = now >= e->expires_ms ? CACHE_ANS_STALE : CACHE_ANS_SHARED;
 			e->visited = 1;
+			own = 0;  /* stored entries are shareable */
 		}
-	} else if (ne && f && !f->no_store && !cache_held(s, f->cred, now)) {
+	} else if (ne && f && !f->no_store && !cache_held(c, f->cred, now)) {
 		e = cache_find(c, s, key);
 		ne->visited = 0;
 		if (e) {
@@ -520,9 +597,17 @@ static void cache_finish(struct cache *c, const uint8_t *key, struct decision *d
 		s->head = ne;
 		s->n++;
 		s->bytes += charge;
+		atomic_fetch_add(cache_cred_slot(c, f->cred), 1);
 		ne = NULL;
 	}
-	if (stale) {
+	if (f)
+		atomic_fetch_sub(cache_cred_slot(c, f->cred), 1);
+	if (own) {
+		/* private to the leader (Set-Cookie): each waiter asks for itself */
+		how = CACHE_ANS_OWN;
+		ans = NULL;
+	}
+	if (how == CACHE_ANS_STALE) {
 		s->st.stale += stale_out ? 1 : 0;
 		for (w = waiters; w; w = w->next)
 			s->st.stale++;
@@ -538,7 +623,7 @@ static void cache_finish(struct cache *c, const uint8_t *key, struct decision *d
 		wnext = w->next;
 		if (ans)
 			c->o.ref(ans);
-		w->cb(w, ans, stale);
+		w->cb(w, ans, how);
 	}
 	if (held) {
 		if (stale_out)
@@ -590,6 +675,13 @@ void cache_invalidate_cred(struct cache *c, const uint8_t cred[CACHE_KEY_LEN], u
 	struct cache_flight *f;
 	unsigned i, b;
 
+	/* The hold first, then the count: a flight created after this count
+	 * was read sees the hold when it completes (both sequentially
+	 * consistent), so a zero count means nothing to drop anywhere. */
+	if (c->o.logout_hold_ms)
+		cache_hold(c, cred, now_ms, now_ms + c->o.logout_hold_ms);
+	if (atomic_load(cache_cred_slot(c, cred)) == 0)
+		return;
 	for (i = 0; i < c->nshards; i++) {
 		struct cache_shard *s = &c->shards[i];
 
@@ -609,8 +701,6 @@ void cache_invalidate_cred(struct cache *c, const uint8_t cred[CACHE_KEY_LEN], u
 			for (f = s->flights[b]; f; f = f->next)
 				if (memcmp(f->cred, cred, CACHE_KEY_LEN) == 0)
 					f->no_store = 1;
-		if (c->o.logout_hold_ms)
-			cache_hold(s, cred, now_ms, now_ms + c->o.logout_hold_ms);
 		pthread_mutex_unlock(&s->lock);
 		cache_release(c, freel);
 	}
@@ -629,6 +719,7 @@ void cache_invalidate_all(struct cache *c)
 		/* detach the whole queue at once; the tables are cleared below */
 		freel = NULL;
 		for (e = s->head; e; e = e->older) {
+			atomic_fetch_sub(cache_cred_slot(c, e->cred), 1);
 			e->hnext = freel;
 			freel = e;
 		}

@@ -40,6 +40,18 @@ struct cache_opts {
 	void (*ref)(struct decision *d);         /* +1, thread-safe */
 	void (*unref)(struct decision *d);       /* -1, frees at 0, thread-safe */
 	size_t (*size)(const struct decision *d); /* bytes to charge for <d> */
+	/* 0 if <d> must never answer another request than its leader's (it
+	 * carries Set-Cookie): not stored, and the waiters get CACHE_ANS_OWN.
+	 * NULL: every decision is shareable. */
+	int (*shareable)(const struct decision *d);
+};
+
+/* How a waiter's answer came. */
+enum cache_ans {
+	CACHE_ANS_SHARED = 0,  /* the leader's answer, or a fresh entry */
+	CACHE_ANS_STALE,       /* an entry served past its expiry */
+	CACHE_ANS_OWN,         /* no answer (d = NULL): the leader's was private to
+	                        * it; the waiter must make its own call */
 };
 
 /* A coalesced request waiting for a leader. Caller storage: it must stay valid
@@ -47,9 +59,9 @@ struct cache_opts {
  * while queued. */
 struct cache_waiter {
 	/* Called exactly once, from the leader's thread, with no cache lock held:
-	 * <d> is a reference the callee now owns (NULL: no answer, an error);
-	 * <stale> is 1 when <d> is an entry served past its expiry. */
-	void (*cb)(struct cache_waiter *w, struct decision *d, int stale);
+	 * <d> is a reference the callee now owns (NULL: no answer, an error, or
+	 * <how> = CACHE_ANS_OWN); <how> is an enum cache_ans. */
+	void (*cb)(struct cache_waiter *w, struct decision *d, int how);
 	struct cache_waiter *next;
 };
 
@@ -116,8 +128,9 @@ enum cache_res cache_lookup_lazy(struct cache *c, const uint8_t key[CACHE_KEY_LE
  * with no fallback). <ttl_ms> 0 = answer the waiters but do not store. The
  * answer is not stored either if the key's credential was invalidated since
  * the lookup began, if it is held after a logout, or if it alone exceeds a
- * shard's byte bound. Wakes every waiter with <d> (stale = 0). <stale_out> is
- * used only on error (see cache_fail()); may be NULL. */
+ * shard's byte bound, or if shareable(<d>) is 0: then the waiters get NULL
+ * and CACHE_ANS_OWN. Else wakes every waiter with <d> (CACHE_ANS_SHARED).
+ * <stale_out> is used only on error (see cache_fail()); may be NULL. */
 void cache_complete(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct decision *d,
                     uint32_t ttl_ms, uint64_t now_ms, struct decision **stale_out);
 
@@ -126,8 +139,8 @@ void cache_complete(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct de
  * stale_grace_ms ago (or a fresh one), that entry is the answer: *stale_out
  * (if not NULL) gets a reference, and the waiters get it with stale = 1
  * (stale = 0 if it is fresh). Otherwise *stale_out = NULL and the waiters get
- * <fallback> (borrowed, may be NULL: e.g. the 5xx decision to pass through).
- * Nothing is stored. */
+ * <fallback> (borrowed, may be NULL: e.g. the 5xx decision to pass through),
+ * or CACHE_ANS_OWN if shareable(<fallback>) is 0. Nothing is stored. */
 void cache_fail(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct decision *fallback,
                 uint64_t now_ms, struct decision **stale_out);
 
@@ -140,9 +153,12 @@ int cache_cancel(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct cache
 /* Logout: every entry stored with credential hash <cred> becomes a miss now,
  * leaders in flight for it will not store their answer (their waiters still
  * get it), and for logout_hold_ms after <now_ms> no answer for <cred> is
- * stored. Locks each shard in turn; cost O(shards + entries of <cred>). Memory
- * stays bounded: a few tombstones per shard; on overflow a shard refuses every
- * store until the oldest displaced hold ends. */
+ * stored. The hold is O(1), in one fixed table (CACHE_HOLD_SETS sets of
+ * CACHE_HOLD_WAYS credentials): a set that overflows holds every credential
+ * of that set until its displaced hold ends, never the whole cache. When no
+ * entry or flight may have <cred> (a counting filter says so, as for any
+ * unknown cookie) no shard is locked; otherwise each shard is locked in turn,
+ * O(shards + entries of <cred>). */
 void cache_invalidate_cred(struct cache *c, const uint8_t cred[CACHE_KEY_LEN], uint64_t now_ms);
 
 /* Drops every entry; leaders in flight will not store. */

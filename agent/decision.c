@@ -122,6 +122,11 @@ const uint8_t *decision_noop_actions(size_t *len)
  * initialisation on another thread. */
 #define DECISION_IS_STATIC(d) ((d) == &decision_err_static.d)
 
+int decision_shareable(const struct decision *d)
+{
+	return !d->set_cookie;
+}
+
 struct decision *decision_get(struct decision *d)
 {
 	if (!DECISION_IS_STATIC(d))
@@ -244,6 +249,7 @@ struct decision *decision_build(const struct upstream_response *r,
 	d->status = (int)r->status;
 	d->outcome = o;
 	d->claims_skipped = skipped;
+	d->set_cookie = r->n_set_cookie > 0;
 	d->actions_len = (size_t)(p - d->actions);
 	shrunk = realloc(d, sizeof(*d) + d->actions_len);
 	return shrunk ? shrunk : d;

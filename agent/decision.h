@@ -33,6 +33,9 @@ struct decision {
 	int status;                     /* HTTP status, 0 for error */
 	enum decision_outcome outcome;
 	unsigned claims_skipped;        /* claim.* keys not representable */
+	int set_cookie;                 /* the answer sets cookies: it belongs to the
+	                                 * one request that asked (never cached or
+	                                 * shared with coalesced requests) */
 	size_t actions_len;
 	uint8_t actions[];              /* encoded ACK actions, actions_len bytes */
 };
@@ -54,6 +57,11 @@ struct decision *decision_error(void);
 /* Encoded actions of the `unset-var txn noop` ACK (for NOTIFYs carrying no
  * exchange message); sets <*len>. Static storage. */
 const uint8_t *decision_noop_actions(size_t *len);
+
+/* 0 if <d> must answer only the request it was built for (it carries
+ * Set-Cookie: a login nonce or a session handed to one client), else 1. The
+ * cache's shareable() hook. */
+int decision_shareable(const struct decision *d);
 
 /* Takes a reference. Any thread. */
 struct decision *decision_get(struct decision *d);

@@ -80,6 +80,7 @@ static int main_cache_new(struct main_state *st, char *err, size_t errlen)
 	o.ref = main_cache_ref;
 	o.unref = main_cache_unref;
 	o.size = main_cache_size;
+	o.shareable = decision_shareable;
 	st->cache = cache_new(&o, err, errlen);
 	return st->cache ? 0 : -1;
 }

@@ -33,6 +33,7 @@ struct decision {
 	uint32_t magic;
 	int key;        /* which key it answers */
 	size_t size;
+	int own;        /* private to its leader (like a Set-Cookie answer) */
 };
 
 static atomic_long dec_live;     /* decisions not freed yet */
@@ -48,6 +49,7 @@ static struct decision *dec_new(int key, size_t size)
 	d->magic = DEC_MAGIC;
 	d->key = key;
 	d->size = size;
+	d->own = 0;
 	atomic_fetch_add(&dec_live, 1);
 	return d;
 }
@@ -79,6 +81,11 @@ static void dec_unref(struct decision *d)
 static size_t dec_size(const struct decision *d)
 {
 	return d->size;
+}
+
+static int dec_shareable(const struct decision *d)
+{
+	return !d->own;
 }
 
 static int dec_refs(struct decision *d)
@@ -117,7 +124,7 @@ static struct cache *mkcache(size_t max_entries, size_t max_bytes, unsigned shar
                              uint32_t grace, uint32_t hold)
 {
 	struct cache_opts o = { max_entries, max_bytes, shards, grace, hold,
-		                dec_ref, dec_unref, dec_size };
+		                dec_ref, dec_unref, dec_size, dec_shareable };
 	char err[128];
 	struct cache *c = cache_new(&o, err, sizeof(err));
 
@@ -702,7 +709,8 @@ static void test_logout_hold(void)
 {
 	struct cache *c = mkcache(1000, (size_t)1 << 30, 2, 0, 1000);
 	struct cache_stats st;
-	int i;
+	struct cache_hold_set *set0;
+	int i, n, same[CACHE_HOLD_WAYS + 1], other_same;
 
 	if (!c)
 		return;
@@ -714,19 +722,123 @@ static void test_logout_hold(void)
 	put(c, 1, 1, 10, 100000, 1100);
 	ok(hit(c, 1, 1101), "after the hold: stored");
 
-	/* more logouts than tombstones: the shard holds everything briefly */
-	for (i = 0; i < CACHE_TOMBS + 1; i++)
-		cache_invalidate_cred(c, CRED(10 + i), 2000 + (uint64_t)i);
-	put(c, 3, 3, 10, 100000, 2500);
-	ok(!hit(c, 3, 2501), "tombstone overflow: nothing stored during the displaced hold");
-	put(c, 3, 3, 10, 100000, 3001);
+	/* more logouts than a hold set's ways, all in one set: that set (and
+	 * only it) holds every credential briefly */
+	n = 0;
+	set0 = cache_hold_set_of(c, CRED(10));
+	for (i = 10; n < CACHE_HOLD_WAYS + 1 && i < 1000000; i++)
+		if (cache_hold_set_of(c, CRED(i)) == set0)
+			same[n++] = i;
+	for (i = 1000000; i < 2000000; i++)
+		if (cache_hold_set_of(c, CRED(i)) == set0)
+			break;
+	other_same = i;  /* a credential of that set that never logged out */
+	for (i = 0; i < n; i++)
+		cache_invalidate_cred(c, CRED(same[i]), 2000 + (uint64_t)i);
+	put(c, 3, other_same, 10, 100000, 2500);
+	ok(!hit(c, 3, 2501), "set overflow: its credentials are not stored during the displaced hold");
+	put(c, 5, 5, 10, 100000, 2500);
+	ok(cache_hold_set_of(c, CRED(5)) != set0 && hit(c, 5, 2501),
+	   "  credentials of other sets are stored");
+	put(c, 3, other_same, 10, 100000, 3001);
 	ok(hit(c, 3, 3002), "  stored after it");
-	put(c, 4, 10 + CACHE_TOMBS, 10, 100000, 3005);
-	ok(!hit(c, 4, 3005), "the newest hold is still exact");
+	put(c, 4, same[n - 1], 10, 100000, 3003);
+	ok(!hit(c, 4, 3003), "the newest hold is still exact");
 	cache_stats(c, &st);
-	ok(st.entries == 3, "bounded: %llu entries", (unsigned long long)st.entries);
+	ok(st.entries == 4, "bounded: %llu entries", (unsigned long long)st.entries);
 	cache_free(c);
 	is_int(atomic_load(&dec_live), 0, "all released");
+}
+
+/* A flood of logouts with unknown credentials (random cookies on a public
+ * logout route) must not stop the cache from storing other sessions, and
+ * costs no shard lock: nothing of theirs is stored or in flight. */
+static void test_logout_flood(void)
+{
+	struct cache *c = mkcache(1000, (size_t)1 << 30, 16, 0, 2000);
+	struct cache_stats st;
+	int i, stored = 0;
+
+	if (!c)
+		return;
+	put(c, 1, 1, 10, 100000, 100);
+	for (i = 0; i < 1000; i++)
+		cache_invalidate_cred(c, CRED(1000000 + i), 200);
+	for (i = 0; i < 64; i++)
+		if (put(c, 100 + i, 100 + i, 10, 100000, 300) && hit(c, 100 + i, 301))
+			stored++;
+	is_int(stored, 64, "after 1000 unknown-credential logouts, miss -> store -> hit still works");
+	ok(hit(c, 1, 302), "  and earlier entries still hit");
+	cache_stats(c, &st);
+	is_int((long long)st.invalidated, 0, "  nothing was invalidated");
+	cache_invalidate_cred(c, CRED(1), 400);
+	ok(!hit(c, 1, 401), "a known credential's logout still drops its entry");
+	cache_invalidate_all(c);
+	{
+		size_t j, left = 0;
+
+		for (j = 0; j < c->ncred_slots; j++)
+			left += atomic_load(&c->cred_count[j]);
+		is_int((long long)left, 0, "  credential counts back to 0 with nothing stored");
+	}
+	cache_free(c);
+	is_int(atomic_load(&dec_live), 0, "flood: all released");
+}
+
+/* A decision the shareable() hook refuses (it carries Set-Cookie) answers
+ * its leader only: not stored, not handed to waiters (they must ask for
+ * themselves), not served stale. */
+static void test_private_answers(void)
+{
+	struct cache *c = mkcache(100, 1 << 20, 1, 5000, 0);
+	struct decision *d, *out, *stale;
+	struct twaiter lead, w1, w2;
+
+	if (!c)
+		return;
+	twaiter_init(&lead);
+	twaiter_init(&w1);
+	twaiter_init(&w2);
+	is_int(cache_lookup(c, KEY(1), CRED(1), 0, &out, &lead.w), CACHE_MISS, "private: leader");
+	is_int(cache_lookup(c, KEY(1), CRED(1), 0, &out, &w1.w), CACHE_COALESCED, "  waiter 1");
+	is_int(cache_lookup(c, KEY(1), CRED(1), 0, &out, &w2.w), CACHE_COALESCED, "  waiter 2");
+	d = dec_new(1, 10);
+	d->own = 1;
+	cache_complete(c, KEY(1), d, 100000, 1, NULL);
+	ok(w1.calls == 1 && w1.d == NULL && w1.stale == CACHE_ANS_OWN,
+	   "  waiter 1 is told to ask for itself, without the leader's answer");
+	ok(w2.calls == 1 && w2.d == NULL && w2.stale == CACHE_ANS_OWN, "  waiter 2 too");
+	is_int(dec_refs(d), 1, "  nobody but the leader holds it");
+	ok(!hit(c, 1, 2), "  not stored");
+	dec_unref(d);
+
+	/* a shareable entry, expired within the grace; a private failure
+	 * fallback must not reach waiters, the stale entry may */
+	ok(put(c, 2, 2, 10, 10, 10) != NULL, "shareable entry stored");
+	is_int(cache_lookup(c, KEY(2), CRED(2), 30, &out, &lead.w), CACHE_MISS, "expired: leader");
+	twaiter_init(&w1);
+	is_int(cache_lookup(c, KEY(2), CRED(2), 30, &out, &w1.w), CACHE_COALESCED, "  waiter");
+	d = dec_new(2, 10);
+	d->own = 1;
+	cache_fail(c, KEY(2), d, 31, &stale);
+	ok(stale && stale->key == 2 && !stale->own && w1.d == stale && w1.stale == CACHE_ANS_STALE,
+	   "  the stored (shareable) entry stands in, not the private fallback");
+	dec_unref(w1.d);
+	if (stale)
+		dec_unref(stale);
+	dec_unref(d);
+
+	is_int(cache_lookup(c, KEY(3), CRED(3), 40, &out, &lead.w), CACHE_MISS, "no entry: leader");
+	twaiter_init(&w1);
+	is_int(cache_lookup(c, KEY(3), CRED(3), 40, &out, &w1.w), CACHE_COALESCED, "  waiter");
+	d = dec_new(3, 10);
+	d->own = 1;
+	cache_fail(c, KEY(3), d, 41, NULL);
+	ok(w1.calls == 1 && w1.d == NULL && w1.stale == CACHE_ANS_OWN,
+	   "  a private failure fallback is not handed to the waiter either");
+	dec_unref(d);
+	cache_free(c);
+	is_int(atomic_load(&dec_live), 0, "private: all released");
 }
 
 static void test_orphans(void)
@@ -1043,6 +1155,8 @@ int main(void)
 	test_invalidate();
 	test_lookup_lazy();
 	test_logout_hold();
+	test_logout_flood();
+	test_private_answers();
 	test_orphans();
 	test_free_pending();
 	test_hit_speed();
