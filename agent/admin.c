@@ -28,6 +28,7 @@
 #include <openssl/crypto.h>
 
 #include "cache.h"
+#include "args.h"
 #include "cachekey.h"
 #include "cfg.h"
 #include "exchange.h"
@@ -407,10 +408,10 @@ static int admin_token_ok(const char *auth, const char *token)
  * Drops one session's entries (credential headers given as form or query
  * parameters named like the SPOE arguments / forward-headers: cookie=...,
  * authorization=..., x-example-authorization=...) or all of them (all=1).
- * The credential digest is computed exactly as for the `logout` message;
- * the headers are taken in forward-headers order, which must be the order of
- * the SPOE message's arguments (it is in the shipped files). Values are never
- * logged.
+ * The credential digest is computed exactly as for the `logout` message,
+ * by the same rules (args_add_header(), args_key()); the headers are taken in
+ * forward-headers order, which must be the order of the SPOE message's
+ * arguments (it is in the shipped files). Values are never logged.
  */
 static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admin_req *rq)
 {
@@ -418,6 +419,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 	const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
 	struct cfg *cfg;
 	struct cachekey *ck = NULL;
+	struct args *a = NULL;  /* ~8 KiB: not on this thread's stack */
 	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
 	const char *v;
 	size_t vlen, np, given = 0;
@@ -456,21 +458,20 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		goto out;
 	}
 	ck = exchange_cachekey_new(cfg, admin.salt, err, sizeof(err));
-	if (!ck || cachekey_begin(ck) < 0) {
-		log_error("admin: cannot build a cache key: %s", ck ? "digest failed" : err);
+	a = malloc(sizeof(*a));
+	if (!ck || !a) {
+		log_error("admin: cannot build a cache key: %s", ck ? "out of memory" : err);
 		ret = admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot hash\n");
 		goto out;
 	}
+	args_init(a);
 	for (size_t i = 0; i < cfg->n_forward_headers; i++) {
 		const char *h = cfg->forward_headers[i];
 
 		if (!admin_param_get(conn, ps, np, h, &v, &vlen))
 			continue;
 		given++;
-		if (cachekey_header(ck, h, strlen(h), v, vlen) < 0) {
-			ret = admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot hash\n");
-			goto out;
-		}
+		args_add_header(a, cfg, h, strlen(h), v, vlen);
 	}
 	if (!given) {
 		ret = admin_reply_static(conn, MHD_HTTP_BAD_REQUEST,
@@ -478,7 +479,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		                         "parameters named like forward-headers (cookie=...)\n");
 		goto out;
 	}
-	if (cachekey_end(ck, NULL, 0, NULL, 0, key, cred) < 0) {
+	if (args_key(a, ck, key, cred) < 0) {
 		ret = admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot hash\n");
 		goto out;
 	}
@@ -492,6 +493,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 	log_info("admin: one session's cached decisions invalidated");
 	ret = admin_reply_static(conn, MHD_HTTP_OK, "{\"invalidated\":\"session\"}\n");
 out:
+	free(a);
 	cachekey_free(ck);
 	cfg_put(cfg);
 	return ret;

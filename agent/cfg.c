@@ -21,6 +21,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
 #include "cachekey.h"
 #include "cfg.h"
 #include "log.h"
@@ -446,6 +449,48 @@ static int cfg_p_admin_token(struct cfg_builder *b, const char *val, char *why)
 	return cfg_strdup(&b->c->admin_token, val, why);
 }
 
+/* log-hash-key: the key of the access log's credential hash, given as the
+ * value itself or as "file:PATH" (the file's bytes, one final newline
+ * dropped). At least 16 bytes. Only its SHA-256 is kept; it is never echoed
+ * in errors or logs. */
+static int cfg_p_log_hash_key(struct cfg_builder *b, const char *val, char *why)
+{
+	char buf[CFG_LOG_HASH_KEY_FILE_MAX + 1];
+	const char *k = val;
+	size_t n = strlen(val);
+	int ok;
+
+	if (strncmp(val, "file:", 5) == 0) {
+		FILE *f = fopen(val + 5, "rb");
+
+		if (!f)
+			return cfg_why(why, "cannot open '%s': %s", val + 5, strerror(errno));
+		n = fread(buf, 1, sizeof(buf), f);
+		ok = !ferror(f);
+		fclose(f);
+		if (!ok)
+			return cfg_why(why, "cannot read '%s'", val + 5);
+		if (n > CFG_LOG_HASH_KEY_FILE_MAX)
+			return cfg_why(why, "'%s': more than %d bytes", val + 5,
+			               CFG_LOG_HASH_KEY_FILE_MAX);
+		if (n && buf[n - 1] == '\n')
+			n--;
+		if (n && buf[n - 1] == '\r')
+			n--;
+		k = buf;
+	}
+	if (n < CFG_LOG_HASH_KEY_MIN) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		return cfg_why(why, "too short: at least %d bytes", CFG_LOG_HASH_KEY_MIN);
+	}
+	ok = EVP_Digest(k, n, b->c->log_hash_key, NULL, EVP_sha256(), NULL) == 1;
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (!ok)
+		return cfg_why(why, "SHA-256 unavailable");
+	b->c->log_hash_key_set = 1;
+	return 0;
+}
+
 static int cfg_p_cache_entries(struct cfg_builder *b, const char *val, char *why)
 {
 	unsigned long long v;
@@ -583,6 +628,10 @@ static const struct cfg_key cfg_keys[] = {
 	{ "admin-token", NULL,
 	  "bearer token for POST /cache/invalidate (>= 16 chars); unset = endpoint answers 403",
 	  CFG_FN(cfg_p_admin_token) },
+	{ "log-hash-key", NULL,
+	  "key of the access log's cred= hash (>= 16 bytes, or file:PATH); unset = random "
+	  "per process (hashes then match only within one process)",
+	  CFG_FN(cfg_p_log_hash_key) },
 	{ "cache", "off",
 	  "decision cache (on/off); off by default: a cached allow outlives a revocation "
 	  "at the user service by up to cache-ttl", CFG_NUM(CFG_K_BOOL, cache, 0, 1) },
@@ -633,6 +682,7 @@ static void cfg_free(struct cfg *c)
 	free(c->listen); c->listen = NULL;
 	free(c->admin_listen); c->admin_listen = NULL;
 	free(c->admin_token); c->admin_token = NULL;
+	OPENSSL_cleanse(c->log_hash_key, sizeof(c->log_hash_key));
 	cfg_free_list(&c->cache_key_cookies, &c->n_cache_key_cookies);
 	free(c->user_service_url); c->user_service_url = NULL;
 	cfg_free_list(&c->forward_headers, &c->n_forward_headers);

@@ -18,6 +18,9 @@
 
 #define CFG_DEFAULT_LISTEN "127.0.0.1:12345"
 #define CFG_DEFAULT_ADMIN_LISTEN "127.0.0.1:12346"
+#define CFG_LOG_HASH_KEY_LEN 32        /* SHA-256 of the configured log-hash-key */
+#define CFG_LOG_HASH_KEY_MIN 16        /* bytes of secret at least */
+#define CFG_LOG_HASH_KEY_FILE_MAX 4096 /* bytes read from file:PATH at most */
 
 struct cfg {
 	atomic_uint refcnt;
@@ -47,6 +50,8 @@ struct cfg {
 	char **copy_vars;               /* matching variable names "hdr.<name>" */
 	size_t n_copy_headers;
 	int log_level;                  /* enum log_level */
+	uint8_t log_hash_key[CFG_LOG_HASH_KEY_LEN]; /* log-hash-key, hashed; valid if set */
+	int log_hash_key_set;
 	unsigned drain_timeout_ms;
 
 	/* admin-listen: text as given; addrlen 0 when "off". */

@@ -25,10 +25,9 @@
 #include <time.h>
 #include <arpa/inet.h>
 
-/* SHA256_* for the short log hash: see cachekey.c. */
-#define OPENSSL_SUPPRESS_DEPRECATED 1
-#include <openssl/sha.h>
+#include <openssl/rand.h>
 
+#include "args.h"
 #include "cache.h"
 #include "cachekey.h"
 #include "cfg.h"
@@ -51,11 +50,9 @@
  * exchange_start() only until upstream_start() has copied it. */
 struct exchange_inputs {
 	char *url;              /* into buf or heap */
-	const char *hdrs[256];  /* "Name: value" lines, into buf or heap: at
-	                         * most one per argument (nargs <= 255), plus
-	                         * X-Forwarded-For */
+	const char *hdrs[ARGS_MAX + 1]; /* "Name: value" lines, into buf or heap: at
+	                                 * most one per argument, plus X-Forwarded-For */
 	size_t n_hdrs;
-	char cred_hash[9];
 	char *heap;             /* owned: used instead of buf when it is too small */
 	char buf[EXCHANGE_INPUTS_BUF];
 };
@@ -87,6 +84,10 @@ static uint8_t exchange_label_buf[EXCHANGE_L_ENTRIES][DECISION_ACK_RESERVE];
 static size_t exchange_label_len[EXCHANGE_L_ENTRIES];
 static uint8_t exchange_inval_buf[DECISION_ACK_RESERVE];
 static size_t exchange_inval_len;
+/* The access-log hash key when log-hash-key is unset: random per process,
+ * so hashes correlate across reloads but not across processes or nodes. */
+static uint8_t exchange_log_key[ARGS_LOG_KEY_LEN];
+static int exchange_log_key_ok;
 
 static void exchange_static_init(void)
 {
@@ -106,6 +107,7 @@ static void exchange_static_init(void)
 	d.u.s64 = 1;
 	spop_put_set_var(&p, p + DECISION_ACK_RESERVE, SPOP_SCOPE_TXN, "invalidated", 11, &d);
 	exchange_inval_len = (size_t)(p - exchange_inval_buf);
+	exchange_log_key_ok = RAND_bytes(exchange_log_key, sizeof(exchange_log_key)) == 1;
 }
 
 /* The cache's clock: monotonic, unlike ev_now(), which follows the wall clock. */
@@ -124,15 +126,6 @@ static int64_t exchange_wall_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + (int64_t)ts.tv_nsec / 1000000;
-}
-
-/* A header value must not smuggle a line break (or NUL) into our request. */
-static int exchange_value_ok(const char *v, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (v[i] == '\r' || v[i] == '\n' || v[i] == 0)
-			return 0;
-	return 1;
 }
 
 static int exchange_str_eq(const struct spop_str *s, const char *lit)
@@ -169,7 +162,7 @@ static size_t exchange_url_max(const struct cfg *cfg, size_t uri_len)
 	return strlen(cfg->user_service_url) + 1 + 12 + 3 * uri_len + 1;
 }
 
-static char *exchange_build_url(char *out, const struct cfg *cfg, const struct spop_str *uri)
+static char *exchange_build_url(char *out, const struct cfg *cfg, const char *uri, size_t uri_len)
 {
 	const char *base = cfg->user_service_url;
 	size_t blen = strlen(base);
@@ -184,7 +177,7 @@ static char *exchange_build_url(char *out, const struct cfg *cfg, const struct s
 	out = stpcpy(out, sep);
 	out = stpcpy(out, "request_uri=");
 	if (uri)
-		out = exchange_pct_encode(out, uri->ptr, uri->len);
+		out = exchange_pct_encode(out, uri, uri_len);
 	*out++ = 0;
 	return out;
 }
@@ -198,117 +191,6 @@ static char *exchange_header_line(char *out, const char *name, size_t nlen, cons
 	memcpy(out + nlen + 2, v, vlen);
 	out[nlen + 2 + vlen] = 0;
 	return out + nlen + 2 + vlen + 1;
-}
-
-/* Text form of the `src` argument (IPv4/IPv6 typed data, or a string). */
-static int exchange_src_text(const struct spop_data *d, char *out, size_t outsz)
-{
-	if (d->type == SPOP_T_IPV4)
-		return inet_ntop(AF_INET, d->u.ip, out, (socklen_t)outsz) ? 0 : -1;
-	if (d->type == SPOP_T_IPV6)
-		return inet_ntop(AF_INET6, d->u.ip, out, (socklen_t)outsz) ? 0 : -1;
-	if (d->type == SPOP_T_STR && d->u.str.len < outsz &&
-	    exchange_value_ok(d->u.str.ptr, d->u.str.len)) {
-		memcpy(out, d->u.str.ptr, d->u.str.len);
-		out[d->u.str.len] = 0;
-		return 0;
-	}
-	return -1;
-}
-
-/* Short credential hash for access logs: 8 hex chars of SHA-256 over the
- * forwarded "Name: value\n" lines (the same digest as exchange_inputs_compute
- * builds from its copies). Low-level SHA256_* as in cachekey.c: no allocation. */
-static void exchange_cred_hash_final(SHA256_CTX *md, char out[9])
-{
-	unsigned char dg[SHA256_DIGEST_LENGTH];
-
-	if (SHA256_Final(dg, md) == 1)
-		snprintf(out, 9, "%02x%02x%02x%02x", dg[0], dg[1], dg[2], dg[3]);
-}
-
-/* Pass 1: the cache key and credential digest of the request the `exchange`
- * (or `logout`) message at <p> would produce, by exactly the rules of
- * exchange_inputs_compute() (same headers forwarded, same X-Forwarded-For
- * inputs, same URI), without copying or formatting anything: the client
- * address is hashed as HAProxy sent it (cachekey_end_client()).
- * <cred> NULL: the credential hash is left to cachekey_cred() (only a miss
- * needs it). <cred_hash> (may be NULL) gets the short hash for access logs.
- * Returns 0, -1 if the key cannot be computed (bypass the cache), -2 if the
- * arguments are malformed. Allocates nothing. */
-static int exchange_key_compute(const struct cfg *cfg, struct cachekey *ck, const uint8_t *p,
-                                const uint8_t *end, unsigned nargs, uint8_t key[CACHE_KEY_LEN],
-                                uint8_t cred[CACHE_KEY_LEN], char cred_hash[9])
-{
-	struct spop_str uri = { NULL, 0 }, xff = { NULL, 0 };
-	int has_uri = 0, has_xff = 0, ok;
-	enum cachekey_addr kind = CACHEKEY_ADDR_NONE;
-	uint8_t ip[16];
-	const void *addr = NULL;
-	size_t addr_len = 0;
-	SHA256_CTX md;
-
-	if (cred_hash) {
-		strcpy(cred_hash, "-");
-		SHA256_Init(&md);
-	}
-	ok = cachekey_begin(ck) == 0;
-	for (unsigned i = 0; i < nargs; i++) {
-		struct spop_str name;
-		struct spop_data val;
-
-		if (spop_arg_next(&p, end, &name, &val) < 0)
-			return -2;
-		if (exchange_str_eq(&name, "uri")) {
-			if (val.type == SPOP_T_STR || val.type == SPOP_T_BIN) {
-				uri = val.u.str;
-				has_uri = 1;
-			}
-		} else if (exchange_str_eq(&name, "src")) {
-			/* Same acceptance as exchange_src_text(), which formats
-			 * it on a miss; a later `src` replaces an earlier one. */
-			kind = CACHEKEY_ADDR_NONE;
-			if (val.type == SPOP_T_IPV4 || val.type == SPOP_T_IPV6) {
-				/* val.u.ip is a copy in <val>: keep the bytes */
-				addr_len = val.type == SPOP_T_IPV4 ? 4 : 16;
-				kind = val.type == SPOP_T_IPV4 ? CACHEKEY_ADDR_IPV4 : CACHEKEY_ADDR_IPV6;
-				memcpy(ip, val.u.ip, addr_len);
-				addr = ip;
-			} else if (val.type == SPOP_T_STR && val.u.str.len < INET6_ADDRSTRLEN + 1 &&
-			           exchange_value_ok(val.u.str.ptr, val.u.str.len)) {
-				kind = CACHEKEY_ADDR_TEXT;
-				addr = val.u.str.ptr;
-				addr_len = val.u.str.len;
-			}
-		} else if (exchange_str_eq(&name, "xff")) {
-			if (val.type == SPOP_T_STR && exchange_value_ok(val.u.str.ptr, val.u.str.len) &&
-			    val.u.str.len) {
-				xff = val.u.str;
-				has_xff = 1;
-			}
-		} else if (name.len && (val.type == SPOP_T_STR || val.type == SPOP_T_BIN) &&
-		           cfg_forwards_header(cfg, name.ptr, name.len) &&
-		           exchange_value_ok(val.u.str.ptr, val.u.str.len)) {
-			if (ok && cachekey_header(ck, name.ptr, name.len, val.u.str.ptr,
-			                          val.u.str.len) < 0)
-				ok = 0;
-			if (cred_hash) {
-				SHA256_Update(&md, name.ptr, name.len);
-				SHA256_Update(&md, ": ", 2);
-				SHA256_Update(&md, val.u.str.ptr, val.u.str.len);
-				SHA256_Update(&md, "\n", 1);
-			}
-		}
-	}
-	if (cred_hash)
-		exchange_cred_hash_final(&md, cred_hash);
-	if (!ok)
-		return -1;
-	if (cachekey_end_client(ck, has_xff ? xff.ptr : NULL, has_xff ? xff.len : 0, kind, addr,
-	                        addr_len, has_uri ? uri.ptr : NULL, has_uri ? uri.len : 0, key,
-	                        cred) < 0)
-		return -1;
-	return 0;
 }
 
 struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *salt,
@@ -327,30 +209,23 @@ struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *sal
 	return cachekey_new(&o, err, errlen);
 }
 
-/* Reads the <nargs> arguments of the `exchange` message at <*p> and builds
- * the request inputs. Returns 0, -1 when out of memory, or -2 when the
- * arguments are malformed. Values are copied: the frame may go away. */
-static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
-                                   const uint8_t *end, unsigned nargs,
+/* Builds the request inputs (URL and header lines) from the classified
+ * arguments <a>. Returns 0, or -1 when out of memory. Values are copied: the
+ * frame may go away. */
+static int exchange_inputs_compute(const struct cfg *cfg, const struct args *a,
                                    struct exchange_inputs *in)
 {
-	struct spop_str uri = { NULL, 0 }, xff = { NULL, 0 };
-	int has_uri = 0, has_xff = 0, has_src = 0;
-	char src[INET6_ADDRSTRLEN + 1];
-	SHA256_CTX md;
-	int want_hash = log_enabled(LOG_LVL_ACCESS);
-	size_t avail = (size_t)(end - *p), need;
+	char src[ARGS_SRC_TEXT_MAX + 1];
+	int has_src = args_src_text(a, src, sizeof(src)) == 0;
+	size_t need = exchange_url_max(cfg, a->uri_len) + sizeof("X-Forwarded-For: , ") +
+	              a->xff_len + sizeof(src);
 	char *o;
 
 	in->url = NULL;
 	in->n_hdrs = 0;
 	in->heap = NULL;
-	strcpy(in->cred_hash, "-");
-	/* Every name and value is in the <avail> bytes of arguments: lines take
-	 * at most avail + 3 per line, the URL at most 3 * avail for the URI,
-	 * X-Forwarded-For its prefix, ", " and an address. */
-	need = avail + 3 * 256 + exchange_url_max(cfg, avail) +
-	       sizeof("X-Forwarded-For: , ") + sizeof(src);
+	for (size_t i = 0; i < a->n_hdrs; i++)
+		need += a->hdrs[i].name_len + a->hdrs[i].value_len + sizeof(": ");
 	o = in->buf;
 	if (need > sizeof(in->buf)) {
 		in->heap = malloc(need);
@@ -358,73 +233,33 @@ static int exchange_inputs_compute(const struct cfg *cfg, const uint8_t **p,
 			return -1;
 		o = in->heap;
 	}
-	if (nargs > 255)
-		goto out_malformed;
-	if (want_hash)
-		SHA256_Init(&md);
+	if (a->n_unsafe) {
+		static struct log_rl rl;
 
-	for (unsigned i = 0; i < nargs; i++) {
-		struct spop_str name;
-		struct spop_data val;
-
-		if (spop_arg_next(p, end, &name, &val) < 0)
-			goto out_malformed;
-		if (exchange_str_eq(&name, "uri")) {
-			if (val.type == SPOP_T_STR || val.type == SPOP_T_BIN) {
-				uri = val.u.str;
-				has_uri = 1;
-			}
-		} else if (exchange_str_eq(&name, "src")) {
-			has_src = exchange_src_text(&val, src, sizeof(src)) == 0;
-		} else if (exchange_str_eq(&name, "xff")) {
-			if (val.type == SPOP_T_STR && exchange_value_ok(val.u.str.ptr, val.u.str.len) &&
-			    val.u.str.len) {
-				xff = val.u.str;
-				has_xff = 1;
-			}
-		} else if (name.len && (val.type == SPOP_T_STR || val.type == SPOP_T_BIN) &&
-		           cfg_forwards_header(cfg, name.ptr, name.len)) {
-			/* NULL (absent header) values are simply not forwarded. */
-			if (!exchange_value_ok(val.u.str.ptr, val.u.str.len)) {
-				static struct log_rl rl;
-
-				log_ratelimited(LOG_LVL_WARN, &rl, "argument '%.*s' holds a line "
-				                "break or NUL: not forwarded", (int)name.len, name.ptr);
-				continue;
-			}
-			in->hdrs[in->n_hdrs] = o;
-			o = exchange_header_line(o, name.ptr, name.len, val.u.str.ptr,
-			                         val.u.str.len);
-			if (want_hash) {
-				SHA256_Update(&md, in->hdrs[in->n_hdrs], name.len + 2 + val.u.str.len);
-				SHA256_Update(&md, "\n", 1);
-			}
-			in->n_hdrs++;
-		}
+		log_ratelimited(LOG_LVL_WARN, &rl, "argument '%.*s' holds a line break or NUL: "
+		                "not forwarded", (int)a->unsafe_name_len, a->unsafe_name);
 	}
-
-	if (has_xff || has_src) {
+	for (size_t i = 0; i < a->n_hdrs; i++) {
+		in->hdrs[in->n_hdrs++] = o;
+		o = exchange_header_line(o, a->hdrs[i].name, a->hdrs[i].name_len, a->hdrs[i].value,
+		                         a->hdrs[i].value_len);
+	}
+	if (a->xff || has_src) {
 		in->hdrs[in->n_hdrs++] = o;
 		o = stpcpy(o, "X-Forwarded-For: ");
-		if (has_xff) {
-			memcpy(o, xff.ptr, xff.len);
-			o += xff.len;
+		if (a->xff) {
+			memcpy(o, a->xff, a->xff_len);
+			o += a->xff_len;
 		}
-		if (has_xff && has_src)
+		if (a->xff && has_src)
 			o = stpcpy(o, ", ");
 		if (has_src)
 			o = stpcpy(o, src);
 		*o++ = 0;
 	}
 	in->url = o;
-	o = exchange_build_url(o, cfg, has_uri ? &uri : NULL);
-	if (want_hash)
-		exchange_cred_hash_final(&md, in->cred_hash);
+	exchange_build_url(o, cfg, a->uri, a->uri_len);
 	return 0;
-
-out_malformed:
-	exchange_inputs_free(in);
-	return -2;
 }
 
 static double exchange_elapsed_ms(const struct timespec *t0)
@@ -440,6 +275,8 @@ static double exchange_elapsed_ms(const struct timespec *t0)
  * allocates nothing). */
 static void exchange_release(struct worker *w, struct exchange *x)
 {
+	free(x->own_args);
+	x->own_args = NULL;
 	if (!w->x_spare)
 		w->x_spare = x;
 	else
@@ -517,20 +354,30 @@ static enum exchange_label exchange_leader_done(struct exchange *x, long status,
 
 /* Leader's thread, no cache lock held: hand the answer to the waiter's own
  * worker, which ACKs it from its loop. */
-static void exchange_waiter_cb(struct cache_waiter *wt, struct decision *d, int stale)
+static void exchange_waiter_cb(struct cache_waiter *wt, struct decision *d, int how)
 {
 	struct exchange *x = (struct exchange *)(void *)((char *)wt - offsetof(struct exchange, waiter));
 
 	x->cache_d = d;
-	x->cache_stale = stale;
+	x->cache_stale = how;
 	worker_post_cache(x->w, x);
 }
 
+static void exchange_own_call(struct exchange *x);
+
 void exchange_cache_deliver(struct exchange *x)
 {
-	struct decision *d = x->cache_d ? x->cache_d : decision_error();
-	enum exchange_label label = x->cache_stale ? EXCHANGE_L_STALE : EXCHANGE_L_COALESCED;
+	struct decision *d;
+	enum exchange_label label = x->cache_stale == CACHE_ANS_STALE ? EXCHANGE_L_STALE
+	                                                               : EXCHANGE_L_COALESCED;
 
+	if (x->cache_stale == CACHE_ANS_OWN) {
+		decision_put(x->cache_d);
+		x->cache_d = NULL;
+		exchange_own_call(x);
+		return;
+	}
+	d = x->cache_d ? x->cache_d : decision_error();
 	x->cache_d = NULL;
 	if (label == EXCHANGE_L_STALE)
 		METRICS_INC(x->w->met.cache_stale);
@@ -545,6 +392,7 @@ void exchange_cache_drop(struct exchange *x)
 	x->cache_d = NULL;
 	cfg_put(x->cfg);
 	x->cfg = NULL;
+	free(x->own_args);
 	free(x);
 }
 
@@ -630,25 +478,86 @@ static void exchange_oom_ack(struct conn *c, const struct spop_frame *f)
 	                    exchange_label_buf[EXCHANGE_L_MISS], exchange_label_len[EXCHANGE_L_MISS]);
 }
 
+/* The access log's credential hash of <a>: keyed by log-hash-key, or by the
+ * process's random key. */
+_Static_assert(CFG_LOG_HASH_KEY_LEN == ARGS_LOG_KEY_LEN, "one key size");
+
+static void exchange_log_hash(const struct args *a, const struct cfg *cfg,
+                              char out[ARGS_LOG_HASH_SIZE])
+{
+	if (cfg->log_hash_key_set)
+		args_log_hash(a, cfg->log_hash_key, out);
+	else if (exchange_log_key_ok)
+		args_log_hash(a, exchange_log_key, out);
+	else
+		strcpy(out, "-");
+}
+
+/* Sends the user-service request for <a> on behalf of <x> (tracked, counted
+ * in flight). Completes <x> with an error if it cannot start. */
+static void exchange_call(struct exchange *x, const struct args *a)
+{
+	struct exchange_inputs in;  /* ~6 KiB of stack: no allocation per miss */
+	struct decision *d;
+	enum exchange_label label = EXCHANGE_L_MISS;
+
+	if (exchange_inputs_compute(x->cfg, a, &in) == 0) {
+		int rc = upstream_start(x->w->up, x->cfg, in.url, (const char *const *)in.hdrs,
+		                        in.n_hdrs, exchange_upstream_done, x);
+
+		exchange_inputs_free(&in);
+		if (rc == 0)
+			return;
+	}
+	{
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_ERROR, &rl, "cannot start the user-service request");
+	}
+	d = decision_error();
+	if (x->cache_role == EXCHANGE_CACHE_LEADER)
+		label = exchange_leader_done(x, 0, NULL, NULL, 0, &d);
+	exchange_complete(x, d, label);
+}
+
+/* A coalesced waiter whose leader's answer was private to the leader
+ * (it carries Set-Cookie): this request makes its own call, from the copy
+ * of its arguments, and its answer is not stored. */
+static void exchange_own_call(struct exchange *x)
+{
+	const uint8_t *p = x->own_args;
+	struct args a;
+
+	x->cache_role = EXCHANGE_CACHE_BYPASS;
+	if (!x->conn || !x->own_args ||
+	    args_classify(&a, x->cfg, &p, x->own_args + x->own_args_len, x->own_nargs) < 0) {
+		exchange_complete(x, decision_error(), EXCHANGE_L_MISS);
+		return;
+	}
+	exchange_call(x, &a);
+}
+
 /* Starts the exchange for the `exchange` message whose <nargs> arguments are
- * at <*p>. Returns 0, or -(enum spop_error). */
+ * at <*p>: classified once; the key, the log hash and the request are built
+ * from the same struct args. Returns 0, or -(enum spop_error). */
 static int exchange_start(struct conn *c, const struct spop_frame *f,
                           const uint8_t **p, unsigned nargs)
 {
 	struct worker *w = c->w;
-	struct exchange_inputs in;  /* ~6 KiB of stack: no allocation per miss */
+	const uint8_t *args_at = *p;
+	struct args a;
 	struct exchange *x;
 	uint8_t key[CACHE_KEY_LEN];
-	char cred_hash[9] = "-";  /* also what a reload to 'access' in between reads */
-	int role = EXCHANGE_CACHE_BYPASS, rc;
+	char cred_hash[ARGS_LOG_HASH_SIZE] = "-";
+	int role = EXCHANGE_CACHE_BYPASS;
 
 	pthread_once(&exchange_once, exchange_static_init);
+	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
+		return -SPOP_ERR_INVALID;
+	if (log_enabled(LOG_LVL_ACCESS))
+		exchange_log_hash(&a, w->cfg, cred_hash);
 	if (w->cache && w->ck && w->cfg->cache) {
-		rc = exchange_key_compute(w->cfg, w->ck, *p, f->end, nargs, key, NULL,
-		                          log_enabled(LOG_LVL_ACCESS) ? cred_hash : NULL);
-		if (rc == -2)
-			return -SPOP_ERR_INVALID;
-		if (rc == 0)
+		if (args_key(&a, w->ck, key, NULL) == 0)
 			role = EXCHANGE_CACHE_LEADER;  /* until the lookup says otherwise */
 		else
 			METRICS_INC(w->met.cache_miss);  /* consulted, could not use it */
@@ -668,14 +577,12 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	x->sid = f->sid;
 	x->fid = f->fid;
 	clock_gettime(CLOCK_MONOTONIC, &x->start);
-	strcpy(x->cred_hash, "-");
+	memcpy(x->cred_hash, cred_hash, sizeof(x->cred_hash));
 
 	if (role == EXCHANGE_CACHE_LEADER) {
 		struct decision *d = NULL;
 		enum cache_res res;
 
-		if (log_enabled(LOG_LVL_ACCESS))
-			memcpy(x->cred_hash, cred_hash, sizeof(x->cred_hash));
 		/* Set before the lookup: once queued, the leader's thread may
 		 * call it at any time. */
 		x->waiter.cb = exchange_waiter_cb;
@@ -688,7 +595,15 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 		}
 		if (res == CACHE_COALESCED) {
 			/* Only x->w, x->waiter, x->cache_* and x->inbox_next are
-			 * touched by the leader's thread; the rest is ours. */
+			 * touched by the leader's thread; the rest is ours. The
+			 * arguments are kept in case the leader's answer is its
+			 * own (Set-Cookie) and this request must ask for itself;
+			 * without the copy such an answer becomes an error. */
+			x->own_args_len = (size_t)(*p - args_at);
+			x->own_args = malloc(x->own_args_len ? x->own_args_len : 1);
+			if (x->own_args)
+				memcpy(x->own_args, args_at, x->own_args_len);
+			x->own_nargs = nargs;
 			x->cache_role = EXCHANGE_CACHE_WAITER;
 			x->cfg = cfg_get(w->cfg);
 			conn_track(c, x);
@@ -700,38 +615,11 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 		memcpy(x->key, key, sizeof(x->key));
 	}
 
-	rc = exchange_inputs_compute(w->cfg, p, f->end, nargs, &in);
-	if (rc < 0) {
-		/* A leader must complete, or its waiters hang. */
-		if (x->cache_role == EXCHANGE_CACHE_LEADER)
-			cache_fail(w->cache, x->key, decision_error(), exchange_mono_ms(), NULL);
-		exchange_release(w, x);
-		if (rc == -2)
-			return -SPOP_ERR_INVALID;
-		exchange_oom_ack(c, f);
-		return 0;
-	}
 	x->cfg = cfg_get(w->cfg);
-	if (x->cache_role != EXCHANGE_CACHE_LEADER || !log_enabled(LOG_LVL_ACCESS))
-		memcpy(x->cred_hash, in.cred_hash, sizeof(x->cred_hash));
 	conn_track(c, x);
 	w->n_exchanges++;
 	METRICS_INC(w->met.inflight);
-
-	if (upstream_start(w->up, x->cfg, in.url, (const char *const *)in.hdrs, in.n_hdrs,
-	                   exchange_upstream_done, x) < 0) {
-		static struct log_rl rl;
-		struct decision *d = decision_error();
-		enum exchange_label label = EXCHANGE_L_MISS;
-
-		log_ratelimited(LOG_LVL_ERROR, &rl, "cannot start the user-service request");
-		exchange_inputs_free(&in);
-		if (x->cache_role == EXCHANGE_CACHE_LEADER)
-			label = exchange_leader_done(x, 0, NULL, NULL, 0, &d);
-		exchange_complete(x, d, label);
-		return 0;
-	}
-	exchange_inputs_free(&in);
+	exchange_call(x, &a);
 	return 0;
 }
 
@@ -743,31 +631,27 @@ static int exchange_logout(struct conn *c, const struct spop_frame *f,
                            const uint8_t **p, unsigned nargs)
 {
 	struct worker *w = c->w;
+	struct args a;
 	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
-	char cred_hash[9] = "-";  /* also what a reload to 'access' in between reads */
-	const uint8_t *a;
+	char cred_hash[ARGS_LOG_HASH_SIZE] = "-";
+	const uint8_t *ack;
 	size_t len;
-	int rc = -1;
 
 	pthread_once(&exchange_once, exchange_static_init);
-	if (w->cache && w->ck && w->cfg->cache) {
-		rc = exchange_key_compute(w->cfg, w->ck, *p, f->end, nargs, key, cred,
-		                          log_enabled(LOG_LVL_ACCESS) ? cred_hash : NULL);
-		if (rc == -2)
-			return -SPOP_ERR_INVALID;
-	} else if (spop_msg_skip_args(p, f->end, nargs) < 0) {
+	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
 		return -SPOP_ERR_INVALID;
-	}
-	if (rc == 0) {
+	if (w->cache && w->ck && w->cfg->cache && args_key(&a, w->ck, key, cred) == 0) {
 		cache_invalidate_cred(w->cache, cred, exchange_mono_ms());
-		if (log_enabled(LOG_LVL_ACCESS))
+		if (log_enabled(LOG_LVL_ACCESS)) {
+			exchange_log_hash(&a, w->cfg, cred_hash);
 			log_access("sid=%llu fid=%llu logout: session entries invalidated cred=%s",
 			           (unsigned long long)f->sid, (unsigned long long)f->fid, cred_hash);
+		}
 		conn_send_ack(c, f->sid, f->fid, exchange_inval_buf, exchange_inval_len);
 		return 0;
 	}
-	a = decision_noop_actions(&len);
-	conn_send_ack(c, f->sid, f->fid, a, len);
+	ack = decision_noop_actions(&len);
+	conn_send_ack(c, f->sid, f->fid, ack, len);
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "args.h"
 #include "cache.h"
 
 struct cachekey;
@@ -30,14 +31,19 @@ struct exchange {
 	uint64_t sid, fid;              /* echoed exactly in the ACK */
 	struct exchange *prev, *next;   /* the connection's in-flight list */
 	struct timespec start;
-	char cred_hash[9];              /* 8 hex chars of SHA-256(credentials) or "-" */
+	char cred_hash[ARGS_LOG_HASH_SIZE]; /* 8 hex chars of HMAC-SHA256(credentials) or "-" */
 
 	/* Decision cache (issue 3). */
 	int cache_role;                 /* EXCHANGE_CACHE_* */
 	uint8_t key[CACHE_KEY_LEN];     /* LEADER: the key it must complete */
 	struct cache_waiter waiter;     /* WAITER: queued in the cache */
 	struct decision *cache_d;       /* WAITER: the delivered answer (a reference) */
-	int cache_stale;                /* WAITER: cache_d is an expired entry */
+	int cache_stale;                /* WAITER: how cache_d came (CACHE_ANS_*) */
+	uint8_t *own_args;              /* WAITER: owned copy of its NOTIFY arguments,
+	                                 * for its own call when the leader's answer
+	                                 * was private (CACHE_ANS_OWN); may be NULL */
+	size_t own_args_len;
+	unsigned own_nargs;
 	struct exchange *inbox_next;    /* WAITER: the worker's cache inbox */
 };
 
