@@ -10,6 +10,7 @@ and of any caching in the agent.
     fake.program(case, garbage=b"\\x00junk")     # raw bytes, then close
     fake.program(case, close=True)              # close without answering
     fake.program(case, msgpack={"sub": "alice"})
+    fake.program(case, status=302, nonce_cookie="oauth_state")  # a fresh Set-Cookie per call
     fake.calls(case)                            # recorded token calls
 
 Unknown cases: 401 JSON with WWW-Authenticate. Any other path (public routes
@@ -18,6 +19,7 @@ too (fake.requests).
 """
 import http.server
 import json
+import secrets
 import struct
 import sys
 import threading
@@ -74,13 +76,14 @@ def msgpack_encode(v):
 
 class Case:
     def __init__(self, status=200, body=b"", content_type="text/plain", headers=(), delay=0.0,
-                 garbage=None, close=False, msgpack=None):
+                 garbage=None, close=False, msgpack=None, nonce_cookie=None):
         if isinstance(body, str):
             body = body.encode()
         if msgpack is not None:
             body, content_type = msgpack_encode(msgpack), "application/msgpack"
         self.status, self.body, self.content_type = status, body, content_type
         self.headers, self.delay, self.garbage, self.close = list(headers), delay, garbage, close
+        self.nonce_cookie = nonce_cookie
 
 
 def case_of(cookie_headers):
@@ -144,7 +147,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self.answer(case.status, case.body, case.content_type, case.headers)
+        headers = list(case.headers)
+        if case.nonce_cookie:
+            nonce = secrets.token_hex(16)
+            rec["nonce"] = nonce
+            headers.append(("Set-Cookie", "%s=%s; Path=/; HttpOnly" % (case.nonce_cookie, nonce)))
+        self.answer(case.status, case.body, case.content_type, headers)
 
     def answer(self, status, body, content_type, headers):
         try:
