@@ -1,0 +1,218 @@
+/*
+ * test_args.c: unit tests of the NOTIFY argument classification
+ * (agent/args.c).
+ *
+ * What it does: encodes NOTIFY arguments with spop.c's writers and checks
+ * what args_classify() makes of them (uri, src of each type, xff, forwarded
+ * headers in order, unknown names skipped, values with CR/LF/NUL dropped and
+ * counted, malformed or too many arguments refused); that the admin
+ * endpoint's way of building a struct args (args_add_header()) gives the same
+ * credential hash as the NOTIFY path for the same headers, unsafe ones
+ * included; that args_key() is the key of exactly those slices; and that the
+ * access-log hash is HMAC-SHA256 (checked against OpenSSL's HMAC()), keyed,
+ * and never the unkeyed SHA-256 prefix.
+ *
+ * What it never does: I/O beyond loading defaults with cfg_load(NULL, ...).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "args.h"
+#include "cachekey.h"
+#include "cfg.h"
+#include "spop.h"
+#include "tap.h"
+
+struct enc {
+	uint8_t buf[4096];
+	uint8_t *p;
+	unsigned n;
+};
+
+static void enc_init(struct enc *e)
+{
+	e->p = e->buf;
+	e->n = 0;
+}
+
+static void enc_str_arg(struct enc *e, const char *name, int type, const char *v, size_t vlen)
+{
+	struct spop_data d;
+
+	d.type = (enum spop_type)type;
+	d.u.str.ptr = v;
+	d.u.str.len = vlen;
+	spop_put_str(&e->p, e->buf + sizeof(e->buf), name, strlen(name));
+	spop_put_data(&e->p, e->buf + sizeof(e->buf), &d);
+	e->n++;
+}
+
+#define ARG(e, name, v) enc_str_arg((e), (name), SPOP_T_STR, (v), sizeof(v) - 1)
+
+static void enc_ip_arg(struct enc *e, const char *name, int type, const uint8_t *ip)
+{
+	struct spop_data d;
+
+	d.type = (enum spop_type)type;
+	memcpy(d.u.ip, ip, type == SPOP_T_IPV4 ? 4 : 16);
+	spop_put_str(&e->p, e->buf + sizeof(e->buf), name, strlen(name));
+	spop_put_data(&e->p, e->buf + sizeof(e->buf), &d);
+	e->n++;
+}
+
+static int classify(struct args *a, const struct cfg *cfg, struct enc *e)
+{
+	const uint8_t *p = e->buf;
+	int rc = args_classify(a, cfg, &p, e->p, e->n);
+
+	if (rc == 0 && p != e->p)
+		diag("cursor not at the end of the arguments");
+	return rc == 0 && p == e->p ? 0 : -1;
+}
+
+static int slice_is(const char *p, size_t n, const char *want)
+{
+	return p && n == strlen(want) && memcmp(p, want, n) == 0;
+}
+
+static void test_classify(const struct cfg *cfg)
+{
+	static const uint8_t v4[4] = { 192, 0, 2, 7 };
+	static const uint8_t v6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+	struct args a;
+	struct enc e;
+	char txt[ARGS_SRC_TEXT_MAX + 1];
+
+	enc_init(&e);
+	ARG(&e, "uri", "/a?b=c");
+	enc_ip_arg(&e, "src", SPOP_T_IPV4, v4);
+	ARG(&e, "xff", "10.0.0.1");
+	ARG(&e, "cookie", "sid=1");
+	ARG(&e, "x-other", "not forwarded");
+	ARG(&e, "Authorization", "Bearer t");
+	ARG(&e, "x-example-authorization", "bad\r\nX-Injected: 1");
+	ok(classify(&a, cfg, &e) == 0, "classified");
+	ok(slice_is(a.uri, a.uri_len, "/a?b=c"), "uri");
+	ok(a.src_kind == CACHEKEY_ADDR_IPV4 && a.src_len == 4 && memcmp(a.src_ip, v4, 4) == 0,
+	   "src IPv4 bytes");
+	ok(args_src_text(&a, txt, sizeof(txt)) == 0 && strcmp(txt, "192.0.2.7") == 0, "src text");
+	ok(slice_is(a.xff, a.xff_len, "10.0.0.1"), "xff");
+	is_int((long long)a.n_hdrs, 2, "two forwarded headers (x-other skipped, unsafe dropped)");
+	ok(a.n_hdrs == 2 && slice_is(a.hdrs[0].name, a.hdrs[0].name_len, "cookie") &&
+	   slice_is(a.hdrs[0].value, a.hdrs[0].value_len, "sid=1") &&
+	   slice_is(a.hdrs[1].name, a.hdrs[1].name_len, "Authorization"), "  in argument order");
+	ok(a.n_unsafe == 1 && slice_is(a.unsafe_name, a.unsafe_name_len, "x-example-authorization"),
+	   "the CR/LF value is counted and named");
+
+	enc_init(&e);
+	enc_ip_arg(&e, "src", SPOP_T_IPV6, v6);
+	ARG(&e, "xff", "");
+	ok(classify(&a, cfg, &e) == 0 && a.src_kind == CACHEKEY_ADDR_IPV6 && a.xff == NULL &&
+	   a.uri == NULL, "IPv6 src; an empty xff is none; no uri");
+	ok(args_src_text(&a, txt, sizeof(txt)) == 0 && strcmp(txt, "2001:db8::1") == 0,
+	   "  IPv6 text");
+
+	enc_init(&e);
+	ARG(&e, "src", "unix@sock");
+	ARG(&e, "src", "bad\nsrc");
+	ok(classify(&a, cfg, &e) == 0 && a.src_kind == CACHEKEY_ADDR_NONE,
+	   "a later src replaces an earlier one, an unsafe one is none");
+	ok(args_src_text(&a, txt, sizeof(txt)) < 0, "  no text");
+
+	enc_init(&e);
+	ARG(&e, "cookie", "a");
+	{
+		const uint8_t *p = e.buf;
+
+		ok(args_classify(&a, cfg, &p, e.p - 1, e.n) < 0, "truncated arguments: malformed");
+		p = e.buf;
+		ok(args_classify(&a, cfg, &p, e.p, ARGS_MAX + 1) < 0, "more than ARGS_MAX: refused");
+	}
+}
+
+/* The admin endpoint builds its struct args with args_add_header(); the
+ * NOTIFY path with args_classify(). Same headers => same credential. */
+static void test_admin_same_rules(const struct cfg *cfg)
+{
+	struct cachekey_opts o = { 1, 1, NULL, 0, NULL, NULL, 0 };
+	struct cachekey *ck;
+	struct args a, b;
+	struct enc e;
+	uint8_t ka[CACHEKEY_LEN], ca[CACHEKEY_LEN], kb[CACHEKEY_LEN], cb[CACHEKEY_LEN];
+	char err[128];
+
+	ck = cachekey_new(&o, err, sizeof(err));
+	if (!ck) {
+		ok(0, "cachekey_new: %s", err);
+		return;
+	}
+	enc_init(&e);
+	ARG(&e, "uri", "/x");
+	ARG(&e, "cookie", "sid=1");
+	ARG(&e, "authorization", "Bearer t");
+	ARG(&e, "x-example-authorization", "a\0" "b");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, ck, ka, ca) == 0, "NOTIFY path key");
+	args_init(&b);
+	is_int(args_add_header(&b, cfg, "cookie", 6, "sid=1", 5), 1, "admin: cookie added");
+	is_int(args_add_header(&b, cfg, "authorization", 13, "Bearer t", 8), 1, "  authorization");
+	is_int(args_add_header(&b, cfg, "x-example-authorization", 23, "a\0b", 3), -1,
+	       "  the NUL value dropped, as on the NOTIFY path");
+	is_int(args_add_header(&b, cfg, "x-nope", 6, "v", 1), 0, "  not forwarded: ignored");
+	ok(args_key(&b, ck, kb, cb) == 0 && memcmp(ca, cb, CACHEKEY_LEN) == 0,
+	   "same credential hash from both paths");
+	ok(memcmp(ka, kb, CACHEKEY_LEN) != 0, "  keys differ (URI, address only on one)");
+
+	/* args_key() is the key of exactly these slices */
+	ok(cachekey_begin(ck) == 0 && cachekey_header(ck, "cookie", 6, "sid=1", 5) == 0 &&
+	   cachekey_header(ck, "authorization", 13, "Bearer t", 8) == 0 &&
+	   cachekey_end_client(ck, NULL, 0, CACHEKEY_ADDR_NONE, NULL, 0, "/x", 2, kb, cb) == 0 &&
+	   memcmp(ka, kb, CACHEKEY_LEN) == 0, "args_key == the key builder fed the same slices");
+	cachekey_free(ck);
+}
+
+static void test_log_hash(const struct cfg *cfg)
+{
+	uint8_t k1[ARGS_LOG_KEY_LEN], k2[ARGS_LOG_KEY_LEN], ref[EVP_MAX_MD_SIZE], sha[32];
+	static const char lines[] = "cookie: sid=1\nauthorization: Bearer t\n";
+	unsigned rlen = 0;
+	char h1[ARGS_LOG_HASH_SIZE], h1b[ARGS_LOG_HASH_SIZE], h2[ARGS_LOG_HASH_SIZE], want[9];
+	char unkeyed[9];
+	struct args a;
+
+	memset(k1, 0x11, sizeof(k1));
+	memset(k2, 0x22, sizeof(k2));
+	args_init(&a);
+	args_add_header(&a, cfg, "cookie", 6, "sid=1", 5);
+	args_add_header(&a, cfg, "authorization", 13, "Bearer t", 8);
+	args_log_hash(&a, k1, h1);
+	args_log_hash(&a, k1, h1b);
+	args_log_hash(&a, k2, h2);
+	HMAC(EVP_sha256(), k1, sizeof(k1), (const uint8_t *)lines, sizeof(lines) - 1, ref, &rlen);
+	snprintf(want, sizeof(want), "%02x%02x%02x%02x", ref[0], ref[1], ref[2], ref[3]);
+	EVP_Digest(lines, sizeof(lines) - 1, sha, NULL, EVP_sha256(), NULL);
+	snprintf(unkeyed, sizeof(unkeyed), "%02x%02x%02x%02x", sha[0], sha[1], sha[2], sha[3]);
+	ok(strcmp(h1, want) == 0, "log hash = HMAC-SHA256 prefix (%s vs %s)", h1, want);
+	ok(strcmp(h1, h1b) == 0, "  same key, same hash");
+	ok(strcmp(h1, h2) != 0, "  another key, another hash");
+	ok(strcmp(h1, unkeyed) != 0 && strcmp(h2, unkeyed) != 0, "  never the unkeyed SHA-256");
+}
+
+int main(void)
+{
+	char err[256];
+	struct cfg *cfg = cfg_load(NULL, 0, NULL, err, sizeof(err));
+
+	if (!cfg) {
+		ok(0, "cfg_load: %s", err);
+		return done_testing();
+	}
+	test_classify(cfg);
+	test_admin_same_rules(cfg);
+	test_log_hash(cfg);
+	cfg_put(cfg);
+	return done_testing();
+}
