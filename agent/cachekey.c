@@ -155,16 +155,23 @@ static int cachekey_kept(const struct cachekey *k, const char *name, size_t n)
 #define CACHEKEY_C_TCHAR  0x01
 #define CACHEKEY_C_OCTET  0x02
 
+/* CACHEKEY_C_* of each byte: tchar (also a cookie-octet) 3, other
+ * cookie-octets ( ) / : < = > ? @ [ ] { } 2, everything else 0 (CTLs, SP,
+ * DQUOTE, ',', ';', '\\', DEL, every byte >= 0x80). */
+static const uint8_t cachekey_classes[256] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 3, 0, 3, 3, 3, 3, 3, 2, 2, 3, 3, 0, 3, 3, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 0, 2, 2, 2, 2,
+	2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 0, 2, 3, 3,
+	3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 2, 3, 2, 3, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 static uint8_t cachekey_class(unsigned char c)
 {
-	if (c < 0x21 || c > 0x7e)
-		return 0;  /* CTLs, SP, DEL, every byte >= 0x80 */
-	if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	    strchr("!#$%&'*+-.^_`|~", c))
-		return CACHEKEY_C_TCHAR | CACHEKEY_C_OCTET;
-	if (c == '"' || c == ',' || c == ';' || c == '\\')
-		return 0;
-	return CACHEKEY_C_OCTET;  /* ( ) / : < = > ? @ [ ] { } */
+	return cachekey_classes[c];
 }
 
 static int cachekey_all(const char *p, const char *e, uint8_t cls)
@@ -228,7 +235,7 @@ static int cachekey_all_ows(const char *p, const char *e)
  * spaces around '=') is uncertain: 0. An empty or blank value: 2. */
 static int cachekey_cookies_certain(const struct cachekey *k, const char *v, size_t len)
 {
-	const char *p = v, *end = v + len, *s, *e, *eq;
+	const char *p = v, *end = v + len, *s, *e, *eq, *seg;
 	uint64_t seen = 0;
 	size_t i;
 	int idx;
@@ -236,9 +243,8 @@ static int cachekey_cookies_certain(const struct cachekey *k, const char *v, siz
 	if (cachekey_all_ows(v, end))
 		return 2;  /* no cookie at all, for every parser */
 	for (;;) {
-		e = memchr(p, ';', (size_t)(end - p));
-		if (!e)
-			e = end;
+		seg = memchr(p, ';', (size_t)(end - p));
+		e = seg ? seg : end;
 		s = p;
 		while (s < e && cachekey_ows(*s))
 			s++;
@@ -247,15 +253,13 @@ static int cachekey_cookies_certain(const struct cachekey *k, const char *v, siz
 		eq = memchr(s, '=', (size_t)(e - s));
 		if (!eq || eq == s || !cachekey_all(s, eq, CACHEKEY_C_TCHAR))
 			return 0;
+		idx = cachekey_kept(k, s, (size_t)(eq - s));
 		if (e - eq >= 3 && eq[1] == '"' && e[-1] == '"') {
-			if (!cachekey_all(eq + 2, e - 1, CACHEKEY_C_OCTET))
-				return 0;
-			if (cachekey_kept(k, s, (size_t)(eq - s)) >= 0)
-				return 0;  /* unquoted by some parsers, not by others */
+			if (idx >= 0 || !cachekey_all(eq + 2, e - 1, CACHEKEY_C_OCTET))
+				return 0;  /* a quoted kept value: unquoted by some parsers only */
 		} else if (!cachekey_all(eq + 1, e, CACHEKEY_C_OCTET)) {
 			return 0;
 		}
-		idx = cachekey_kept(k, s, (size_t)(eq - s));
 		if (idx >= 0) {
 			if (seen & (UINT64_C(1) << idx))
 				return 0;  /* first-wins and last-wins parsers disagree */
@@ -265,10 +269,9 @@ static int cachekey_cookies_certain(const struct cachekey *k, const char *v, siz
 				if (cachekey_confusable(s, eq, k->cookies[i], k->cookie_lens[i]))
 					return 0;
 		}
-		p = memchr(p, ';', (size_t)(end - p));
-		if (!p)
+		if (!seg)
 			return 1;
-		p++;
+		p = seg + 1;
 	}
 }
 
