@@ -448,7 +448,10 @@ static void prop_cat(struct prop_hdr *h, const char *s, size_t n)
 	}
 }
 
-#define PROP_CAT(h, lit) prop_cat((h), (lit), strlen(lit))
+static void prop_cats(struct prop_hdr *h, const char *lit)
+{
+	prop_cat(h, lit, strlen(lit));
+}
 
 /* Pools small enough that many headers share a key. */
 static void prop_gen(struct prop_hdr *h)
@@ -469,16 +472,16 @@ static void prop_gen(struct prop_hdr *h)
 
 	h->len = 0;
 	if (prop_rand(8) == 0)
-		PROP_CAT(h, " ");
+		prop_cats(h, " ");
 	for (i = 0; i < n; i++) {
 		if (i)
-			PROP_CAT(h, seps[prop_rand(sizeof(seps) / sizeof(seps[0]))]);
-		PROP_CAT(h, names[prop_rand(sizeof(names) / sizeof(names[0]))]);
-		PROP_CAT(h, eqs[prop_rand(sizeof(eqs) / sizeof(eqs[0]))]);
-		PROP_CAT(h, values[prop_rand(sizeof(values) / sizeof(values[0]))]);
+			prop_cats(h, seps[prop_rand(sizeof(seps) / sizeof(seps[0]))]);
+		prop_cats(h, names[prop_rand(sizeof(names) / sizeof(names[0]))]);
+		prop_cats(h, eqs[prop_rand(sizeof(eqs) / sizeof(eqs[0]))]);
+		prop_cats(h, values[prop_rand(sizeof(values) / sizeof(values[0]))]);
 	}
 	if (prop_rand(8) == 0)
-		PROP_CAT(h, seps[prop_rand(sizeof(seps) / sizeof(seps[0]))]);
+		prop_cats(h, seps[prop_rand(sizeof(seps) / sizeof(seps[0]))]);
 	/* a random byte 0x00-0xff somewhere, now and then */
 	if (prop_rand(4) == 0 && h->len < sizeof(h->v)) {
 		size_t at = prop_rand((unsigned)h->len + 1);
