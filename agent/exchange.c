@@ -2,20 +2,24 @@
  * exchange.c: NOTIFY arguments -> user-service request; response ->
  * struct decision -> ACK.
  *
- * With the decision cache (issue 3, docs/cache.md) on:
- *   exchange_key_compute()     pass 1 over the NOTIFY args, no allocation:
- *                              the cache key and credential hash of exactly
- *                              what would be sent;
+ *   args_classify()            one pass over the NOTIFY args, no allocation:
+ *                              a struct args of slices that everything
+ *                              below is built from;
+ * With the decision cache (docs/cache.md) on:
+ *   args_key()                 the cache key of exactly what would be sent;
  *   cache_lookup()             HIT: ACK at once (the decision's pre-encoded
  *                              actions + `cache=hit`), no exchange kept;
  *                              COALESCED: wait for the leader's answer, which
- *                              comes back through the worker's inbox;
+ *                              comes back through the worker's inbox (or, if
+ *                              the leader's answer was private to it, make
+ *                              this request's own call);
  *                              MISS: this exchange is the leader:
- *   exchange_inputs_compute()  pass 2: URL and header lines, then
+ *   exchange_inputs_compute()  URL and header lines from the same struct, then
  *   upstream_start()           the HTTP call, and on its end
  *   cache_complete()/cache_fail() whatever happened to the connection;
  *   exchange_complete()        ACKs a struct decision * + the `cache` label.
- * Never logs argument values, keys or digests: only the short credential hash.
+ * Never logs argument values, keys or digests: only the keyed short
+ * credential hash (args_log_hash()).
  */
 #include <pthread.h>
 #include <stddef.h>
