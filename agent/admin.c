@@ -27,8 +27,8 @@
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 
-#include "cache.h"
 #include "args.h"
+#include "cache.h"
 #include "cachekey.h"
 #include "cfg.h"
 #include "exchange.h"
