@@ -295,6 +295,33 @@ static void test_shared_between_threads(struct cfg *c)
 	decision_put(d);  /* frees; ASan reports a leak or double free otherwise */
 }
 
+/* A decision with Set-Cookie belongs to the one request that asked: the
+ * cache's shareable() hook refuses it, at any status. */
+static void test_shareable(struct cfg *c)
+{
+	static const long statuses[] = { 200, 302, 401, 503 };
+	struct upstream_response r;
+	struct decision *d;
+	int too_big;
+
+	for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+		memset(&r, 0, sizeof(r));
+		r.status = statuses[i];
+		r.body = "x";
+		r.body_len = 1;
+		d = decision_build(&r, c, &too_big);
+		ok(d && decision_shareable(d), "status %ld without Set-Cookie: shareable", statuses[i]);
+		decision_put(d);
+		r.set_cookie[0] = "oauth_state=n0nce";
+		r.n_set_cookie = 1;
+		d = decision_build(&r, c, &too_big);
+		ok(d && !decision_shareable(d), "status %ld with Set-Cookie: never shared",
+		   statuses[i]);
+		decision_put(d);
+	}
+	ok(decision_shareable(decision_error()), "the shared error decision is shareable");
+}
+
 int main(void)
 {
 	char *argv[] = { "--copy-header", "X-User-Id", "--max-frame-size", "4096" };
@@ -313,6 +340,7 @@ int main(void)
 	test_error_and_bounds(c);
 	test_token_line_end(c);
 	test_shared_between_threads(c);
+	test_shareable(c);
 	cfg_put(c);
 	return done_testing();
 }
