@@ -7,12 +7,19 @@ Environment:
                  tests that need it are skipped, with that reason.
   SPOA_AUTH_BIN  the agent (default: build/spoa-auth in the repository).
                  Missing: the tests that need it error out.
+  SPOA_AUTH_TEST_HOLD_DEFAULT_PORTS=1
+                 for the whole session, dummy listeners hold the ports `make run`
+                 uses (DEFAULT_PORTS), so a test that starts anything on a
+                 default port, or talks to one, fails instead of passing by
+                 luck; ports already taken (a running `make run`) count as held.
+                 `make e2e` sets it.
 Every process writes stdout+stderr to a log file; the logs of the processes
 still running (or that died) are attached to every failure report.
 """
 import os
 import secrets
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -36,6 +43,37 @@ def pytest_runtest_makereport(item, call):
 
 
 # ---- fixtures -------------------------------------------------------------
+# What `make run` listens on: gateway, user service, business service, agent
+# SPOP, agent admin (scripts/run-demo, agent/cfg.h defaults).
+DEFAULT_PORTS = (8100, 8101, 8102, 12345, 12346)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hold_default_ports():
+    """Occupies DEFAULT_PORTS on loopback with listeners that never accept
+    (see SPOA_AUTH_TEST_HOLD_DEFAULT_PORTS above). Yields the ports this
+    session holds itself."""
+    if os.environ.get("SPOA_AUTH_TEST_HOLD_DEFAULT_PORTS") != "1":
+        yield ()
+        return
+    socks, held = [], []
+    for port in DEFAULT_PORTS:
+        s = socket.socket()
+        try:
+            s.bind((HOST, port))
+            s.listen(1)
+        except OSError:
+            s.close()       # taken already: by `make run`, which is the point
+            continue
+        socks.append(s)
+        held.append(port)
+    try:
+        yield tuple(held)
+    finally:
+        for s in socks:
+            s.close()
+
+
 @pytest.fixture(scope="session")
 def haproxy_bin():
     name = os.environ.get("HAPROXY_BIN", "haproxy")

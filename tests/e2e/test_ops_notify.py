@@ -71,7 +71,8 @@ def listening(port):
 def test_notify_lifecycle(agent_bin, tmp_path):
     port = free_port()
     conf = tmp_path / "spoa-auth.conf"
-    good = (f"listen 127.0.0.1:{port}\nworkers 2\n"
+    # Every port is the test's own: no default one (make run may hold them).
+    good = (f"listen 127.0.0.1:{port}\nworkers 2\nadmin-listen off\n"
             "user-service-url http://127.0.0.1:9/api/user/token\ndrain-timeout 1s\n")
     conf.write_text(good)
     notify = Notify()
@@ -119,7 +120,9 @@ def test_notify_socket_unusable_is_not_fatal(agent_bin, tmp_path):
     env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "nobody-here"))
     with open(tmp_path / "agent.log", "w") as log:
         p = subprocess.Popen([agent_bin, "--listen", f"127.0.0.1:{port}", "--workers", "1",
-                              "--drain-timeout", "1s"], env=env, stdout=log, stderr=log)
+                              "--admin-listen", "off", "--drain-timeout", "1s",
+                              "--user-service-url", "http://127.0.0.1:9/api/user/token"],
+                             env=env, stdout=log, stderr=log)
         try:
             # The port listens a moment before the signal handlers exist:
             # wait for the startup line (logged after them) before SIGTERM.
