@@ -629,7 +629,9 @@ int admin_start(const struct sockaddr *addr, socklen_t len, char *err, size_t er
 	                     MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
 	                     MHD_OPTION_NOTIFY_COMPLETED, admin_completed, NULL,
 	                     MHD_OPTION_SOCK_ADDR, addr,
-	                     MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+	                     /* 0: no SO_REUSEPORT, so a second agent cannot
+	                      * share this port (its bind fails, naming it). */
+	                     MHD_OPTION_LISTENING_ADDRESS_REUSE, 0u,
 	                     MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)ADMIN_MAX_CONNS,
 	                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNS,
 	                     MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_PER_IP,

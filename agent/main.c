@@ -200,7 +200,7 @@ int main(int argc, char **argv)
 	char err[MAIN_ERR_MAX];
 	struct ev_loop *loop;
 	ev_signal sig_term, sig_int, sig_hup;
-	int check_only = 0, rc = 1;
+	int check_only = 0, rc = 1, claim_fd = -1;
 	unsigned started = 0;
 
 	memset(&st, 0, sizeof(st));
@@ -280,6 +280,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "spoa-auth: %s\n", err);
 		goto out_free_workers;
 	}
+	claim_fd = worker_claim_listen(st.cfg, err, sizeof(err));
+	if (claim_fd < 0) {
+		fprintf(stderr, "spoa-auth: %s\n", err);
+		goto out_free_workers;
+	}
 	for (unsigned i = 0; i < st.n_workers; i++) {
 		st.workers[i] = worker_new(i, st.cfg, st.cache, st.salt, err, sizeof(err));
 		if (!st.workers[i]) {
@@ -342,6 +347,11 @@ out_free_workers:
 	admin_set_cfg(NULL);
 	cache_free(st.cache);
 	st.cache = NULL;
+	/* Held until every listener is closed. */
+	if (claim_fd >= 0) {
+		close(claim_fd);
+		claim_fd = -1;
+	}
 	ev_signal_stop(loop, &sig_term);
 	ev_signal_stop(loop, &sig_int);
 	ev_signal_stop(loop, &sig_hup);

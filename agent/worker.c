@@ -9,14 +9,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "cache.h"
 #include "cachekey.h"
@@ -329,6 +332,107 @@ void worker_post_drain(struct worker *w)
 		log_error("worker %u: out of memory: drain not delivered", w->id);
 }
 
+/* Name of the claim on the listen address: an abstract AF_UNIX socket (no
+ * file, released by the kernel when the process dies, however it dies). */
+#define WORKER_CLAIM_PREFIX "spoa-auth/listen/"
+
+/* Builds the abstract name for <cfg>'s listen address in <sun> (numeric, so
+ * "localhost:1" and "127.0.0.1:1" are the same claim). Returns its length. */
+static socklen_t worker_claim_name(const struct cfg *cfg, struct sockaddr_un *sun)
+{
+	char host[INET6_ADDRSTRLEN], port[8];
+	int n;
+
+	if (getnameinfo((const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen,
+	                host, sizeof(host), port, sizeof(port),
+	                NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(host, sizeof(host), "%s", cfg->listen);
+		port[0] = 0;
+	}
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	/* sun_path[0] = 0: the abstract namespace. */
+	n = snprintf(sun->sun_path + 1, sizeof(sun->sun_path) - 1, WORKER_CLAIM_PREFIX "%s:%s",
+	             host, port);
+	if (n < 0 || (size_t)n >= sizeof(sun->sun_path) - 1)
+		n = (int)sizeof(sun->sun_path) - 2;
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* The pid holding claim <sun>/<len>, or 0 if it cannot be told. */
+static long worker_claim_holder(const struct sockaddr_un *sun, socklen_t len)
+{
+	struct ucred cr;
+	socklen_t crlen = sizeof(cr);
+	long pid = 0;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return 0;
+	/* The holder listens (without ever accepting): the connection lands in
+	 * its backlog and carries its credentials, taken at listen(). */
+	if (connect(fd, (const struct sockaddr *)sun, len) == 0 &&
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0)
+		pid = (long)cr.pid;
+	close(fd);
+	return pid;
+}
+
+int worker_claim_listen(const struct cfg *cfg, char *err, size_t errlen)
+{
+	struct sockaddr_un sun;
+	socklen_t len = worker_claim_name(cfg, &sun);
+	int fd, probe, one = 1;
+
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (const struct sockaddr *)&sun, len) < 0) {
+		int e = errno;
+		long pid = e == EADDRINUSE ? worker_claim_holder(&sun, len) : 0;
+
+		close(fd);
+		if (e != EADDRINUSE) {
+			snprintf(err, errlen, "cannot claim %s: %s", cfg->listen, strerror(e));
+		} else if (pid > 0) {
+			snprintf(err, errlen, "cannot listen on %s: another spoa-auth (pid %ld) "
+			         "already listens there", cfg->listen, pid);
+		} else {
+			snprintf(err, errlen, "cannot listen on %s: another spoa-auth already "
+			         "listens there", cfg->listen);
+		}
+		return -1;
+	}
+	if (listen(fd, 1) < 0) {
+		snprintf(err, errlen, "cannot claim %s: %s", cfg->listen, strerror(errno));
+		goto out_close;
+	}
+	/* Anything else on the address (an older agent, another program): a
+	 * socket without SO_REUSEPORT cannot bind next to any listener there. */
+	probe = socket(cfg->listen_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		goto out_close;
+	}
+	if (setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(probe, (const struct sockaddr *)&cfg->listen_addr, cfg->listen_addrlen) < 0) {
+		int e = errno;
+
+		snprintf(err, errlen, "cannot listen on %s: %s%s", cfg->listen, strerror(e),
+		         e == EADDRINUSE ? " (another process listens there)" : "");
+		close(probe);
+		goto out_close;
+	}
+	close(probe);
+	return fd;
+
+out_close:
+	close(fd);
+	return -1;
+}
+
 static int worker_listen(const struct cfg *cfg, char *err, size_t errlen)
 {
 	int fd, one = 1;
@@ -339,7 +443,8 @@ static int worker_listen(const struct cfg *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	/* One listener per worker on the same address: the kernel spreads
-	 * connections, no shared accept lock. */
+	 * connections, no shared accept lock. SO_REUSEPORT would also let
+	 * another process join: worker_claim_listen() ran first. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
 		snprintf(err, errlen, "setsockopt: %s", strerror(errno));

@@ -53,6 +53,15 @@ struct worker {
 	char name[16];
 };
 
+/* Claims <cfg>'s listen address for this process before any worker binds
+ * it (the workers' sockets use SO_REUSEPORT, which would let a second agent
+ * silently share the port): fails if another spoa-auth holds the claim
+ * (message names the address and its pid) or if anything else listens on
+ * the address. Returns the claim's fd, to keep open until exit, or -1 with a
+ * message in <err>. Never binds the address itself past the check. Main
+ * thread. */
+int worker_claim_listen(const struct cfg *cfg, char *err, size_t errlen);
+
 /* Creates worker <id> with a reference on <cfg>: binds its listening socket
  * now (so address errors stop the start), creates its loop and upstream.
  * <cache> (may be NULL: cache off) is shared and must outlive every worker;
