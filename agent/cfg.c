@@ -354,6 +354,33 @@ static int cfg_p_url(struct cfg_builder *b, const char *val, char *why)
 	return cfg_strdup(&b->c->user_service_url, val, why);
 }
 
+/* upstream-proxy: "none", or a proxy URL. The value may carry credentials
+ * (user:password@): errors never echo it. */
+static int cfg_p_proxy(struct cfg_builder *b, const char *val, char *why)
+{
+	static const char *const schemes[] = { "http://", "https://", "socks5://", "socks5h://" };
+	size_t i, n = sizeof(schemes) / sizeof(schemes[0]);
+	const char *host = NULL;
+
+	if (strcasecmp(val, "none") == 0) {
+		free(b->c->upstream_proxy);
+		b->c->upstream_proxy = NULL;
+		return 0;
+	}
+	for (i = 0; i < n && !host; i++)
+		if (strncasecmp(val, schemes[i], strlen(schemes[i])) == 0)
+			host = val + strlen(schemes[i]);
+	if (!host)
+		return cfg_why(why, "must be none or start with http://, https://, socks5:// "
+		               "or socks5h://");
+	if (*host == 0 || *host == '/' || *host == ':')
+		return cfg_why(why, "no host");
+	for (const char *p = val; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return cfg_why(why, "invalid character in URL");
+	return cfg_strdup(&b->c->upstream_proxy, val, why);
+}
+
 static int cfg_p_forward(struct cfg_builder *b, const char *val, char *why)
 {
 	if (b->fwd_src != b->src) {
@@ -611,6 +638,9 @@ static const struct cfg_key cfg_keys[] = {
 	{ "max-upstream-connections", "64",
 	  "user-service connections per worker; more requests queue (0 = unlimited)",
 	  CFG_NUM(CFG_K_UINT, max_upstream_conns, 0, 100000) },
+	{ "upstream-proxy", "none",
+	  "proxy for user-service requests (http://, https://, socks5[h]://host:port); "
+	  "none = direct, proxy environment variables ignored", CFG_FN(cfg_p_proxy) },
 	{ "ca-file", NULL, "CA bundle for https (default: system store)", CFG_FN(cfg_p_ca) },
 	{ "client-cert", NULL, "client certificate for https", CFG_FN(cfg_p_cert) },
 	{ "client-key", NULL, "client private key for https", CFG_FN(cfg_p_key) },
@@ -685,6 +715,7 @@ static void cfg_free(struct cfg *c)
 	OPENSSL_cleanse(c->log_hash_key, sizeof(c->log_hash_key));
 	cfg_free_list(&c->cache_key_cookies, &c->n_cache_key_cookies);
 	free(c->user_service_url); c->user_service_url = NULL;
+	free(c->upstream_proxy); c->upstream_proxy = NULL;
 	cfg_free_list(&c->forward_headers, &c->n_forward_headers);
 	free(c->ca_file); c->ca_file = NULL;
 	free(c->client_cert); c->client_cert = NULL;

@@ -41,6 +41,8 @@ struct cfg {
 	size_t max_response_size;
 	unsigned keepalive_max;
 	unsigned max_upstream_conns;    /* per worker; 0 = unlimited */
+	char *upstream_proxy;           /* proxy URL for the user service; NULL = none
+	                                 * (and no proxy from the environment either) */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;

@@ -127,6 +127,24 @@ static void main_usage(FILE *out)
 	cfg_print_help(out);
 }
 
+/* Environment variables libcurl acts on by itself that would let whoever
+ * sets them read the user-service traffic (credentials): SSLKEYLOGFILE makes
+ * libcurl's OpenSSL backend write every TLS session secret to that file.
+ * Removed before libcurl's global init, before any thread exists. Proxy
+ * variables are overridden per handle instead (upstream.c). */
+static void main_scrub_env(void)
+{
+	static const char *const vars[] = { "SSLKEYLOGFILE" };
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		if (!getenv(vars[i]))
+			continue;
+		log_warn("environment variable %s ignored: TLS secrets of user-service calls "
+		         "are never written out", vars[i]);
+		unsetenv(vars[i]);
+	}
+}
+
 /* Resolves workers = 0 to the CPU count. */
 static unsigned main_worker_count(const struct cfg *cfg)
 {
@@ -252,6 +270,7 @@ int main(int argc, char **argv)
 	log_set_level((enum log_level)st.cfg->log_level);
 	log_set_thread_name("main");
 	signal(SIGPIPE, SIG_IGN);
+	main_scrub_env();
 
 	/* The default loop owns signals; create it before any thread. */
 	loop = ev_default_loop(EVFLAG_AUTO);

@@ -501,11 +501,28 @@ static void upstream_easy_configure(CURL *e, const struct cfg *cfg)
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_timeout_ms);
+	/* A redirect is the user service's answer (a refusal), never a hop. */
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
+	/* Nothing from the environment or the home directory: the request
+	 * carries credentials. libcurl reads http_proxy, HTTPS_PROXY,
+	 * ALL_PROXY and NO_PROXY unless CURLOPT_PROXY is set; "" means no
+	 * proxy, and NOPROXY "*" (direct) or "" (a configured proxy for every
+	 * host) overrides NO_PROXY. */
+	curl_easy_setopt(e, CURLOPT_PROXY, cfg->upstream_proxy ? cfg->upstream_proxy : "");
+	curl_easy_setopt(e, CURLOPT_NOPROXY, cfg->upstream_proxy ? "" : "*");
+	curl_easy_setopt(e, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
+	/* No cookie engine (no COOKIEFILE/COOKIEJAR/COOKIELIST is ever set): a
+	 * Set-Cookie of one answer never rides along on another user's call. */
+	curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)cfg->max_response_size);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_header_cb);

@@ -205,15 +205,16 @@ def start_python_service(logdir, script, port, secret):
     return p
 
 
-def start_agent(logdir, agent_bin, port, user_url, extra=(), admin=False, name="agent"):
+def start_agent(logdir, agent_bin, port, user_url, extra=(), admin=False, name="agent",
+                env=None):
     """Starts the agent on <port>. The admin listener is off unless <admin>:
     then it listens on a free port, kept in p.admin_port (parallel agents never
-    collide on the default 12346)."""
+    collide on the default 12346). <env>: variables added to its environment."""
     admin_port = free_ports(1)[0] if admin else None
     admin_arg = "%s:%d" % (HOST, admin_port) if admin else "off"
     p = Proc(name, [agent_bin, "--listen", "%s:%d" % (HOST, port), "--user-service-url", user_url,
                     "--workers", "2", "--timeout", "500ms", "--admin-listen", admin_arg, *extra],
-             logdir)
+             logdir, env=env)
     p.admin_port = admin_port
     wait_port(port, p)
     if admin:

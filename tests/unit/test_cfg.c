@@ -351,6 +351,34 @@ static void test_help(void)
 	free(buf);
 }
 
+/* The SPOP-side timeouts and the user-service client's proxy key. */
+static void test_wire_keys(void)
+{
+	char err[512];
+	struct cfg *c = load(NULL, 0, NULL, err, sizeof(err));
+
+	ok(c && c->upstream_proxy == NULL, "no proxy by default");
+	cfg_put(c);
+	c = load("upstream-proxy http://proxy.example:3128\n", 0, NULL, err, sizeof(err));
+	ok(c && c->upstream_proxy && strcmp(c->upstream_proxy, "http://proxy.example:3128") == 0,
+	   "upstream-proxy http URL");
+	cfg_put(c);
+	{
+		char *a_none[] = { "--upstream-proxy", "none" };
+
+		c = load("upstream-proxy socks5h://127.0.0.1:1080\n", 2, a_none, err, sizeof(err));
+		ok(c && c->upstream_proxy == NULL, "--upstream-proxy none overrides the file");
+		cfg_put(c);
+	}
+	fails("upstream-proxy ftp://u:hunter2@x:21\n", 0, NULL, "FILE:1: key 'upstream-proxy': ",
+	      "upstream-proxy scheme checked");
+	c = load("upstream-proxy ftp://u:hunter2@x:21\n", 0, NULL, err, sizeof(err));
+	ok(c == NULL && strstr(err, "hunter2") == NULL, "a refused proxy URL is not echoed");
+	cfg_put(c);
+	fails("upstream-proxy http://\n", 0, NULL, "key 'upstream-proxy': no host",
+	      "upstream-proxy needs a host");
+}
+
 int main(void)
 {
 	log_set_level(LOG_LVL_ERROR);
@@ -360,6 +388,7 @@ int main(void)
 	test_errors();
 	test_cache_keys();
 	test_help();
+	test_wire_keys();
 	if (tmpl[0])
 		unlink(tmpl);
 	return done_testing();
