@@ -622,7 +622,16 @@ static const struct cfg_key cfg_keys[] = {
 	{ "workers", "0", "worker threads (0 = CPU count)", CFG_NUM(CFG_K_UINT, workers, 0, 1024) },
 	{ "max-frame-size", "16380",
 	  "our SPOP max frame size (256..1048576)", CFG_NUM(CFG_K_SIZE, max_frame_size, 256, 1048576) },
-	{ "max-connections", "1024", "SPOP connections per worker", CFG_NUM(CFG_K_UINT, max_connections, 1, 1000000) },
+	{ "max-connections", "1024",
+	  "SPOP connections per worker; at the limit the one idle longest (or stuck "
+	  "before HELLO or mid-frame) makes room", CFG_NUM(CFG_K_UINT, max_connections, 1, 1000000) },
+	{ "idle-timeout", "90s",
+	  "close an SPOP connection idle this long (0 = never); keep above HAProxy's "
+	  "SPOE timeout idle and the SPOE backend's timeout server",
+	  CFG_NUM(CFG_K_DUR, idle_timeout_ms, 0, 3600000) },
+	{ "frame-timeout", "5s",
+	  "close an SPOP connection whose frame is not complete this long after its "
+	  "first bytes (slow writer)", CFG_NUM(CFG_K_DUR, frame_timeout_ms, 100, 600000) },
 	{ "user-service-url", "http://127.0.0.1:8101/api/user/token",
 	  "user service URL; request_uri= is appended", CFG_FN(cfg_p_url) },
 	{ "forward-headers", "cookie authorization x-example-authorization",

@@ -33,6 +33,8 @@ struct cfg {
 	unsigned workers;               /* 0 in the file = resolved to the CPU count */
 	uint32_t max_frame_size;        /* 256..1048576 */
 	unsigned max_connections;       /* per worker */
+	unsigned idle_timeout_ms;       /* SPOP connection idle past HELLO; 0 = never */
+	unsigned frame_timeout_ms;      /* a started frame must be complete within */
 	char *user_service_url;
 	char **forward_headers;         /* lower-cased header names */
 	size_t n_forward_headers;

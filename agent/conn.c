@@ -63,6 +63,7 @@ static int conn_accepts_work(const struct conn *c)
 }
 
 static void conn_quiesce(struct conn *c);
+static void conn_update_frame_timer(struct conn *c);
 
 /* Frees <c> if it is dead and no entry point of it is running. Callers must
  * not touch <c> afterwards. */
@@ -87,6 +88,41 @@ static void conn_update_rx(struct conn *c)
 	} else if (!want && ev_is_active(&c->rio)) {
 		ev_io_stop(loop, &c->rio);
 	}
+	conn_update_frame_timer(c);
+}
+
+/* 1 while the rx buffer holds the start of a frame we are waiting for the
+ * rest of: bytes buffered while we take work (conn_process consumes every
+ * complete frame then). Bytes kept while a limit of ours holds are not the
+ * peer's delay. */
+static int conn_partial_pending(const struct conn *c)
+{
+	return c->rx_len > 0 && conn_accepts_work(c);
+}
+
+/* Arms frame-timeout when a partial frame appears, disarms it when there is
+ * none; the deadline runs from the frame's first bytes, not from the last
+ * read, so a peer dripping one byte at a time gains nothing. */
+static void conn_update_frame_timer(struct conn *c)
+{
+	struct ev_loop *loop = c->w->loop;
+
+	if (conn_partial_pending(c)) {
+		if (!ev_is_active(&c->frame)) {
+			c->partial_since = ev_now(loop);
+			ev_timer_set(&c->frame, (double)c->w->cfg->frame_timeout_ms / 1000.0, 0.);
+			ev_timer_start(loop, &c->frame);
+		}
+	} else if (ev_is_active(&c->frame)) {
+		ev_timer_stop(loop, &c->frame);
+	}
+}
+
+/* 1 if <c> is past HELLO with nothing in flight, buffered or queued. */
+static int conn_is_idle(const struct conn *c)
+{
+	return !c->dead && c->st == CONN_ST_RUNNING && c->n_inflight == 0 && c->rx_len == 0 &&
+	       conn_tx_pending(c) == 0;
 }
 
 /* Queues <n> bytes (the unsent tail of a frame). Returns 0 or -1 (OOM). */
@@ -202,7 +238,10 @@ static void conn_close_after_flush(struct conn *c)
 	ev_timer_start(c->w->loop, &c->linger);
 }
 
-void conn_disconnect(struct conn *c, unsigned status, const char *msg)
+/* Sends AGENT-DISCONNECT <status> <msg>, then closes once flushed: the
+ * common end of conn_disconnect() and of the timeouts, which are no protocol
+ * errors and are counted and logged by their callers. May free <c>. */
+static void conn_say_disconnect(struct conn *c, unsigned status, const char *msg)
 {
 	uint8_t buf[512];
 	struct iovec iov;
@@ -211,13 +250,6 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg)
 	if (c->dead || c->st == CONN_ST_CLOSING)
 		return;
 	c->busy++;
-	if (status != SPOP_ERR_NONE) {
-		static struct log_rl rl;
-
-		metrics_proto_error(&c->w->met, status);
-		log_ratelimited(LOG_LVL_WARN, &rl, "%s: protocol error, disconnecting: %u (%s)",
-		                c->peer, status, msg);
-	}
 	n = spop_agent_disconnect_encode(buf, buf + sizeof(buf), (enum spop_error)status, msg);
 	if (n) {
 		iov.iov_base = buf;
@@ -228,6 +260,20 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg)
 		conn_close_after_flush(c);
 	c->busy--;
 	conn_release(c);
+}
+
+void conn_disconnect(struct conn *c, unsigned status, const char *msg)
+{
+	if (c->dead || c->st == CONN_ST_CLOSING)
+		return;
+	if (status != SPOP_ERR_NONE) {
+		static struct log_rl rl;
+
+		metrics_proto_error(&c->w->met, status);
+		log_ratelimited(LOG_LVL_WARN, &rl, "%s: protocol error, disconnecting: %u (%s)",
+		                c->peer, status, msg);
+	}
+	conn_say_disconnect(c, status, msg);
 }
 
 /* Writes an ACK frame: header then <a>/<alen> as is, then <x>/<xlen> (one
@@ -272,6 +318,7 @@ static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
 	iov[2].iov_base = (void *)x;
 	iov[2].iov_len = xlen;
 	conn_write_frame(c, iov, xlen ? 3 : 2);
+	c->last_active = ev_now(c->w->loop);
 }
 
 void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
@@ -440,6 +487,12 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 	ev_timer_stop(c->w->loop, &c->hello);
 	c->max_frame = max;
 	c->st = CONN_ST_RUNNING;
+	/* idle-timeout as configured now; a reload applies to new connections
+	 * (and 0 after a reload stops the checks at the next one). */
+	if (c->w->cfg->idle_timeout_ms) {
+		ev_timer_set(&c->idle, 0., (double)c->w->cfg->idle_timeout_ms / 1000.0);
+		ev_timer_again(c->w->loop, &c->idle);
+	}
 	log_debug("%s: handshake done, max-frame-size %u", c->peer, (unsigned)max);
 }
 
@@ -448,6 +501,7 @@ static void conn_handle_frame(struct conn *c, const struct spop_frame *f)
 	struct spop_disconnect d;
 	int r;
 
+	c->last_active = ev_now(c->w->loop);
 	if (c->st == CONN_ST_HELLO) {
 		conn_handle_hello(c, f);
 		return;
@@ -497,6 +551,10 @@ static void conn_process(struct conn *c)
 		c->rx_len = 0;
 		return;
 	}
+	/* A frame completed: whatever follows is a new frame, with a deadline
+	 * of its own (re-armed by conn_update_rx). */
+	if (off && ev_is_active(&c->frame))
+		ev_timer_stop(c->w->loop, &c->frame);
 	if (off) {
 		memmove(c->rx, c->rx + off, c->rx_len - off);
 		c->rx_len -= off;
@@ -587,7 +645,143 @@ static void conn_hello_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	log_ratelimited(LOG_LVL_WARN, &rl, "%s: no HAPROXY-HELLO within %.0fs: closing",
 	                c->peer, CONN_HELLO_TIMEOUT_S);
+	METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_HELLO]);
 	c->dead = 1;
+	conn_release(c);
+}
+
+/* Lazy idle check (libev's "be smart about timeouts"): activity only moves
+ * last_active; this callback re-arms itself for the time left, and closes
+ * once the connection has been idle for the whole idle-timeout. */
+static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+	double to = (double)c->w->cfg->idle_timeout_ms / 1000.0;
+	double idle = ev_now(loop) - c->last_active;
+
+	(void)revents;
+	c->busy++;
+	if (to <= 0.) {
+		ev_timer_stop(loop, w);
+	} else if (!conn_is_idle(c)) {
+		/* Working (or closing): its next ACK or frame moves last_active. */
+		w->repeat = to;
+		ev_timer_again(loop, w);
+	} else if (idle < to) {
+		w->repeat = to - idle;
+		ev_timer_again(loop, w);
+	} else {
+		log_debug("%s: idle for %.0fs: disconnecting", c->peer, idle);
+		METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_IDLE]);
+		ev_timer_stop(loop, w);
+		conn_say_disconnect(c, SPOP_ERR_TOUT, "idle timeout");
+	}
+	c->busy--;
+	conn_release(c);
+}
+
+/* A frame began and did not complete within frame-timeout: a slow (or
+ * stuck, or hostile) writer. HAProxy writes each frame at once. */
+static void conn_frame_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)revents;
+	c->busy++;
+	if (conn_partial_pending(c)) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "%s: frame incomplete %.1fs after its first "
+		                "bytes (%zu received): closing", c->peer,
+		                ev_now(loop) - c->partial_since, c->rx_len);
+		METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_FRAME]);
+		conn_say_disconnect(c, SPOP_ERR_TOUT, "frame timeout");
+	}
+	c->busy--;
+	conn_release(c);
+}
+
+/* Eviction preference of <c>, higher first (0: never), and the time its
+ * state began in <*at> (oldest first within a rank). */
+enum conn_evict_rank {
+	CONN_EVICT_NEVER = 0,
+	CONN_EVICT_IDLE = 1,            /* past HELLO, doing nothing */
+	CONN_EVICT_STALLED = 2,         /* a frame started and is not finished */
+	CONN_EVICT_HELLO = 3,           /* never proved it is HAProxy */
+};
+
+static enum conn_evict_rank conn_evict_rank(const struct conn *c, ev_tstamp *at)
+{
+	if (c->dead || c->busy || c->st == CONN_ST_CLOSING)
+		return CONN_EVICT_NEVER;
+	if (c->st == CONN_ST_HELLO) {
+		*at = c->since;
+		return CONN_EVICT_HELLO;
+	}
+	if (ev_is_active(&c->frame)) {
+		*at = c->partial_since;
+		return CONN_EVICT_STALLED;
+	}
+	if (conn_is_idle(c)) {
+		*at = c->last_active;
+		return CONN_EVICT_IDLE;
+	}
+	return CONN_EVICT_NEVER;
+}
+
+struct conn *conn_pick_victim(struct conn *list)
+{
+	enum conn_evict_rank best = CONN_EVICT_NEVER;
+	ev_tstamp best_at = 0.;
+	struct conn *v = NULL;
+
+	for (struct conn *c = list; c; c = c->next) {
+		ev_tstamp at = 0.;
+		enum conn_evict_rank r = conn_evict_rank(c, &at);
+
+		if (r > best || (r == best && r != CONN_EVICT_NEVER && at < best_at)) {
+			best = r;
+			best_at = at;
+			v = c;
+		}
+	}
+	/* An idle one with bytes arriving right now may carry HAProxy's next
+	 * NOTIFY: leave it (the new connection is refused this once). */
+	if (v && best == CONN_EVICT_IDLE && conn_peer_pending(v))
+		return NULL;
+	return v;
+}
+
+void conn_evict(struct conn *c)
+{
+	static struct log_rl rl;
+	static const char *const what[] = {
+		[CONN_EVICT_NEVER] = "?", [CONN_EVICT_IDLE] = "idle",
+		[CONN_EVICT_STALLED] = "stalled mid-frame", [CONN_EVICT_HELLO] = "pre-HELLO",
+	};
+	ev_tstamp at = 0.;
+	enum conn_evict_rank r = conn_evict_rank(c, &at);
+
+	c->busy++;
+	log_ratelimited(LOG_LVL_WARN, &rl, "%s: max-connections (%u) reached: evicting this %s "
+	                "connection (%.1fs in that state) for a new one", c->peer,
+	                c->w->cfg->max_connections, what[r], ev_now(c->w->loop) - at);
+	METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_EVICTED]);
+	if (c->st != CONN_ST_HELLO) {
+		uint8_t buf[128];
+		size_t n = spop_agent_disconnect_encode(buf, buf + sizeof(buf), SPOP_ERR_RES,
+		                                        "max-connections reached");
+		ssize_t sent;
+
+		/* Best effort, never queued: the slot is needed now. */
+		if (n && conn_tx_pending(c) == 0) {
+			do
+				sent = send(c->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+			while (sent < 0 && errno == EINTR);
+		}
+	}
+	c->dead = 1;
+	c->busy--;
 	conn_release(c);
 }
 
@@ -627,6 +821,11 @@ struct conn *conn_new(struct worker *w, int fd, const char *peer)
 	c->grace.data = c;
 	ev_timer_init(&c->hello, conn_hello_cb, CONN_HELLO_TIMEOUT_S, 0.);
 	c->hello.data = c;
+	ev_init(&c->idle, conn_idle_cb);
+	c->idle.data = c;
+	ev_init(&c->frame, conn_frame_cb);
+	c->frame.data = c;
+	c->since = c->last_active = ev_now(w->loop);
 	ev_io_start(w->loop, &c->rio);
 	ev_timer_start(w->loop, &c->hello);
 	return c;
@@ -649,6 +848,8 @@ void conn_free(struct conn *c)
 	ev_timer_stop(loop, &c->linger);
 	ev_timer_stop(loop, &c->grace);
 	ev_timer_stop(loop, &c->hello);
+	ev_timer_stop(loop, &c->idle);
+	ev_timer_stop(loop, &c->frame);
 	close(c->fd);
 	c->fd = -1;
 	while ((x = c->inflight)) {

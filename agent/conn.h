@@ -7,6 +7,14 @@
  * length over the limit is refused from its 4-byte prefix, before anything is
  * buffered. Each frame goes out in one writev(); leftovers are queued and the
  * write watcher runs only while there are some.
+ *
+ * Time bounds, so that no peer holds a max-connections slot for ever: HELLO
+ * within CONN_HELLO_TIMEOUT_S; once a frame's first bytes are in, the rest
+ * within frame-timeout (slow writers; not while we stopped reading
+ * ourselves); past HELLO, nothing in flight and nothing received for
+ * idle-timeout (AGENT-DISCONNECT 2, "timeout", as HAProxy 2.x uses itself for
+ * its SPOE timeout idle). At max-connections the worker evicts one
+ * connection (conn_pick_victim) rather than refusing HAProxy's.
  */
 #ifndef SPOA_CONN_H
 #define SPOA_CONN_H
@@ -44,6 +52,11 @@ struct conn {
 	ev_timer linger;                /* bounds CLOSING when the peer stops reading */
 	ev_timer hello;                 /* bounds HELLO: a peer that never completes
 	                                 * its HAPROXY-HELLO frees its slot */
+	ev_timer idle;                  /* RUNNING: lazy idle check against last_active */
+	ev_timer frame;                 /* active while a partial frame is buffered */
+	ev_tstamp since;                /* accepted at (loop time) */
+	ev_tstamp last_active;          /* last frame received or ACK written */
+	ev_tstamp partial_since;        /* when the buffered partial frame began */
 	enum conn_state st;
 	uint32_t own_max;               /* our max-frame-size when accepted */
 	uint32_t max_frame;             /* negotiated (own_max before HELLO) */
@@ -109,6 +122,19 @@ void conn_drain(struct conn *c);
 /* Sends AGENT-DISCONNECT <status> <msg> and closes once flushed (or after a
  * short linger). May free <c> if not busy. */
 void conn_disconnect(struct conn *c, unsigned status, const char *msg);
+
+/* The connection of <list> (a worker's) to close so that a new one fits
+ * under max-connections, or NULL when none may go. In order of preference,
+ * the oldest of: never past HELLO; stalled mid-frame (a partial frame is
+ * buffered); idle (past HELLO, nothing in flight, buffered or queued), the
+ * one idle longest. A connection serving exchanges is never chosen, so
+ * HAProxy's working connections are never evicted. */
+struct conn *conn_pick_victim(struct conn *list);
+
+/* Closes <c> at once to make room: an AGENT-DISCONNECT 13 (resource
+ * allocation) is written if the socket takes it right away, never queued.
+ * Frees <c>. Not from within <c>'s callbacks (the worker's accept path). */
+void conn_evict(struct conn *c);
 
 /* Short name of a state ("HEL", "RUN", "CLO"). */
 const char *conn_state_to_str(enum conn_state st);

@@ -68,6 +68,8 @@ void metrics_sum(struct metrics_snapshot *out)
 		out->conns += METRICS_LD(m->conns);
 		out->conns_total += METRICS_LD(m->conns_total);
 		out->conns_refused += METRICS_LD(m->conns_refused);
+		for (int j = 0; j < METRICS_CLOSE_ENTRIES; j++)
+			out->conns_closed[j] += METRICS_LD(m->conns_closed[j]);
 		out->frames_in += METRICS_LD(m->frames_in);
 		out->frames_out += METRICS_LD(m->frames_out);
 		out->ack_too_big += METRICS_LD(m->ack_too_big);

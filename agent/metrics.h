@@ -20,6 +20,18 @@ enum metrics_outcome {
 	METRICS_OUT_ENTRIES
 };
 
+/* Why the agent itself closed an SPOP connection (besides protocol errors
+ * and drains): no HAPROXY-HELLO in time, idle-timeout, frame-timeout (a
+ * frame started and never finished: slow writer), or evicted to make room
+ * at max-connections. */
+enum metrics_close {
+	METRICS_CLOSE_HELLO = 0,
+	METRICS_CLOSE_IDLE = 1,
+	METRICS_CLOSE_FRAME = 2,
+	METRICS_CLOSE_EVICTED = 3,
+	METRICS_CLOSE_ENTRIES
+};
+
 /* Upstream calls by status class: 0 = no answer, 1..5 = 1xx..5xx. */
 #define METRICS_UP_CLASSES 6
 
@@ -39,6 +51,7 @@ struct metrics {
 	_Atomic uint64_t conns;             /* gauge: open SPOP connections */
 	_Atomic uint64_t conns_total;
 	_Atomic uint64_t conns_refused;     /* over max-connections */
+	_Atomic uint64_t conns_closed[METRICS_CLOSE_ENTRIES];
 	_Atomic uint64_t frames_in;
 	_Atomic uint64_t frames_out;
 	_Atomic uint64_t proto_errors[METRICS_PROTO_SLOTS];
@@ -61,6 +74,7 @@ struct metrics_snapshot {
 	uint64_t upstream_lat[METRICS_LAT_BUCKETS];
 	uint64_t upstream_lat_sum_us;
 	uint64_t inflight, conns, conns_total, conns_refused;
+	uint64_t conns_closed[METRICS_CLOSE_ENTRIES];
 	uint64_t frames_in, frames_out;
 	uint64_t proto_errors[METRICS_PROTO_SLOTS];
 	uint64_t ack_too_big, claims_skipped;

@@ -127,6 +127,16 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 			}
 			break;
 		}
+		/* Full: make room by closing a connection that serves nothing
+		 * (pre-HELLO, stalled mid-frame, or idle the longest), so that
+		 * idle or half-open sockets of another local process cannot
+		 * lock HAProxy out; refuse only when every slot is working. */
+		if (w->n_conns >= w->cfg->max_connections) {
+			struct conn *v = conn_pick_victim(w->conns);
+
+			if (v)
+				conn_evict(v);  /* frees <v>: n_conns drops */
+		}
 		if (w->n_conns >= w->cfg->max_connections) {
 			static struct log_rl rl;
 

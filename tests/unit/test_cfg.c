@@ -358,7 +358,16 @@ static void test_wire_keys(void)
 	struct cfg *c = load(NULL, 0, NULL, err, sizeof(err));
 
 	ok(c && c->upstream_proxy == NULL, "no proxy by default");
+	/* Above the shipped SPOE timeout idle (30s) and backend timeout server (1m). */
+	ok(c && c->idle_timeout_ms == 90000, "idle-timeout default 90s");
+	ok(c && c->frame_timeout_ms == 5000, "frame-timeout default 5s");
 	cfg_put(c);
+	c = load("idle-timeout 0\nframe-timeout 250ms\n", 0, NULL, err, sizeof(err));
+	ok(c && c->idle_timeout_ms == 0 && c->frame_timeout_ms == 250, "idle off, frame 250ms");
+	cfg_put(c);
+	fails("frame-timeout 0\n", 0, NULL, "FILE:1: key 'frame-timeout': ",
+	      "frame-timeout cannot be off");
+	fails("idle-timeout 2h\n", 0, NULL, "FILE:1: key 'idle-timeout': ", "idle-timeout bound");
 	c = load("upstream-proxy http://proxy.example:3128\n", 0, NULL, err, sizeof(err));
 	ok(c && c->upstream_proxy && strcmp(c->upstream_proxy, "http://proxy.example:3128") == 0,
 	   "upstream-proxy http URL");
