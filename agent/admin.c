@@ -22,6 +22,7 @@
 #include <netdb.h>
 
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <microhttpd.h>
@@ -48,6 +49,22 @@ static struct {
 	pthread_mutex_t cfg_lock;       /* guards cfg: swapped by reloads */
 	struct cfg *cfg;                /* a reference */
 } admin = { .cfg_lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* A connection of the admin listener, tracked for eviction. The list is
+ * only touched from libmicrohttpd's callbacks, which all run on its one
+ * polling thread (MHD_USE_INTERNAL_POLLING_THREAD without thread-per-
+ * connection), and at MHD_stop_daemon() once that thread is gone: no lock. */
+struct admin_conn {
+	int fd;                         /* libmicrohttpd's socket: never closed here */
+	int busy;                       /* a request's headers are in, not answered yet */
+	int evicted;                    /* shut down, waiting for libmicrohttpd's close */
+	struct admin_conn *prev, *next; /* least recently active first */
+};
+
+static struct {
+	struct admin_conn *head, *tail;
+	unsigned n;                     /* tracked and not evicted */
+} admin_conns;
 
 /* POST bodies kept for /cache/invalidate (form-encoded credentials). */
 #define ADMIN_BODY_MAX 16384
@@ -515,12 +532,110 @@ out:
 /* Marker in *req_cls for requests that keep no state. */
 static char admin_seen;
 
+static void admin_conn_unlink(struct admin_conn *ac)
+{
+	if (ac->prev)
+		ac->prev->next = ac->next;
+	else
+		admin_conns.head = ac->next;
+	if (ac->next)
+		ac->next->prev = ac->prev;
+	else
+		admin_conns.tail = ac->prev;
+	ac->prev = ac->next = NULL;
+}
+
+static void admin_conn_append(struct admin_conn *ac)
+{
+	ac->prev = admin_conns.tail;
+	ac->next = NULL;
+	if (admin_conns.tail)
+		admin_conns.tail->next = ac;
+	else
+		admin_conns.head = ac;
+	admin_conns.tail = ac;
+}
+
+/* Marks <conn>'s request started (<busy> 1) or done (0: the connection is
+ * now the most recently active). Untracked connections are ignored. */
+static void admin_conn_mark(struct MHD_Connection *conn, int busy)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct admin_conn *ac = ci ? ci->socket_context : NULL;
+
+	if (!ac)
+		return;
+	ac->busy = busy;
+	if (!busy) {
+		admin_conn_unlink(ac);
+		admin_conn_append(ac);
+	}
+}
+
+/* Over ADMIN_MAX_CONNS: shuts down the least recently active connection
+ * that is not answering a request (else the least recently active one);
+ * libmicrohttpd then sees EOF and closes it, as it would a peer's close. */
+static void admin_conn_evict(void)
+{
+	struct admin_conn *v = NULL;
+
+	for (struct admin_conn *ac = admin_conns.head; ac; ac = ac->next) {
+		if (ac->evicted)
+			continue;
+		if (!ac->busy) {
+			v = ac;
+			break;
+		}
+		if (!v)
+			v = ac;
+	}
+	if (!v)
+		return;
+	v->evicted = 1;
+	admin_conns.n--;
+	shutdown(v->fd, SHUT_RDWR);
+	{
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "admin: more than %d connections: closed the "
+		                "one least recently active", ADMIN_MAX_CONNS);
+	}
+}
+
+static void admin_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe)
+{
+	struct admin_conn *ac = *socket_context;
+
+	(void)cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		ac = ci ? calloc(1, sizeof(*ac)) : NULL;
+		if (!ac)
+			return;  /* untracked: served, just never evicted */
+		ac->fd = ci->connect_fd;
+		admin_conn_append(ac);
+		*socket_context = ac;
+		if (++admin_conns.n > ADMIN_MAX_CONNS)
+			admin_conn_evict();
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && ac) {
+		admin_conn_unlink(ac);
+		if (!ac->evicted)
+			admin_conns.n--;
+		free(ac);
+		*socket_context = NULL;
+	}
+}
+
 static void admin_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                             enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
-	(void)conn;
 	(void)toe;
+	admin_conn_mark(conn, 0);
 	if (*req_cls && *req_cls != (void *)&admin_seen)
 		free(*req_cls);
 	*req_cls = NULL;
@@ -546,6 +661,7 @@ static enum MHD_Result admin_handler(void *cls, struct MHD_Connection *conn,
 	(void)cls;
 	(void)version;
 	if (*req_cls == NULL) {
+		admin_conn_mark(conn, 1);
 		if (inval) {
 			if (!post)
 				return admin_reply_allow(conn, MHD_HTTP_METHOD_NOT_ALLOWED, admin_ct_text,
@@ -645,9 +761,10 @@ int admin_start(const struct sockaddr *addr, socklen_t len, char *err, size_t er
 	                     /* 0: no SO_REUSEPORT, so a second agent cannot
 	                      * share this port (its bind fails, naming it). */
 	                     MHD_OPTION_LISTENING_ADDRESS_REUSE, 0u,
-	                     MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)ADMIN_MAX_CONNS,
-	                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_CONNS,
-	                     MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)ADMIN_MAX_PER_IP,
+	                     MHD_OPTION_NOTIFY_CONNECTION, admin_notify_conn, NULL,
+	                     MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)ADMIN_HARD_CONNS,
+	                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)ADMIN_HARD_CONNS,
+	                     MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)ADMIN_HARD_CONNS,
 	                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)ADMIN_TIMEOUT_S,
 	                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024),
 	                     MHD_OPTION_END);

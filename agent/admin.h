@@ -19,9 +19,15 @@
  *                  that session's entries, as a logout would.
  *   HEAD on the GETs; anything else: 404, or 405 for other methods.
  *
- * Bounded: at most ADMIN_MAX_CONNS connections (ADMIN_MAX_PER_IP per client
- * address), ADMIN_TIMEOUT_S seconds of inactivity per connection, small
- * per-connection memory. Only POST /cache/invalidate's body is read (16 KiB).
+ * Bounded, and monitoring keeps answering while other local processes hold
+ * connections open: past ADMIN_MAX_CONNS connections each new one evicts the
+ * one least recently active (those between requests or still sending their
+ * headers first, a request being answered last), so idle or half-sent
+ * connections never lock /healthz out; libmicrohttpd's own limits
+ * (ADMIN_HARD_CONNS, per client address too: on loopback every client is
+ * one address) are only reached if eviction cannot keep up. ADMIN_TIMEOUT_S
+ * seconds of inactivity close a connection; small per-connection memory.
+ * Only POST /cache/invalidate's body is read (16 KiB).
  *
  * One listener per process: admin_start(), admin_set_draining() and
  * admin_stop() are called from the main thread; the request handler runs on
@@ -35,7 +41,7 @@
 
 #define ADMIN_DEFAULT_LISTEN "127.0.0.1:12346"
 #define ADMIN_MAX_CONNS   32
-#define ADMIN_MAX_PER_IP  8
+#define ADMIN_HARD_CONNS  (4 * ADMIN_MAX_CONNS)
 #define ADMIN_TIMEOUT_S   5
 
 /*

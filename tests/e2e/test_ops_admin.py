@@ -276,3 +276,36 @@ def test_admin_off(agent_bin, tmp_path):
             p.wait()
         log.close()
     assert "admin: serving" not in (tmp_path / "agent.log").read_text()
+
+
+def test_monitoring_answers_while_connections_are_held(agent_bin, tmp_path):
+    """Another local process holding idle connections (and some with half a
+    request sent) to the admin port must not lock /healthz and /metrics out:
+    eight used to be enough (libmicrohttpd's per-address limit)."""
+    spop_port, admin_port, dead_port = free_ports(3)
+    p, log = start(agent_bin, tmp_path, spop_port, admin_port,
+                   f"http://127.0.0.1:{dead_port}/api/user/token")
+    held = []
+    try:
+        for i in range(32):
+            s = socket.create_connection(("127.0.0.1", admin_port), timeout=5)
+            if i % 4 == 0:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+            held.append(s)
+        for _ in range(3):
+            st, _, body = get(admin_port, "/healthz")
+            assert (st, body) == (200, "ok\n")
+            st, _, body = get(admin_port, "/metrics")
+            assert st == 200 and "spoa_auth_spop_connections " in body
+            # And again after the attacker opens as many more.
+            for _ in range(8):
+                held.append(socket.create_connection(("127.0.0.1", admin_port), timeout=5))
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+    finally:
+        for s in held:
+            s.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
