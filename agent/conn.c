@@ -701,6 +701,10 @@ static void conn_frame_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	conn_release(c);
 }
 
+/* Seconds a connection must have spent before HELLO, stalled or idle before
+ * it may be evicted. */
+#define CONN_EVICT_MIN_AGE_S 1.0
+
 /* Eviction preference of <c>, higher first (0: never), and the time its
  * state began in <*at> (oldest first within a rank). */
 enum conn_evict_rank {
@@ -712,21 +716,28 @@ enum conn_evict_rank {
 
 static enum conn_evict_rank conn_evict_rank(const struct conn *c, ev_tstamp *at)
 {
+	enum conn_evict_rank r;
+
 	if (c->dead || c->busy || c->st == CONN_ST_CLOSING)
 		return CONN_EVICT_NEVER;
 	if (c->st == CONN_ST_HELLO) {
 		*at = c->since;
-		return CONN_EVICT_HELLO;
-	}
-	if (ev_is_active(&c->frame)) {
+		r = CONN_EVICT_HELLO;
+	} else if (ev_is_active(&c->frame)) {
 		*at = c->partial_since;
-		return CONN_EVICT_STALLED;
-	}
-	if (conn_is_idle(c)) {
+		r = CONN_EVICT_STALLED;
+	} else if (conn_is_idle(c)) {
 		*at = c->last_active;
-		return CONN_EVICT_IDLE;
+		r = CONN_EVICT_IDLE;
+	} else {
+		return CONN_EVICT_NEVER;
 	}
-	return CONN_EVICT_NEVER;
+	/* Only after CONN_EVICT_MIN_AGE_S in that state: HAProxy's new
+	 * connection (its HELLO on the way) and the one it used a moment ago
+	 * are not given up for a flood of newcomers. */
+	if (ev_now(c->w->loop) - *at < CONN_EVICT_MIN_AGE_S)
+		return CONN_EVICT_NEVER;
+	return r;
 }
 
 struct conn *conn_pick_victim(struct conn *list)

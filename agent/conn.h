@@ -127,7 +127,8 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg);
  * under max-connections, or NULL when none may go. In order of preference,
  * the oldest of: never past HELLO; stalled mid-frame (a partial frame is
  * buffered); idle (past HELLO, nothing in flight, buffered or queued), the
- * one idle longest. A connection serving exchanges is never chosen, so
+ * one idle longest; each only after a second in that state. A connection
+ * serving exchanges, or used in the last second, is never chosen, so
  * HAProxy's working connections are never evicted. */
 struct conn *conn_pick_victim(struct conn *list);
 

@@ -12,6 +12,7 @@ degrades gracefully.
 """
 import select
 import socket
+import threading
 import time
 import urllib.request
 
@@ -119,9 +120,10 @@ def test_slow_writer_disconnected(short_agent, drip):
 
 
 # ---- exhaustion through a real HAProxy --------------------------------------
-MAX_CONNS = 16          # per worker; the harness starts 2 workers
+MAX_CONNS = 16          # one worker: 31 idle against 16, as reported
 IDLE, HALF, SILENT = 31, 8, 4
-REQUESTS = 20
+REQUESTS, PARALLEL = 24, 4
+EVICT_MIN_AGE_S = 1.0   # CONN_EVICT_MIN_AGE_S: younger connections are not evicted
 
 
 @pytest.fixture
@@ -131,7 +133,7 @@ def small_gateway(demo_services, haproxy_bin, agent_bin, logdir):
     procs = []
     try:
         agent = start_agent(logdir, agent_bin, agent_port, user_url,
-                            ("--max-connections", str(MAX_CONNS)), admin=True)
+                            ("--max-connections", str(MAX_CONNS), "--workers", "1"), admin=True)
         procs.append(agent)
         procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
                                    demo_services["biz_port"], agent_port))
@@ -176,10 +178,27 @@ def test_held_connections_do_not_lock_haproxy_out(small_gateway):
     try:
         for kind, n in (("idle", IDLE), ("half", HALF), ("silent", SILENT)):
             held += [hold(gw.agent_port, kind) for _ in range(n)]
-        statuses = [gw.get("/api/business/hello?i=%d" % i, [("Cookie", cookie)]).status
-                    for i in range(REQUESTS)]
+        # Once they are old enough to give up, a newcomer takes a slot
+        # instead of being refused.
+        time.sleep(EVICT_MIN_AGE_S + 0.3)
+        late = hold(gw.agent_port, "idle")
+        held.append(late)
+        assert late is not None, "a new connection was refused although slots serve nothing"
+        assert closed_counts(gw.admin_port).get("evicted", 0) >= 1
+
+        statuses = []
+
+        def client(k):
+            for i in range(REQUESTS // PARALLEL):
+                statuses.append(gw.get("/api/business/hello?c=%d&i=%d" % (k, i),
+                                       [("Cookie", cookie)]).status)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(PARALLEL)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         assert statuses == [200] * REQUESTS, statuses
-        assert closed_counts(gw.admin_port).get("evicted", 0) > 0
     finally:
         for h in held:
             if h is not None:
