@@ -508,6 +508,7 @@ static void conn_handle_frame(struct conn *c, const struct spop_frame *f)
 	}
 	switch (f->type) {
 	case SPOP_FRM_NOTIFY:
+		c->used = 1;
 		r = exchange_notify(c, f);
 		if (r < 0)
 			conn_disconnect(c, (unsigned)-r, "invalid NOTIFY");
@@ -701,17 +702,22 @@ static void conn_frame_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	conn_release(c);
 }
 
-/* Seconds a connection must have spent before HELLO, stalled or idle before
- * it may be evicted. */
+/* Seconds a connection must have spent in its state before it may be
+ * evicted: a connection that carried a NOTIFY (HAProxy's way of using one),
+ * since its last activity; any other (before HELLO, or past it and never
+ * used), since it entered that state, long enough for HAProxy's HELLO and
+ * first NOTIFY to arrive. */
 #define CONN_EVICT_MIN_AGE_S 1.0
+#define CONN_EVICT_NEW_AGE_S 0.1
 
 /* Eviction preference of <c>, higher first (0: never), and the time its
  * state began in <*at> (oldest first within a rank). */
 enum conn_evict_rank {
 	CONN_EVICT_NEVER = 0,
-	CONN_EVICT_IDLE = 1,            /* past HELLO, doing nothing */
-	CONN_EVICT_STALLED = 2,         /* a frame started and is not finished */
-	CONN_EVICT_HELLO = 3,           /* never proved it is HAProxy */
+	CONN_EVICT_IDLE = 1,            /* past HELLO, served NOTIFYs, doing nothing now */
+	CONN_EVICT_UNUSED = 2,          /* past HELLO, never a NOTIFY */
+	CONN_EVICT_STALLED = 3,         /* a frame started and is not finished */
+	CONN_EVICT_HELLO = 4,           /* never proved it is HAProxy */
 };
 
 static enum conn_evict_rank conn_evict_rank(const struct conn *c, ev_tstamp *at)
@@ -726,16 +732,20 @@ static enum conn_evict_rank conn_evict_rank(const struct conn *c, ev_tstamp *at)
 	} else if (ev_is_active(&c->frame)) {
 		*at = c->partial_since;
 		r = CONN_EVICT_STALLED;
-	} else if (conn_is_idle(c)) {
+	} else if (conn_is_idle(c) && c->used) {
 		*at = c->last_active;
 		r = CONN_EVICT_IDLE;
+	} else if (conn_is_idle(c)) {
+		*at = c->last_active;
+		r = CONN_EVICT_UNUSED;
 	} else {
 		return CONN_EVICT_NEVER;
 	}
-	/* Only after CONN_EVICT_MIN_AGE_S in that state: HAProxy's new
-	 * connection (its HELLO on the way) and the one it used a moment ago
-	 * are not given up for a flood of newcomers. */
-	if (ev_now(c->w->loop) - *at < CONN_EVICT_MIN_AGE_S)
+	/* HAProxy's new connection (its HELLO and first NOTIFY on the way) and
+	 * the one it used a moment ago are not given up for a flood of
+	 * newcomers, which get refused instead. */
+	if (ev_now(c->w->loop) - *at < (r == CONN_EVICT_IDLE ? CONN_EVICT_MIN_AGE_S :
+	                                                       CONN_EVICT_NEW_AGE_S))
 		return CONN_EVICT_NEVER;
 	return r;
 }
@@ -768,6 +778,7 @@ void conn_evict(struct conn *c)
 	static struct log_rl rl;
 	static const char *const what[] = {
 		[CONN_EVICT_NEVER] = "?", [CONN_EVICT_IDLE] = "idle",
+		[CONN_EVICT_UNUSED] = "never used",
 		[CONN_EVICT_STALLED] = "stalled mid-frame", [CONN_EVICT_HELLO] = "pre-HELLO",
 	};
 	ev_tstamp at = 0.;

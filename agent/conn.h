@@ -70,6 +70,7 @@ struct conn {
 	int dead;                       /* close as soon as not busy */
 	int draining;                   /* worker draining: grace, then quiesce */
 	int quiesce;                    /* grace over: DISCONNECT once idle */
+	int used;                       /* carried a NOTIFY: HAProxy's, most likely */
 	ev_timer grace;                 /* end of the drain grace */
 	struct conn *prev, *next;       /* worker's list */
 	char peer[64];                  /* "ip:port", for logs */
@@ -126,10 +127,11 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg);
 /* The connection of <list> (a worker's) to close so that a new one fits
  * under max-connections, or NULL when none may go. In order of preference,
  * the oldest of: never past HELLO; stalled mid-frame (a partial frame is
- * buffered); idle (past HELLO, nothing in flight, buffered or queued), the
- * one idle longest; each only after a second in that state. A connection
- * serving exchanges, or used in the last second, is never chosen, so
- * HAProxy's working connections are never evicted. */
+ * buffered); past HELLO and never a NOTIFY; idle after serving NOTIFYs,
+ * the one idle longest. Each only after some time in that state (0.1 s, 1 s
+ * for one that served NOTIFYs). A connection serving exchanges, or used in
+ * the last second, is never chosen, so HAProxy's working connections are
+ * never evicted. */
 struct conn *conn_pick_victim(struct conn *list);
 
 /* Closes <c> at once to make room: an AGENT-DISCONNECT 13 (resource
