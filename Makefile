@@ -156,7 +156,7 @@ soak-asan: deps
 	$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address,undefined CFLAGS='-O1 -g' build-asan/spoa-auth
 	$(MAKE) --no-print-directory build/bench/chaos-load
 	CHAOS_LOAD=$(abspath build/bench/chaos-load) SPOA_AUTH_BIN=$(abspath build-asan/spoa-auth) \
-	    SOAK_SECONDS=$${SOAK_SECONDS:-120} SOAK_PLOT=0 SOAK_OUT=$(abspath build-asan/soak.json) $(PYTHON) bench/chaos soak
+	    SOAK_SECONDS=$${SOAK_SECONDS:-120} SOAK_PLOT=0 SOAK_ASAN=1 SOAK_OUT=$(abspath build-asan/soak.json) $(PYTHON) bench/chaos soak
 
 $(BUILD)/bench/chaos-load: bench/chaos-load.c
 	@mkdir -p $(dir $@)
