@@ -11,6 +11,9 @@
 #   make install    install (PREFIX, DESTDIR, SBINDIR, SYSCONFDIR, UNITDIR); make uninstall
 #   make deb        Debian binary package in build/    make verify-unit  systemd-analyze the unit
 #   make bench      throughput/latency vs HAProxy alone and nginx auth_request (docs/benchmarks.md)
+#   make chaos      faults under steady load, met/missed per fault (docs/reliability.md; ~7 min)
+#   make soak       SOAK_SECONDS (600) of Zipf load with reloads: RSS, fds, wrong answers;
+#                   make soak-asan: the same, shorter (SOAK_SECONDS 120), in the ASan build
 #
 # Variables: CC, CFLAGS, SANITIZER=address|undefined|thread (comma list ok),
 # ERR=1 (-Werror), DEBUG=1 (-O0), BUILD=dir, HAPROXY_BIN, PREFIX, DESTDIR, SBINDIR.
@@ -144,6 +147,24 @@ BENCH_TOOLS := $(BUILD)/bench/null-agent $(BUILD)/bench/spop-load
 bench: deps $(BIN) $(BENCH_TOOLS)
 	@sh scripts/install-deps bench
 	BENCH_TOOLS=$(abspath $(BUILD)/bench) SPOA_AUTH_BIN=$(abspath $(BIN)) $(PYTHON) bench/run
+
+# Faults and soak (not tests either; a short subset is tests/e2e/test_chaos.py).
+.PHONY: chaos soak soak-asan
+chaos: deps $(BIN) $(BUILD)/bench/chaos-load
+	CHAOS_LOAD=$(abspath $(BUILD)/bench/chaos-load) SPOA_AUTH_BIN=$(abspath $(BIN)) $(PYTHON) bench/chaos
+
+soak: deps $(BIN) $(BUILD)/bench/chaos-load
+	CHAOS_LOAD=$(abspath $(BUILD)/bench/chaos-load) SPOA_AUTH_BIN=$(abspath $(BIN)) $(PYTHON) bench/chaos soak
+
+soak-asan: deps
+	$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address,undefined CFLAGS='-O1 -g' build-asan/spoa-auth
+	$(MAKE) --no-print-directory build/bench/chaos-load
+	CHAOS_LOAD=$(abspath build/bench/chaos-load) SPOA_AUTH_BIN=$(abspath build-asan/spoa-auth) \
+	    SOAK_SECONDS=$${SOAK_SECONDS:-120} SOAK_PLOT=0 SOAK_ASAN=1 SOAK_OUT=$(abspath build-asan/soak.json) $(PYTHON) bench/chaos soak
+
+$(BUILD)/bench/chaos-load: bench/chaos-load.c
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< -lm
 
 $(BUILD)/bench/%: bench/%.c bench/spop-mini.h
 	@mkdir -p $(dir $@)
