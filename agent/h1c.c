@@ -1126,6 +1126,7 @@ int h1c_start(struct h1c *c, const struct cfg *cfg, const char *url,
 		}
 		q->resp.n_copy = cfg->n_copy_headers;
 	}
+	q->resp.native = 1;
 	q->c = c;
 	q->cfg = cfg;
 	q->done = done;

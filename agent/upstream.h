@@ -56,6 +56,7 @@ struct upstream_response {
 	char **copy;                /* [cfg->n_copy_headers], value or NULL */
 	size_t n_copy;
 	uint64_t latency_us;
+	int native;                 /* 1: agent/h1c.c answered, 0: libcurl */
 	unsigned attempts;          /* attempts made (the libcurl path: 1) */
 	unsigned retries[UPSTREAM_RETRY_ENTRIES];  /* why the others were made */
 };
