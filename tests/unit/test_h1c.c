@@ -444,6 +444,29 @@ static enum srv_act h_hang_first_conn(unsigned k, unsigned n, const char **out, 
 	return SRV_KEEP;
 }
 
+static enum srv_act h_te_and_cl(unsigned k, unsigned n, const char **out, size_t *len)
+{
+	(void)k; (void)n;
+	ANSWER("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+	       "3\r\nabc\r\n0\r\n\r\n");
+	return SRV_KEEP;
+}
+
+static enum srv_act h_dup_cl(unsigned k, unsigned n, const char **out, size_t *len)
+{
+	(void)k; (void)n;
+	ANSWER("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc");
+	return SRV_KEEP;
+}
+
+/* An answer followed by the start of another, unasked for. */
+static enum srv_act h_extra(unsigned k, unsigned n, const char **out, size_t *len)
+{
+	(void)k; (void)n;
+	ANSWER("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n");
+	return SRV_KEEP;
+}
+
 /* ---- cases ---- */
 
 static void t_fields(void)
@@ -963,6 +986,22 @@ int main(void)
 			ok(strcmp(got[0].error, "response too large") == 0, "%s: error (%s)", names[k],
 			   got[0].error);
 		}
+		h1c_free(h);
+		cfg_put(c);
+	}
+	t_simple("Transfer-Encoding with Content-Length refused", h_te_and_cl, 0, NULL,
+	         "malformed HTTP response");
+	t_simple("two Content-Length refused", h_dup_cl, 0, NULL, "malformed HTTP response");
+	{
+		struct cfg *c = mkcfg(NULL, 0, port);
+		struct h1c *h = h1c_new(loop, c);
+
+		srv_reset(h_extra);
+		n_done = 0;
+		start_one(h, c, "/e");
+		run_until(1);
+		is_int(got[0].status, 200, "bytes after the answer: the answer counts");
+		is_int(h1c_conns(h), 0, "bytes after the answer: the connection is not reused");
 		h1c_free(h);
 		cfg_put(c);
 	}
