@@ -589,6 +589,26 @@ static void t_idle_close(void)
 	cfg_put(c);
 }
 
+/* A reload to another user service: idle connections to the old one go. */
+static void t_reload(void)
+{
+	struct cfg *c = mkcfg(NULL, 0, port), *c2 = mkcfg(NULL, 0, (unsigned short)(port + 1));
+	struct h1c *h = h1c_new(loop, c);
+
+	srv_reset(h_ok);
+	n_done = 0;
+	start_one(h, c, "/r");
+	run_until(1);
+	is_int(h1c_conns(h), 1, "reload: one idle connection");
+	h1c_set_cfg(h, c);
+	is_int(h1c_conns(h), 1, "reload: same address: kept");
+	h1c_set_cfg(h, c2);
+	is_int(h1c_conns(h), 0, "reload: another address: closed");
+	h1c_free(h);
+	cfg_put(c2);
+	cfg_put(c);
+}
+
 static void t_stale(void)
 {
 	struct cfg *c = mkcfg(NULL, 0, port);
@@ -1008,6 +1028,7 @@ int main(void)
 	t_simple("no redirects", h_redirect, 302, NULL, NULL);
 	ok(strcmp(got[0].loc, "/elsewhere") == 0, "no redirects: Location handed over");
 	t_idle_close();
+	t_reload();
 	t_stale();
 	t_queue();
 	t_timeouts();
