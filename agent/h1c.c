@@ -107,8 +107,10 @@ struct h1c_req {
 	char hf[H1C_NAME_MAX];          /* header name being read */
 	size_t hf_len;
 	int hf_long, in_value, want;
-	char *hv;                       /* owned: value being read, when wanted */
+	char *hv;                       /* value being read, when wanted: hv_small
+	                                 * or, when longer, owned heap */
 	size_t hv_len, hv_cap;
+	char hv_small[H1C_HV_INIT];
 	size_t body_cap;
 	struct timespec start;
 	struct h1c_req *prev, *next;    /* c->qhead list or c->reqs list */
@@ -408,14 +410,16 @@ static int h1c_on_header_value(http_parser *hp, const char *at, size_t len)
 	if (!q->want)
 		return 0;
 	if (q->hv_len + len + 1 > q->hv_cap) {
-		size_t cap = q->hv_cap ? q->hv_cap : H1C_HV_INIT;
+		size_t cap = q->hv_cap * 2;
 		char *nb;
 
 		while (cap < q->hv_len + len + 1)
 			cap *= 2;
-		nb = realloc(q->hv, cap);
+		nb = q->hv == q->hv_small ? malloc(cap) : realloc(q->hv, cap);
 		if (!nb)
 			return -1;
+		if (q->hv == q->hv_small)
+			memcpy(nb, q->hv_small, q->hv_len);
 		q->hv = nb;
 		q->hv_cap = cap;
 	}
@@ -679,8 +683,10 @@ static void h1c_finish(struct h1c_req *q, const char *err)
 		h1c_resp_clear(r);   /* nothing captured may leak into a decision */
 	q->done(q->arg, r);
 	h1c_resp_clear(r);
-	free(r->copy); r->copy = NULL;
-	free(q->hv); q->hv = NULL;
+	r->copy = NULL;   /* in <q>'s allocation */
+	if (q->hv != q->hv_small)
+		free(q->hv);
+	q->hv = NULL;
 	free(q);
 }
 
@@ -1115,23 +1121,20 @@ int h1c_start(struct h1c *c, const struct cfg *cfg, const char *url,
 	len = 4 + (size_t)slash + plen + 17 + hlen + sizeof(ua) - 1 + 2;
 	for (size_t i = 0; i < n; i++)
 		len += strlen(headers[i]) + 2;
-	q = calloc(1, sizeof(*q) + len);
+	/* One allocation: the request, the copy-header slots, the request bytes. */
+	q = calloc(1, sizeof(*q) + cfg->n_copy_headers * sizeof(char *) + len);
 	if (!q)
 		return -1;
-	if (cfg->n_copy_headers) {
-		q->resp.copy = calloc(cfg->n_copy_headers, sizeof(*q->resp.copy));
-		if (!q->resp.copy) {
-			free(q);
-			return -1;
-		}
-		q->resp.n_copy = cfg->n_copy_headers;
-	}
+	q->resp.copy = (char **)(void *)(q + 1);
+	q->resp.n_copy = cfg->n_copy_headers;
+	q->hv = q->hv_small;
+	q->hv_cap = sizeof(q->hv_small);
 	q->resp.native = 1;
 	q->c = c;
 	q->cfg = cfg;
 	q->done = done;
 	q->arg = arg;
-	q->req = p = (char *)(q + 1);
+	q->req = p = (char *)(q->resp.copy + q->resp.n_copy);
 	memcpy(p, "GET ", 4); p += 4;
 	if (slash)
 		*p++ = '/';

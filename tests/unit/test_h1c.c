@@ -67,7 +67,7 @@ struct got {
 	char body[SRV_BUF];
 	size_t body_len;
 	int has_body;
-	char ct[128], loc[128], www[128], cc[128], copy0[128];
+	char ct[128], loc[128], www[128], cc[128], copy0[1100];
 	char cookies[UPSTREAM_MAX_SET_COOKIE][64];
 	unsigned n_cookies, attempts;
 	unsigned retries[UPSTREAM_RETRY_ENTRIES];
@@ -464,6 +464,22 @@ static enum srv_act h_extra(unsigned k, unsigned n, const char **out, size_t *le
 {
 	(void)k; (void)n;
 	ANSWER("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n");
+	return SRV_KEEP;
+}
+
+static char long_answer[2048];
+
+/* A copied header longer than the client's inline value buffer, sent in
+ * two writes so the value arrives in two pieces. */
+static enum srv_act h_long_value(unsigned k, unsigned n, const char **out, size_t *len)
+{
+	size_t half = strlen(long_answer) / 2;
+
+	(void)k; (void)n;
+	if (write(sconns[k]->fd, long_answer, half) != (ssize_t)half)
+		diag("short write in the test server");
+	*out = long_answer + half;
+	*len = strlen(long_answer) - half;
 	return SRV_KEEP;
 }
 
@@ -1008,6 +1024,17 @@ int main(void)
 		}
 		h1c_free(h);
 		cfg_put(c);
+	}
+	{
+		char v[1001];
+
+		memset(v, 'v', 1000);
+		v[1000] = 0;
+		snprintf(long_answer, sizeof(long_answer),
+		         "HTTP/1.1 200 OK\r\nX-User-Id: %s\r\nContent-Length: 2\r\n\r\nok", v);
+		t_simple("long header value", h_long_value, 200, "ok", NULL);
+		ok(strlen(got[0].copy0) == 1000 && strspn(got[0].copy0, "v") == 1000,
+		   "long header value: kept whole, across two reads");
 	}
 	t_simple("Transfer-Encoding with Content-Length refused", h_te_and_cl, 0, NULL,
 	         "malformed HTTP response");
