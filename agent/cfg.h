@@ -62,6 +62,7 @@ struct cfg {
 	unsigned upstream_retry_on;
 	unsigned upstream_attempt_timeout_ms;
 	unsigned upstream_retry_backoff_ms;
+	unsigned keepalive_idle_timeout_ms;  /* native pool: idle longer = closed */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;

@@ -78,6 +78,7 @@ struct h1c_conn {
 	int events;                     /* EV_READ/EV_WRITE watched */
 	enum h1c_conn_st st;
 	unsigned uses;                  /* exchanges completed on it */
+	ev_tstamp idle_since;           /* when it went back to the pool */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	struct h1c_conn *prev, *next;   /* c->idle or c->busy */
@@ -705,6 +706,7 @@ static void h1c_release(struct h1c_req *q, int keep)
 		h1c_list_del(&c->busy, k);
 		k->st = H1C_C_IDLE;
 		k->uses++;
+		k->idle_since = ev_now(c->loop);
 		h1c_list_add(&c->idle, k);
 		c->n_idle++;
 		h1c_conn_watch(k, EV_READ);   /* the server closing it */
@@ -828,13 +830,20 @@ static void h1c_attempt_go(struct h1c_req *q)
 	struct h1c *c = q->c;
 	const struct cfg *cfg = q->cfg;
 	ev_tstamp now = ev_now(c->loop);
-	struct h1c_conn *k;
+	struct h1c_conn *k, *next;
 
 	if (q->phase == H1C_P_QUEUED) {
 		/* from the queue: into the running list */
 		h1c_req_unlink(c, q);
 		q->phase = H1C_P_BACKOFF;
 		h1c_req_link(&c->reqs, q);
+	}
+	/* Idle too long: a middlebox may have dropped it without a word, and
+	 * a request on it would only find out at its timeout. */
+	for (k = c->idle; k; k = next) {
+		next = k->next;
+		if (now - k->idle_since > cfg->keepalive_idle_timeout_ms / H1C_MS)
+			h1c_conn_close(k);
 	}
 	for (k = c->idle; k; k = k->next)
 		if (h1c_same_addr(k, cfg))

@@ -605,6 +605,31 @@ static void t_idle_close(void)
 	cfg_put(c);
 }
 
+/* An idle connection older than keepalive-idle-timeout is not reused, even
+ * if the server never closed it (a middlebox may have dropped it). */
+static void t_idle_age(void)
+{
+	const char *e[] = { "--keepalive-idle-timeout", "100ms" };
+	struct cfg *c = mkcfg(e, 2, port);
+	struct h1c *h = h1c_new(loop, c);
+
+	srv_reset(h_ok);
+	n_done = 0;
+	start_one(h, c, "/a");
+	run_until(1);
+	start_one(h, c, "/a");
+	run_until(2);
+	is_int(accepted, 1, "idle age: reused while young");
+	run_for(0.25);
+	start_one(h, c, "/a");
+	run_until(3);
+	is_int(got[2].status, 200, "idle age: answered");
+	is_int(got[2].attempts, 1, "idle age: without a retry");
+	is_int(accepted, 2, "idle age: a new connection instead of the old one");
+	h1c_free(h);
+	cfg_put(c);
+}
+
 /* A reload to another user service: idle connections to the old one go. */
 static void t_reload(void)
 {
@@ -1056,6 +1081,7 @@ int main(void)
 	ok(strcmp(got[0].loc, "/elsewhere") == 0, "no redirects: Location handed over");
 	t_idle_close();
 	t_reload();
+	t_idle_age();
 	t_stale();
 	t_queue();
 	t_timeouts();
