@@ -1119,17 +1119,26 @@ void h1c_set_cfg(struct h1c *c, const struct cfg *cfg)
 int h1c_start(struct h1c *c, const struct cfg *cfg, const char *url,
               const char *const *headers, size_t n, upstream_done_fn done, void *arg)
 {
-	static const char ua[] = "\r\nUser-Agent: spoa-auth\r\nAccept: */*\r\n";
+	static const char ua[] = "User-Agent: spoa-auth\r\n", acc[] = "Accept: */*\r\n";
 	const char *path = url + cfg->upstream_path_off;
 	size_t plen = strlen(path), hlen = strlen(cfg->upstream_host), len;
-	int slash = *path != '/';
+	int slash = *path != '/', own_host = 1, own_ua = 1, own_acc = 1;
 	struct h1c_req *q;
 	char *p;
 
-	/* "GET " [/] path " HTTP/1.1\r\nHost: " host ua {line "\r\n"} "\r\n" */
-	len = 4 + (size_t)slash + plen + 17 + hlen + sizeof(ua) - 1 + 2;
-	for (size_t i = 0; i < n; i++)
+	/* "GET " [/] path " HTTP/1.1\r\n" "Host: " host "\r\n" ua acc {line "\r\n"}
+	 * "\r\n"; a caller's Host, User-Agent or Accept replaces ours (as with
+	 * libcurl). */
+	len = 4 + (size_t)slash + plen + 11 + 6 + hlen + 2 + sizeof(ua) - 1 + sizeof(acc) - 1 + 2;
+	for (size_t i = 0; i < n; i++) {
 		len += strlen(headers[i]) + 2;
+		if (strncasecmp(headers[i], "host:", 5) == 0)
+			own_host = 0;
+		else if (strncasecmp(headers[i], "user-agent:", 11) == 0)
+			own_ua = 0;
+		else if (strncasecmp(headers[i], "accept:", 7) == 0)
+			own_acc = 0;
+	}
 	/* One allocation: the request, the copy-header slots, the request bytes. */
 	q = calloc(1, sizeof(*q) + cfg->n_copy_headers * sizeof(char *) + len);
 	if (!q)
@@ -1148,9 +1157,19 @@ int h1c_start(struct h1c *c, const struct cfg *cfg, const char *url,
 	if (slash)
 		*p++ = '/';
 	memcpy(p, path, plen); p += plen;
-	memcpy(p, " HTTP/1.1\r\nHost: ", 17); p += 17;
-	memcpy(p, cfg->upstream_host, hlen); p += hlen;
-	memcpy(p, ua, sizeof(ua) - 1); p += sizeof(ua) - 1;
+	memcpy(p, " HTTP/1.1\r\n", 11); p += 11;
+	if (own_host) {
+		memcpy(p, "Host: ", 6); p += 6;
+		memcpy(p, cfg->upstream_host, hlen); p += hlen;
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	if (own_ua) {
+		memcpy(p, ua, sizeof(ua) - 1); p += sizeof(ua) - 1;
+	}
+	if (own_acc) {
+		memcpy(p, acc, sizeof(acc) - 1); p += sizeof(acc) - 1;
+	}
 	for (size_t i = 0; i < n; i++) {
 		size_t l = strlen(headers[i]);
 

@@ -513,6 +513,20 @@ static void t_fields(void)
 	ok(strstr(last_req, "Proxy") == NULL && strstr(last_req, "Expect") == NULL,
 	   "request: no proxy or Expect header");
 	is_int(got[0].attempts, 1, "fields: one attempt");
+	ok(strstr(last_req, "\r\nUser-Agent: spoa-auth\r\nAccept: */*\r\n") != NULL,
+	   "request: User-Agent and Accept");
+
+	/* A forwarded Host replaces ours: one Host header, never two. */
+	{
+		static const char *hdrs[] = { "Host: users.example" };
+		char url[256];
+
+		snprintf(url, sizeof(url), "%s?request_uri=/h", c->user_service_url);
+		h1c_start(h, c, url, hdrs, 1, done_cb, NULL);
+		run_until(2);
+		ok(strstr(last_req, "\r\nHost: users.example\r\n") != NULL &&
+		   strstr(last_req, "Host: 127.0.0.1") == NULL, "request: the caller's Host replaces ours");
+	}
 	h1c_free(h);
 	cfg_put(c);
 }
