@@ -45,7 +45,9 @@ DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack libmicrohtt
 DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack libmicrohttpd 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc -lmicrohttpd)
 EV_CFLAGS  ?=
 EV_LIBS    ?= -lev
-LIBS       := $(DEP_LIBS) $(EV_LIBS) -lpthread -lm
+# Debian's libhttp-parser-dev (nodejs/http-parser) has no .pc file.
+HTTP_PARSER_LIBS ?= -lhttp_parser
+LIBS       := $(DEP_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS) -lpthread -lm
 
 ALL_CFLAGS := $(STD) $(WARN) $(CFLAGS) $(SAN_FLAGS) $(DEP_CFLAGS) $(EV_CFLAGS) -Iagent -MMD -MP
 

@@ -134,6 +134,9 @@ static void admin_out_scalar(struct admin_out *o, const char *name, const char *
 size_t admin_render_metrics(char *buf, size_t size)
 {
 	static const char *const outcomes[METRICS_OUT_ENTRIES] = { "allow", "deny", "error" };
+	static const char *const retry_reasons[METRICS_RETRY_REASONS] = {
+		"stale", "connect", "reset", "timeout", "status",
+	};
 	static const char *const classes[METRICS_UP_CLASSES] = {
 		"none", "1xx", "2xx", "3xx", "4xx", "5xx",
 	};
@@ -157,6 +160,19 @@ size_t admin_render_metrics(char *buf, size_t size)
 	for (i = 0; i < METRICS_UP_CLASSES; i++)
 		admin_out_printf(&o, "spoa_auth_upstream_requests_total{class=\"%s\"} %llu\n",
 		                 classes[i], (unsigned long long)s.upstream[i]);
+
+	admin_out_head(&o, "spoa_auth_upstream_attempts_total", "counter",
+	               "User-service attempts (first tries and retries) by client "
+	               "(native: the HTTP/1.1 client, curl: libcurl).");
+	for (i = 0; i < METRICS_UP_CLIENTS; i++)
+		admin_out_printf(&o, "spoa_auth_upstream_attempts_total{client=\"%s\"} %llu\n",
+		                 i ? "native" : "curl", (unsigned long long)s.upstream_attempts[i]);
+	admin_out_head(&o, "spoa_auth_upstream_retries_total", "counter",
+	               "User-service retries by reason (stale: a reused connection closed "
+	               "before any byte; connect, reset, timeout, status: upstream-retry-on).");
+	for (i = 0; i < METRICS_RETRY_REASONS; i++)
+		admin_out_printf(&o, "spoa_auth_upstream_retries_total{reason=\"%s\"} %llu\n",
+		                 retry_reasons[i], (unsigned long long)s.upstream_retries[i]);
 
 	/* _count is the +Inf bucket, computed here so the two always agree. */
 	admin_out_head(&o, "spoa_auth_upstream_duration_seconds", "histogram",

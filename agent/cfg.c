@@ -26,6 +26,7 @@
 
 #include "cachekey.h"
 #include "cfg.h"
+#include "h1c.h"
 #include "log.h"
 #include "varname.h"
 
@@ -77,6 +78,8 @@ struct cfg_builder {
 	enum cfg_src fwd_src, copy_src, cookies_src;
 	char where[CFG_WHERE_MAX];            /* location of the value being parsed */
 	char prefix_where[CFG_WHERE_MAX];     /* where var-prefix was set */
+	char client_where[CFG_WHERE_MAX];     /* where upstream-client was set */
+	char url_where[CFG_WHERE_MAX];        /* where user-service-url was set */
 	char **copy_where;                    /* per copy-header entry */
 };
 
@@ -351,6 +354,7 @@ static int cfg_p_url(struct cfg_builder *b, const char *val, char *why)
 		if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '#')
 			return cfg_why(why, "'%s': invalid character in URL", val);
 	}
+	snprintf(b->url_where, sizeof(b->url_where), "%s", b->where);
 	return cfg_strdup(&b->c->user_service_url, val, why);
 }
 
@@ -437,6 +441,51 @@ static int cfg_p_copy(struct cfg_builder *b, const char *val, char *why)
 	}
 	return cfg_list_append(&b->c->copy_headers, &b->c->n_copy_headers,
 	                       &b->copy_where, b->where, val, 0, why);
+}
+
+static int cfg_p_upstream_client(struct cfg_builder *b, const char *val, char *why)
+{
+	static const char *const names[CFG_UPC_ENTRIES] = { "auto", "native", "curl" };
+
+	for (int i = 0; i < CFG_UPC_ENTRIES; i++) {
+		if (strcasecmp(val, names[i]) == 0) {
+			b->c->upstream_client = i;
+			snprintf(b->client_where, sizeof(b->client_where), "%s", b->where);
+			return 0;
+		}
+	}
+	return cfg_why(why, "'%s': expected auto, native or curl", val);
+}
+
+/* Space/comma-separated: connect, reset, timeout, 502, 503, 504, or none. */
+static int cfg_p_retry_on(struct cfg_builder *b, const char *val, char *why)
+{
+	static const struct { const char *name; unsigned bit; } words[] = {
+		{ "connect", H1C_RETRY_CONNECT }, { "reset", H1C_RETRY_RESET },
+		{ "timeout", H1C_RETRY_TIMEOUT }, { "502", H1C_RETRY_502 },
+		{ "503", H1C_RETRY_503 }, { "504", H1C_RETRY_504 }, { "none", 0 },
+	};
+	unsigned mask = 0;
+	const char *p = val;
+
+	while (*p) {
+		size_t n, i;
+
+		p += strspn(p, " \t,");
+		n = strcspn(p, " \t,");
+		if (n == 0)
+			break;
+		for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+			if (strlen(words[i].name) == n && strncasecmp(p, words[i].name, n) == 0)
+				break;
+		if (i == sizeof(words) / sizeof(words[0]))
+			return cfg_why(why, "'%.*s': expected connect, reset, timeout, 502, 503, "
+			               "504 or none", (int)n, p);
+		mask |= words[i].bit;
+		p += n;
+	}
+	b->c->upstream_retry_on = mask;
+	return 0;
 }
 
 static int cfg_p_log_level(struct cfg_builder *b, const char *val, char *why)
@@ -644,12 +693,30 @@ static const struct cfg_key cfg_keys[] = {
 	  "response body bound in bytes; bigger = error", CFG_NUM(CFG_K_SIZE, max_response_size, 1, 64 * 1024 * 1024) },
 	{ "keepalive-max", "64",
 	  "idle keep-alive connections per worker (CURLMOPT_MAXCONNECTS)", CFG_NUM(CFG_K_UINT, keepalive_max, 0, 100000) },
+	{ "keepalive-idle-timeout", "118s",
+	  "native client: an idle keep-alive connection older than this is closed, not reused",
+	  CFG_NUM(CFG_K_DUR, keepalive_idle_timeout_ms, 1, 3600000) },
 	{ "max-upstream-connections", "64",
 	  "user-service connections per worker; more requests queue (0 = unlimited)",
 	  CFG_NUM(CFG_K_UINT, max_upstream_conns, 0, 100000) },
 	{ "upstream-proxy", "none",
 	  "proxy for user-service requests (http://, https://, socks5[h]://host:port); "
 	  "none = direct, proxy environment variables ignored", CFG_FN(cfg_p_proxy) },
+	{ "upstream-client", "auto",
+	  "auto (native HTTP/1.1 client for http:// with an IP address, else libcurl), native or curl",
+	  CFG_FN(cfg_p_upstream_client) },
+	{ "upstream-retries", "1",
+	  "extra attempts after a retryable failure (native client), within timeout",
+	  CFG_NUM(CFG_K_UINT, upstream_retries, 0, 10) },
+	{ "upstream-retry-on", "connect",
+	  "what is retried: connect, reset, timeout, 502, 503, 504 (list) or none",
+	  CFG_FN(cfg_p_retry_on) },
+	{ "upstream-attempt-timeout", "0",
+	  "per-attempt timeout (0 = the rest of timeout)",
+	  CFG_NUM(CFG_K_DUR, upstream_attempt_timeout_ms, 0, 3600000) },
+	{ "upstream-retry-backoff", "10ms",
+	  "base delay before a retry, doubled per attempt, jittered to [50%, 100%]",
+	  CFG_NUM(CFG_K_DUR, upstream_retry_backoff_ms, 0, 60000) },
 	{ "ca-file", NULL, "CA bundle for https (default: system store)", CFG_FN(cfg_p_ca) },
 	{ "client-cert", NULL, "client certificate for https", CFG_FN(cfg_p_cert) },
 	{ "client-key", NULL, "client private key for https", CFG_FN(cfg_p_key) },
@@ -725,6 +792,7 @@ static void cfg_free(struct cfg *c)
 	cfg_free_list(&c->cache_key_cookies, &c->n_cache_key_cookies);
 	free(c->user_service_url); c->user_service_url = NULL;
 	free(c->upstream_proxy); c->upstream_proxy = NULL;
+	free(c->upstream_host); c->upstream_host = NULL;
 	cfg_free_list(&c->forward_headers, &c->n_forward_headers);
 	free(c->ca_file); c->ca_file = NULL;
 	free(c->client_cert); c->client_cert = NULL;
@@ -911,6 +979,34 @@ static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
 		"set_cookie4", "cache", "noop", "invalidated",
 	};
 	struct cfg *c = b->c;
+	char why[CFG_WHY_MAX];
+	int rc;
+
+	/* Which client: the native one needs the address now (names are
+	 * resolved here, on the main thread, only when forced to native). */
+	c->upstream_native = 0;
+	if (c->upstream_proxy && c->upstream_client == CFG_UPC_NATIVE) {
+		snprintf(err, errlen, "%s: key 'upstream-client': 'native' never uses a proxy; "
+		         "with 'upstream-proxy' set, use 'auto' or 'curl'", b->client_where);
+		return -1;
+	}
+	/* A configured proxy is libcurl's job: auto then means curl. */
+	if (c->upstream_client != CFG_UPC_CURL && !c->upstream_proxy) {
+		rc = h1c_url_parse(c->user_service_url, c->upstream_client == CFG_UPC_NATIVE,
+		                   &c->upstream_addr, &c->upstream_addrlen, &c->upstream_host,
+		                   &c->upstream_path_off, why, sizeof(why));
+		if (rc < 0) {
+			snprintf(err, errlen, "%s: key 'user-service-url': %s", b->url_where, why);
+			return -1;
+		}
+		if (rc == 1 && c->upstream_client == CFG_UPC_NATIVE) {
+			snprintf(err, errlen, "%s: key 'upstream-client': 'native' needs an http:// "
+			         "user-service-url without user:password@ (https goes through libcurl)",
+			         b->client_where);
+			return -1;
+		}
+		c->upstream_native = rc == 0;
+	}
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
 		if (varname_check(c->var_prefix, fixed[i], strlen(fixed[i])) != 0) {

@@ -22,6 +22,14 @@
 #define CFG_LOG_HASH_KEY_MIN 16        /* bytes of secret at least */
 #define CFG_LOG_HASH_KEY_FILE_MAX 4096 /* bytes read from file:PATH at most */
 
+/* upstream-client: which HTTP client calls the user service. */
+enum cfg_upstream_client {
+	CFG_UPC_AUTO = 0,       /* native for http:// with an IP literal, else libcurl */
+	CFG_UPC_NATIVE,         /* agent/h1c.c; http:// only (names resolved at load) */
+	CFG_UPC_CURL,           /* libcurl for everything */
+	CFG_UPC_ENTRIES
+};
+
 struct cfg {
 	atomic_uint refcnt;
 
@@ -45,6 +53,20 @@ struct cfg {
 	unsigned max_upstream_conns;    /* per worker; 0 = unlimited */
 	char *upstream_proxy;           /* proxy URL for the user service; NULL = none
 	                                 * (and no proxy from the environment either) */
+	int upstream_client;            /* enum cfg_upstream_client */
+	/* Filled at load for the native client (agent/h1c.c). */
+	int upstream_native;            /* 1: this cfg's requests take h1c */
+	struct sockaddr_storage upstream_addr;
+	socklen_t upstream_addrlen;
+	char *upstream_host;            /* Host header value: the URL's authority */
+	size_t upstream_path_off;       /* where the path starts in user_service_url */
+	/* Retries (native client): extra attempts, H1C_RETRY_* mask, per-attempt
+	 * timeout (0 = the rest of `timeout`), base of the jittered backoff. */
+	unsigned upstream_retries;
+	unsigned upstream_retry_on;
+	unsigned upstream_attempt_timeout_ms;
+	unsigned upstream_retry_backoff_ms;
+	unsigned keepalive_idle_timeout_ms;  /* native pool: idle longer = closed */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;

@@ -407,6 +407,7 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	int too_big = 0;
 
 	metrics_upstream(&x->w->met, r->status, r->latency_us);
+	metrics_upstream_attempts(&x->w->met, r->native, r->attempts, r->retries);
 	if (r->status == 0) {
 		static struct log_rl rl;
 

@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "upstream.h"
+
+_Static_assert(METRICS_RETRY_REASONS == UPSTREAM_RETRY_ENTRIES, "one counter per retry reason");
 
 #define METRICS_MAX_REG 1100
 
@@ -64,6 +67,10 @@ void metrics_sum(struct metrics_snapshot *out)
 		for (int j = 0; j < METRICS_PROTO_SLOTS; j++)
 			out->proto_errors[j] += METRICS_LD(m->proto_errors[j]);
 		out->upstream_lat_sum_us += METRICS_LD(m->upstream_lat_sum_us);
+		for (int j = 0; j < METRICS_UP_CLIENTS; j++)
+			out->upstream_attempts[j] += METRICS_LD(m->upstream_attempts[j]);
+		for (int j = 0; j < METRICS_RETRY_REASONS; j++)
+			out->upstream_retries[j] += METRICS_LD(m->upstream_retries[j]);
 		out->inflight += METRICS_LD(m->inflight);
 		out->conns += METRICS_LD(m->conns);
 		out->conns_total += METRICS_LD(m->conns_total);
@@ -93,6 +100,15 @@ void metrics_upstream(struct metrics *m, long status, uint64_t latency_us)
 		b++;
 	METRICS_INC(m->upstream_lat[b]);
 	METRICS_ADD(m->upstream_lat_sum_us, latency_us);
+}
+
+void metrics_upstream_attempts(struct metrics *m, int native, unsigned attempts,
+                               const unsigned *retries)
+{
+	METRICS_ADD(m->upstream_attempts[native ? 1 : 0], attempts ? attempts : 1);
+	for (int j = 0; j < METRICS_RETRY_REASONS; j++)
+		if (retries[j])
+			METRICS_ADD(m->upstream_retries[j], retries[j]);
 }
 
 void metrics_proto_error(struct metrics *m, unsigned status)

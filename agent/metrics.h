@@ -35,6 +35,11 @@ enum metrics_close {
 /* Upstream calls by status class: 0 = no answer, 1..5 = 1xx..5xx. */
 #define METRICS_UP_CLASSES 6
 
+/* User-service attempts by client (0: libcurl, 1: native) and retries by
+ * reason (enum upstream_retry_reason). */
+#define METRICS_UP_CLIENTS 2
+#define METRICS_RETRY_REASONS 5
+
 /* Latency histogram upper bounds in ms (last bucket = +Inf). */
 #define METRICS_LAT_BUCKETS 12
 extern const unsigned metrics_lat_bounds_ms[METRICS_LAT_BUCKETS - 1];
@@ -47,6 +52,8 @@ struct metrics {
 	_Atomic uint64_t upstream[METRICS_UP_CLASSES];
 	_Atomic uint64_t upstream_lat[METRICS_LAT_BUCKETS];  /* non-cumulative */
 	_Atomic uint64_t upstream_lat_sum_us;
+	_Atomic uint64_t upstream_attempts[METRICS_UP_CLIENTS];
+	_Atomic uint64_t upstream_retries[METRICS_RETRY_REASONS];
 	_Atomic uint64_t inflight;          /* gauge: exchanges waiting */
 	_Atomic uint64_t conns;             /* gauge: open SPOP connections */
 	_Atomic uint64_t conns_total;
@@ -73,6 +80,8 @@ struct metrics_snapshot {
 	uint64_t upstream[METRICS_UP_CLASSES];
 	uint64_t upstream_lat[METRICS_LAT_BUCKETS];
 	uint64_t upstream_lat_sum_us;
+	uint64_t upstream_attempts[METRICS_UP_CLIENTS];
+	uint64_t upstream_retries[METRICS_RETRY_REASONS];
 	uint64_t inflight, conns, conns_total, conns_refused;
 	uint64_t conns_closed[METRICS_CLOSE_ENTRIES];
 	uint64_t frames_in, frames_out;
@@ -99,6 +108,11 @@ void metrics_sum(struct metrics_snapshot *out);
 
 /* Records one upstream call: HTTP <status> (0 = no answer), <latency_us>. */
 void metrics_upstream(struct metrics *m, long status, uint64_t latency_us);
+
+/* Counts <attempts> attempts of client <native> (0/1) and the retries
+ * <retries>[0..METRICS_RETRY_REASONS-1]. */
+void metrics_upstream_attempts(struct metrics *m, int native, unsigned attempts,
+                               const unsigned *retries);
 
 /* Records one protocol error sent as AGENT-DISCONNECT <status>. */
 void metrics_proto_error(struct metrics *m, unsigned status);

@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 
 #include "cfg.h"
+#include "h1c.h"
 #include "log.h"
 #include "upstream.h"
 
@@ -68,6 +69,7 @@ struct upstream {
 	unsigned gen;                   /* bumped by upstream_set_cfg(); >= 1 */
 	unsigned keepalive_max;         /* idle connections to keep (cfg) */
 	long maxconnects;               /* CURLMOPT_MAXCONNECTS in force */
+	struct h1c *h1;                 /* owned: the native client (cfg->upstream_native) */
 };
 
 static pthread_once_t upstream_once = PTHREAD_ONCE_INIT;
@@ -281,6 +283,7 @@ static void upstream_req_finish(struct upstream *u, struct upstream_req *q, CURL
 	struct upstream_response *r = &q->resp;
 
 	r->curl_code = (int)rc;
+	r->attempts = 1;
 	r->latency_us = upstream_elapsed_us(&q->start);
 	if (rc == CURLE_OK) {
 		long code = 0;
@@ -467,9 +470,15 @@ struct upstream *upstream_new(struct ev_loop *loop, const struct cfg *cfg)
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+	u->h1 = h1c_new(loop, cfg);
+	if (!u->h1)
+		goto out_free_multi;
 	upstream_set_cfg(u, cfg);
 	return u;
 
+out_free_multi:
+	curl_multi_cleanup(u->multi);
+	u->multi = NULL;
 out_free_u:
 	free(u);
 	return NULL;
@@ -477,6 +486,7 @@ out_free_u:
 
 void upstream_set_cfg(struct upstream *u, const struct cfg *cfg)
 {
+	h1c_set_cfg(u->h1, cfg);
 	/* keepalive-max 0 is done per request with CURLOPT_FORBID_REUSE. */
 	u->keepalive_max = cfg->keepalive_max;
 	upstream_update_maxconnects(u);
@@ -565,6 +575,8 @@ int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
 	char *p;
 	CURL *e;
 
+	if (cfg->upstream_native)
+		return h1c_start(u->h1, cfg, url, headers, n, done, arg);
 	/* One allocation: the request, then the header list (nodes, then the
 	 * lines they point to), which curl only reads. */
 	for (size_t i = 0; i < n; i++)
@@ -623,7 +635,7 @@ out_free_req:
 
 unsigned upstream_pending(const struct upstream *u)
 {
-	return u->n_reqs;
+	return u->n_reqs + h1c_pending(u->h1);
 }
 
 void upstream_abort_all(struct upstream *u)
@@ -634,6 +646,7 @@ void upstream_abort_all(struct upstream *u)
 		curl_multi_remove_handle(u->multi, q->easy);
 		upstream_req_finish(u, q, CURLE_ABORTED_BY_CALLBACK);
 	}
+	h1c_abort_all(u->h1);
 }
 
 void upstream_free(struct upstream *u)
@@ -641,6 +654,8 @@ void upstream_free(struct upstream *u)
 	if (!u)
 		return;
 	upstream_abort_all(u);
+	h1c_free(u->h1);
+	u->h1 = NULL;
 	/* May call the socket callback for cached connections: the loop is
 	 * still alive, and REMOVE frees their watchers. */
 	curl_multi_cleanup(u->multi);

@@ -28,6 +28,16 @@ struct upstream_req;
 /* Set-Cookie headers kept, in order. */
 #define UPSTREAM_MAX_SET_COOKIE 4
 
+/* Why an attempt was repeated (struct upstream_response.retries). */
+enum upstream_retry_reason {
+	UPSTREAM_RETRY_STALE = 0,   /* reused connection closed before any byte */
+	UPSTREAM_RETRY_CONNECT,     /* upstream-retry-on connect */
+	UPSTREAM_RETRY_RESET,       /* upstream-retry-on reset */
+	UPSTREAM_RETRY_TIMEOUT,     /* upstream-retry-on timeout */
+	UPSTREAM_RETRY_STATUS,      /* upstream-retry-on 502/503/504 */
+	UPSTREAM_RETRY_ENTRIES
+};
+
 /* What came back. Every pointer is owned by the response, NUL-terminated,
  * NULL when absent, and valid until the completion callback returns (take a
  * copy, or build the decision, before returning). */
@@ -46,6 +56,9 @@ struct upstream_response {
 	char **copy;                /* [cfg->n_copy_headers], value or NULL */
 	size_t n_copy;
 	uint64_t latency_us;
+	int native;                 /* 1: agent/h1c.c answered, 0: libcurl */
+	unsigned attempts;          /* attempts made (the libcurl path: 1) */
+	unsigned retries[UPSTREAM_RETRY_ENTRIES];  /* why the others were made */
 };
 
 /* Called once per request, outside any curl callback. <arg> is the one given

@@ -139,17 +139,29 @@ def fake_user():
     f.stop()
 
 
+# Every client path the agent keeps for the user service (upstream-client):
+# the tests using the fake user service run once per path.
+UPSTREAM_CLIENTS = ("native", "curl")
+
+
+@pytest.fixture(scope="session", params=UPSTREAM_CLIENTS)
+def upstream_client(request):
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def fake(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
+def fake(fake_user, demo_services, haproxy_bin, agent_bin, logdir, upstream_client):
     """HAProxy + agent + the programmable fake user service (also behind the
-    public routes) + the demo business service."""
+    public routes) + the demo business service; once per client path."""
     gw_port, agent_port = free_ports(2)
     procs = []
     try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url))
+        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
+                                 extra=("--upstream-client", upstream_client),
+                                 name="agent-" + upstream_client))
         procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
                                    demo_services["biz_port"], agent_port))
         wait_agent_up(gw_port, procs)
         yield Gateway(gw_port, procs, agent_port=agent_port, user=fake_user, **demo_services)
     finally:
-        stop_all(procs, strict=("agent",))
+        stop_all(procs, strict=("agent-" + upstream_client,))

@@ -116,6 +116,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "headers": list(self.headers.items()),
             "body": body,
             "time": time.monotonic(),
+            "peer": self.client_address[1],   # source port: one per TCP connection
         }
         if url.path != "/api/user/token":
             with fake.lock:

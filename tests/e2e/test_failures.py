@@ -22,18 +22,20 @@ def assert_unavailable(r):
 
 # ---- the user service fails -------------------------------------------------
 @pytest.fixture(scope="module")
-def dead_user(demo_services, haproxy_bin, agent_bin, logdir):
+def dead_user(demo_services, haproxy_bin, agent_bin, logdir, upstream_client):
     """The agent points at a port where nothing listens."""
     gw_port, agent_port, dead_port = free_ports(3)
     procs = []
     try:
         procs.append(start_agent(logdir, agent_bin, agent_port,
-                                 "http://%s:%d/api/user/token" % (HOST, dead_port)))
+                                 "http://%s:%d/api/user/token" % (HOST, dead_port),
+                                 extra=("--upstream-client", upstream_client),
+                                 name="agent-" + upstream_client))
         procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
                                    demo_services["biz_port"], agent_port))
         yield Gateway(gw_port, procs, **demo_services)
     finally:
-        stop_all(procs, strict=("agent",))
+        stop_all(procs, strict=("agent-" + upstream_client,))
 
 
 def test_user_service_down_is_503(dead_user):

@@ -26,6 +26,8 @@ FAMILIES = {
     "spoa_auth_decisions_total": "counter",
     "spoa_auth_upstream_requests_total": "counter",
     "spoa_auth_upstream_duration_seconds": "histogram",
+    "spoa_auth_upstream_attempts_total": "counter",
+    "spoa_auth_upstream_retries_total": "counter",
     "spoa_auth_exchanges_in_flight": "gauge",
     "spoa_auth_spop_connections": "gauge",
     "spoa_auth_spop_connections_accepted_total": "counter",
@@ -189,6 +191,9 @@ def test_metrics_and_health(agent_bin, tmp_path):
             ("spoa_auth_decisions_total", '{outcome="allow"}'): lambda d: d == 0,
             ("spoa_auth_upstream_requests_total", '{class="none"}'): lambda d: d == 2,
             ("spoa_auth_upstream_duration_seconds_count", ""): lambda d: d == 2,
+            # refused: the default retries once on connect failure
+            ("spoa_auth_upstream_attempts_total", '{client="native"}'): lambda d: d == 4,
+            ("spoa_auth_upstream_retries_total", '{reason="connect"}'): lambda d: d == 2,
             ("spoa_auth_spop_connections_accepted_total", ""): lambda d: d >= 1,
             ("spoa_auth_spop_frames_received_total", ""): lambda d: d >= 3,
             ("spoa_auth_spop_frames_sent_total", ""): lambda d: d >= 3,

@@ -386,6 +386,18 @@ static void test_wire_keys(void)
 	cfg_put(c);
 	fails("upstream-proxy http://\n", 0, NULL, "key 'upstream-proxy': no host",
 	      "upstream-proxy needs a host");
+	/* The native client never uses a proxy: with one configured, auto takes
+	 * libcurl and a forced native is refused. */
+	c = load("user-service-url http://127.0.0.1:8101/token\n", 0, NULL, err, sizeof(err));
+	ok(c && c->upstream_native == 1, "auto: native for http:// with an IP");
+	cfg_put(c);
+	c = load("user-service-url http://127.0.0.1:8101/token\n"
+	         "upstream-proxy http://127.0.0.1:3128\n", 0, NULL, err, sizeof(err));
+	ok(c && c->upstream_native == 0, "auto with upstream-proxy: libcurl");
+	cfg_put(c);
+	fails("user-service-url http://127.0.0.1:8101/token\nupstream-proxy http://127.0.0.1:3128\n"
+	      "upstream-client native\n", 0, NULL, "key 'upstream-client': 'native' never uses a proxy",
+	      "native with upstream-proxy refused");
 }
 
 int main(void)
