@@ -41,6 +41,9 @@ struct cfg {
 	size_t max_response_size;
 	unsigned keepalive_max;
 	unsigned max_upstream_conns;    /* per worker; 0 = unlimited */
+	int breaker;                    /* circuit breaker on/off */
+	unsigned breaker_failures;      /* consecutive failures that open it */
+	unsigned breaker_open_ms;       /* open time before one probe */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;

@@ -32,6 +32,7 @@
 #include <openssl/rand.h>
 
 #include "args.h"
+#include "breaker.h"
 #include "cache.h"
 #include "cachekey.h"
 #include "cfg.h"
@@ -400,6 +401,49 @@ void exchange_cache_drop(struct exchange *x)
 	free(x);
 }
 
+/* ---- circuit breaker hooks (breaker.h; one breaker per process) ---- */
+
+static void exchange_breaker_log(int entered, const struct cfg *cfg)
+{
+	if (entered == BREAKER_OPEN)
+		log_warn("circuit breaker: open: the user service failed %u times in a row; "
+		         "answering outcome=error without calling it for %ums",
+		         cfg->breaker_failures, cfg->breaker_open_ms);
+	else if (entered == BREAKER_HALF_OPEN)
+		log_info("circuit breaker: half_open: one probe request to the user service");
+	else if (entered == BREAKER_CLOSED)
+		log_info("circuit breaker: closed: the probe succeeded");
+}
+
+/* Whether <x> may call the user service: its ticket (BREAKER_NONE when the
+ * breaker is off, BREAKER_REJECT: do not call). */
+static int exchange_breaker_admit(const struct exchange *x)
+{
+	int entered, t;
+
+	if (!x->cfg->breaker)
+		return BREAKER_NONE;
+	t = breaker_admit(breaker_process(), exchange_mono_ms(), &entered);
+	exchange_breaker_log(entered, x->cfg);
+	return t;
+}
+
+/* Reports the end of <x>'s call: <status> 0 (no usable answer) or 5xx is a
+ * failure. Every admitted call reports, or a probe would hold the breaker
+ * half-open for ever. */
+static void exchange_breaker_done(struct exchange *x, long status)
+{
+	struct breaker_params p = { x->cfg->breaker_failures, x->cfg->breaker_open_ms };
+	int entered;
+
+	if (x->breaker == BREAKER_NONE || x->breaker == BREAKER_REJECT)
+		return;
+	breaker_done(breaker_process(), &p, (enum breaker_ticket)x->breaker,
+	             status != 0 && status < 500, exchange_mono_ms(), &entered);
+	x->breaker = BREAKER_NONE;
+	exchange_breaker_log(entered, x->cfg);
+}
+
 static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 {
 	struct exchange *x = arg;
@@ -407,6 +451,7 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	int too_big = 0;
 
 	metrics_upstream(&x->w->met, r->status, r->latency_us);
+	exchange_breaker_done(x, r->status);
 	if (r->status == 0) {
 		static struct log_rl rl;
 
@@ -498,14 +543,21 @@ static void exchange_log_hash(const struct args *a, const struct cfg *cfg,
 }
 
 /* Sends the user-service request for <a> on behalf of <x> (tracked, counted
- * in flight). Completes <x> with an error if it cannot start. */
+ * in flight). Completes <x> with an error if it cannot start, or if the
+ * circuit breaker refuses the call (stale-if-error still applies). */
 static void exchange_call(struct exchange *x, const struct args *a)
 {
 	struct exchange_inputs in;  /* ~6 KiB of stack: no allocation per miss */
 	struct decision *d;
 	enum exchange_label label = EXCHANGE_L_MISS;
 
-	if (exchange_inputs_compute(x->cfg, a, &in) == 0) {
+	x->breaker = exchange_breaker_admit(x);
+	if (x->breaker == BREAKER_REJECT) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "circuit breaker open: user service not called, "
+		                "outcome=error");
+	} else if (exchange_inputs_compute(x->cfg, a, &in) == 0) {
 		int rc = upstream_start(x->w->up, x->cfg, in.url, (const char *const *)in.hdrs,
 		                        in.n_hdrs, exchange_upstream_done, x);
 
@@ -513,10 +565,11 @@ static void exchange_call(struct exchange *x, const struct args *a)
 		if (rc == 0)
 			return;
 	}
-	{
+	if (x->breaker != BREAKER_REJECT) {
 		static struct log_rl rl;
 
 		log_ratelimited(LOG_LVL_ERROR, &rl, "cannot start the user-service request");
+		exchange_breaker_done(x, 0);
 	}
 	d = decision_error();
 	if (x->cache_role == EXCHANGE_CACHE_LEADER)
