@@ -360,8 +360,18 @@ static int cfg_p_forward(struct cfg_builder *b, const char *val, char *why)
 		cfg_free_list(&b->c->forward_headers, &b->c->n_forward_headers);
 		b->fwd_src = b->src;
 	}
-	return cfg_list_append(&b->c->forward_headers, &b->c->n_forward_headers,
-	                       NULL, NULL, val, 1, why);
+	if (cfg_list_append(&b->c->forward_headers, &b->c->n_forward_headers,
+	                    NULL, NULL, val, 1, why) < 0)
+		return -1;
+	/* W3C trace context is checked and re-formatted by the agent, never
+	 * forwarded as the client sent it. */
+	for (size_t i = 0; i < b->c->n_forward_headers; i++)
+		if (strcmp(b->c->forward_headers[i], "traceparent") == 0 ||
+		    strcmp(b->c->forward_headers[i], "tracestate") == 0)
+			return cfg_why(why, "'%s' is W3C trace context: the agent checks it and "
+			               "sends it itself (trace-new-span, trace-generate), never as given",
+			               b->c->forward_headers[i]);
+	return 0;
 }
 
 /* TLS files must be readable now: failing at the first request is worse. */
@@ -611,6 +621,12 @@ static const struct cfg_key cfg_keys[] = {
 	{ "max-upstream-connections", "64",
 	  "user-service connections per worker; more requests queue (0 = unlimited)",
 	  CFG_NUM(CFG_K_UINT, max_upstream_conns, 0, 100000) },
+	{ "trace-new-span", "off",
+	  "W3C traceparent to the user service: on = a new parent-id (the agent as a span), "
+	  "off = the incoming one as is", CFG_NUM(CFG_K_BOOL, trace_new_span, 0, 1) },
+	{ "trace-generate", "off",
+	  "a request without a valid traceparent gets a new trace (off: none is invented)",
+	  CFG_NUM(CFG_K_BOOL, trace_generate, 0, 1) },
 	{ "breaker", "off",
 	  "circuit breaker: after breaker-failures consecutive failures (no answer or 5xx) "
 	  "answer outcome=error without calling, one probe per breaker-open-time",
@@ -876,7 +892,7 @@ static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
 	static const char *const fixed[] = {
 		"status", "outcome", "token", "body", "content_type", "location",
 		"www_authenticate", "set_cookie", "set_cookie2", "set_cookie3",
-		"set_cookie4", "cache", "noop", "invalidated",
+		"set_cookie4", "cache", "noop", "invalidated", "trace_id",
 	};
 	struct cfg *c = b->c;
 

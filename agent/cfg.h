@@ -41,6 +41,8 @@ struct cfg {
 	size_t max_response_size;
 	unsigned keepalive_max;
 	unsigned max_upstream_conns;    /* per worker; 0 = unlimited */
+	int trace_new_span;             /* traceparent: the agent's own parent-id */
+	int trace_generate;             /* none (or invalid): invent one */
 	int breaker;                    /* circuit breaker on/off */
 	unsigned breaker_failures;      /* consecutive failures that open it */
 	unsigned breaker_open_ms;       /* open time before one probe */
