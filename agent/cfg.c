@@ -27,6 +27,7 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "log.h"
+#include "subject.h"
 #include "varname.h"
 
 #define CFG_WHY_MAX 192
@@ -326,6 +327,32 @@ static int cfg_list_append(char ***list, size_t *n, char ***where, const char *l
 
 /* ---- per-key parsers ---- */
 
+static int cfg_p_subject_claim(struct cfg_builder *b, const char *val, char *why)
+{
+	size_t n = strlen(val);
+
+	if (n > SUBJECT_MAX)
+		return cfg_why(why, "longer than %d characters", SUBJECT_MAX);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)val[i] < 0x21 || (unsigned char)val[i] > 0x7e ||
+		    val[i] == '"' || val[i] == '\\')
+			return cfg_why(why, "'%s': a claim name is visible ASCII without quotes "
+			               "or backslashes", val);
+	free(b->c->subject_claim);
+	b->c->subject_claim = NULL;
+	return cfg_strdup(&b->c->subject_claim, val, why);
+}
+
+static int cfg_p_subject_header(struct cfg_builder *b, const char *val, char *why)
+{
+	for (const char *q = val; *q; q++)
+		if (!cfg_is_tchar((unsigned char)*q))
+			return cfg_why(why, "'%s' is not a valid header name", val);
+	free(b->c->subject_header);
+	b->c->subject_header = NULL;
+	return cfg_strdup(&b->c->subject_header, val, why);
+}
+
 static int cfg_p_listen(struct cfg_builder *b, const char *val, char *why)
 {
 	if (cfg_parse_addr(val, &b->c->listen_addr, &b->c->listen_addrlen, why) < 0)
@@ -621,6 +648,12 @@ static const struct cfg_key cfg_keys[] = {
 	{ "max-upstream-connections", "64",
 	  "user-service connections per worker; more requests queue (0 = unlimited)",
 	  CFG_NUM(CFG_K_UINT, max_upstream_conns, 0, 100000) },
+	{ "subject-claim", NULL,
+	  "JWT claim of the 2xx token exposed as the subject variable (e.g. sub)",
+	  CFG_FN(cfg_p_subject_claim) },
+	{ "subject-header", NULL,
+	  "user-service response header exposed as the subject variable (instead of subject-claim)",
+	  CFG_FN(cfg_p_subject_header) },
 	{ "trace-new-span", "off",
 	  "W3C traceparent to the user service: on = a new parent-id (the agent as a span), "
 	  "off = the incoming one as is", CFG_NUM(CFG_K_BOOL, trace_new_span, 0, 1) },
@@ -714,6 +747,8 @@ static void cfg_free(struct cfg *c)
 	free(c->client_cert); c->client_cert = NULL;
 	free(c->client_key); c->client_key = NULL;
 	free(c->var_prefix); c->var_prefix = NULL;
+	free(c->subject_claim); c->subject_claim = NULL;
+	free(c->subject_header); c->subject_header = NULL;
 	for (size_t i = 0; i < c->n_copy_headers; i++) {
 		free(c->copy_vars ? c->copy_vars[i] : NULL);
 		if (c->copy_vars)
@@ -745,10 +780,13 @@ static int cfg_lists_equal(char *const *a, size_t na, char *const *b, size_t nb)
 
 int cfg_cache_key_changed(const struct cfg *a, const struct cfg *b)
 {
-	/* The key covers the request; copy-header, var-prefix and
-	 * max-frame-size shape the stored answer (its encoded variables). */
+	/* The key covers the request; copy-header, var-prefix, subject-claim
+	 * (subject-header is a copy slot) and max-frame-size shape the stored
+	 * answer (its encoded variables). */
 	return strcmp(a->user_service_url, b->user_service_url) != 0 ||
 	       strcmp(a->var_prefix, b->var_prefix) != 0 ||
+	       strcmp(a->subject_claim ? a->subject_claim : "",
+	              b->subject_claim ? b->subject_claim : "") != 0 ||
 	       a->max_frame_size != b->max_frame_size ||
 	       !cfg_lists_equal(a->copy_headers, a->n_copy_headers,
 	                        b->copy_headers, b->n_copy_headers) ||
@@ -886,13 +924,48 @@ static int cfg_load_argv(struct cfg_builder *b, int argc, char *const argv[],
 	return 0;
 }
 
+/* subject-claim and subject-header exclude each other; subject-header is
+ * captured through the copy-header slots (upstream.c reads those), with no
+ * hdr.* variable unless it is also a copy-header. */
+static int cfg_validate_subject(struct cfg *c, char *err, size_t errlen)
+{
+	char **nh, **nv;
+
+	if (c->subject_claim && c->subject_header) {
+		snprintf(err, errlen, "key 'subject-header': set either subject-claim or "
+		         "subject-header, not both");
+		return -1;
+	}
+	if (!c->subject_header)
+		return 0;
+	for (size_t i = 0; i < c->n_copy_headers; i++) {
+		if (strcasecmp(c->copy_headers[i], c->subject_header) == 0) {
+			c->subject_copy_idx = i;
+			return 0;
+		}
+	}
+	nh = realloc(c->copy_headers, (c->n_copy_headers + 1) * sizeof(*nh));
+	if (nh)
+		c->copy_headers = nh;
+	nv = nh ? realloc(c->copy_vars, (c->n_copy_headers + 1) * sizeof(*nv)) : NULL;
+	if (nv)
+		c->copy_vars = nv;
+	if (!nh || !nv || !(nh[c->n_copy_headers] = strdup(c->subject_header))) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	nv[c->n_copy_headers] = NULL;
+	c->subject_copy_idx = c->n_copy_headers++;
+	return 0;
+}
+
 /* Cross-key checks: variable names depend on var-prefix. */
 static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
 {
 	static const char *const fixed[] = {
 		"status", "outcome", "token", "body", "content_type", "location",
 		"www_authenticate", "set_cookie", "set_cookie2", "set_cookie3",
-		"set_cookie4", "cache", "noop", "invalidated", "trace_id",
+		"set_cookie4", "cache", "noop", "invalidated", "trace_id", "subject",
 	};
 	struct cfg *c = b->c;
 
@@ -971,6 +1044,11 @@ struct cfg *cfg_load(const char *path, int argc, char *const argv[],
 	}
 	free(b.copy_where);
 	b.copy_where = NULL;
+	/* After copy_where is gone: it may add a copy slot of its own. */
+	if (cfg_validate_subject(c, err, errlen) < 0) {
+		cfg_free(c);
+		return NULL;
+	}
 	return c;
 
 out_free_cfg:

@@ -41,6 +41,9 @@ struct cfg {
 	size_t max_response_size;
 	unsigned keepalive_max;
 	unsigned max_upstream_conns;    /* per worker; 0 = unlimited */
+	char *subject_claim;            /* JWT claim -> subject; NULL = unset */
+	char *subject_header;           /* response header -> subject; NULL = unset */
+	size_t subject_copy_idx;        /* subject_header's slot in copy_headers */
 	int trace_new_span;             /* traceparent: the agent's own parent-id */
 	int trace_generate;             /* none (or invalid): invent one */
 	int breaker;                    /* circuit breaker on/off */
@@ -52,7 +55,8 @@ struct cfg {
 	int tls_verify;
 	char *var_prefix;
 	char **copy_headers;            /* response header names, as given */
-	char **copy_vars;               /* matching variable names "hdr.<name>" */
+	char **copy_vars;               /* matching variable names "hdr.<name>"; NULL for
+	                                 * subject-header when it is not a copy-header */
 	size_t n_copy_headers;
 	int log_level;                  /* enum log_level */
 	uint8_t log_hash_key[CFG_LOG_HASH_KEY_LEN]; /* log-hash-key, hashed; valid if set */
