@@ -28,6 +28,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "subject.h"
+#include "upstream.h"
 #include "varname.h"
 
 #define CFG_WHY_MAX 192
@@ -326,6 +327,17 @@ static int cfg_list_append(char ***list, size_t *n, char ***where, const char *l
 }
 
 /* ---- per-key parsers ---- */
+
+static int cfg_p_http_version(struct cfg_builder *b, const char *val, char *why)
+{
+	if (strcmp(val, "1.1") == 0)
+		b->c->upstream_http_version = CFG_HTTP_1_1;
+	else if (strcmp(val, "h2c") == 0)
+		b->c->upstream_http_version = CFG_HTTP_H2C;
+	else
+		return cfg_why(why, "'%s': expected 1.1 or h2c", val);
+	return 0;
+}
 
 static int cfg_p_subject_claim(struct cfg_builder *b, const char *val, char *why)
 {
@@ -660,6 +672,9 @@ static const struct cfg_key cfg_keys[] = {
 	{ "trace-generate", "off",
 	  "a request without a valid traceparent gets a new trace (off: none is invented)",
 	  CFG_NUM(CFG_K_BOOL, trace_generate, 0, 1) },
+	{ "upstream-http-version", "1.1",
+	  "to the user service: 1.1 (keep-alive) or h2c (HTTP/2 cleartext, prior knowledge, "
+	  "one multiplexed connection; http:// only)", CFG_FN(cfg_p_http_version) },
 	{ "breaker", "off",
 	  "circuit breaker: after breaker-failures consecutive failures (no answer or 5xx) "
 	  "answer outcome=error without calling, one probe per breaker-open-time",
@@ -924,13 +939,29 @@ static int cfg_load_argv(struct cfg_builder *b, int argc, char *const argv[],
 	return 0;
 }
 
-/* subject-claim and subject-header exclude each other; subject-header is
- * captured through the copy-header slots (upstream.c reads those), with no
- * hdr.* variable unless it is also a copy-header. */
-static int cfg_validate_subject(struct cfg *c, char *err, size_t errlen)
+/* Checks across keys done once every key is in: h2c needs http:// and a
+ * libcurl able to reuse h2c connections; subject-claim and subject-header
+ * exclude each other; subject-header is captured through the copy-header
+ * slots (upstream.c reads those), with no hdr.* variable unless it is also
+ * a copy-header. */
+static int cfg_validate_late(struct cfg *c, char *err, size_t errlen)
 {
 	char **nh, **nv;
 
+	if (c->upstream_http_version == CFG_HTTP_H2C &&
+	    strncmp(c->user_service_url, "http://", 7) != 0) {
+		snprintf(err, errlen, "key 'upstream-http-version': h2c is HTTP/2 without TLS: "
+		         "user-service-url must be http://");
+		return -1;
+	}
+	if (c->upstream_http_version == CFG_HTTP_H2C) {
+		char why[CFG_WHY_MAX];
+
+		if (!upstream_h2c_supported(why, sizeof(why))) {
+			snprintf(err, errlen, "key 'upstream-http-version': h2c: %s", why);
+			return -1;
+		}
+	}
 	if (c->subject_claim && c->subject_header) {
 		snprintf(err, errlen, "key 'subject-header': set either subject-claim or "
 		         "subject-header, not both");
@@ -1045,7 +1076,7 @@ struct cfg *cfg_load(const char *path, int argc, char *const argv[],
 	free(b.copy_where);
 	b.copy_where = NULL;
 	/* After copy_where is gone: it may add a copy slot of its own. */
-	if (cfg_validate_subject(c, err, errlen) < 0) {
+	if (cfg_validate_late(c, err, errlen) < 0) {
 		cfg_free(c);
 		return NULL;
 	}

@@ -22,6 +22,13 @@
 #define CFG_LOG_HASH_KEY_MIN 16        /* bytes of secret at least */
 #define CFG_LOG_HASH_KEY_FILE_MAX 4096 /* bytes read from file:PATH at most */
 
+/* upstream-http-version: how the agent talks to the user service. */
+enum cfg_http_version {
+	CFG_HTTP_1_1 = 0,       /* HTTP/1.1, keep-alive */
+	CFG_HTTP_H2C = 1,       /* HTTP/2 over cleartext, prior knowledge, multiplexed
+	                         * (libcurl path only) */
+};
+
 struct cfg {
 	atomic_uint refcnt;
 
@@ -46,6 +53,7 @@ struct cfg {
 	size_t subject_copy_idx;        /* subject_header's slot in copy_headers */
 	int trace_new_span;             /* traceparent: the agent's own parent-id */
 	int trace_generate;             /* none (or invalid): invent one */
+	int upstream_http_version;      /* enum cfg_http_version */
 	int breaker;                    /* circuit breaker on/off */
 	unsigned breaker_failures;      /* consecutive failures that open it */
 	unsigned breaker_open_ms;       /* open time before one probe */
