@@ -99,6 +99,16 @@ void breaker_done(struct breaker *b, const struct breaker_params *p, enum breake
 	}
 }
 
+int breaker_close(struct breaker *b)
+{
+	int moved = 0;
+
+	atomic_store(&b->consecutive, 0);
+	moved |= breaker_move(b, BREAKER_OPEN, BREAKER_CLOSED);
+	moved |= breaker_move(b, BREAKER_HALF_OPEN, BREAKER_CLOSED);
+	return moved;
+}
+
 enum breaker_state breaker_state_get(const struct breaker *b)
 {
 	return (enum breaker_state)atomic_load_explicit(&b->state, memory_order_relaxed);

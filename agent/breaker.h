@@ -71,6 +71,11 @@ enum breaker_ticket breaker_admit(struct breaker *b, uint64_t now_ms, int *enter
 void breaker_done(struct breaker *b, const struct breaker_params *p, enum breaker_ticket t,
                   int ok, uint64_t now_ms, int *entered);
 
+/* Closes <b> whatever its state (the breaker was turned off by a reload).
+ * Returns 1 if this call moved it (log it), else 0. A probe still running
+ * reports into a closed breaker, which ignores it. Any thread. */
+int breaker_close(struct breaker *b);
+
 /* Current state (relaxed read, for /metrics). */
 enum breaker_state breaker_state_get(const struct breaker *b);
 

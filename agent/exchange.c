@@ -515,8 +515,14 @@ static int exchange_breaker_admit(const struct exchange *x)
 {
 	int entered, t;
 
-	if (!x->cfg->breaker)
+	if (!x->cfg->breaker) {
+		/* turned off by a reload while not closed: close it, so that
+		 * /metrics does not keep showing it open */
+		if (breaker_state_get(breaker_process()) != BREAKER_CLOSED &&
+		    breaker_close(breaker_process()))
+			log_info("circuit breaker: closed: turned off");
 		return BREAKER_NONE;
+	}
 	t = breaker_admit(breaker_process(), exchange_mono_ms(), &entered);
 	exchange_breaker_log(entered, x->cfg);
 	return t;

@@ -155,3 +155,45 @@ def test_bad_values_stop_the_start(agent_bin, key, value):
     r = subprocess.run([agent_bin, "-c", "--" + key, value], capture_output=True, text=True)
     assert r.returncode == 1
     assert re.search(r"'--%s'" % re.escape(key), r.stderr), r.stderr
+
+
+def test_reload_with_breaker_off_closes_it(fake_user, demo_services, haproxy_bin, agent_bin,
+                                           logdir, tmp_path):
+    import signal
+    conf = tmp_path / "agent.conf"
+    conf.write_text("breaker on\nbreaker-failures 2\nbreaker-open-time 1m\n")
+    gw_port, agent_port, admin_port = free_ports(3)
+    procs = []
+    try:
+        agent = start_agent(logdir, agent_bin, agent_port, fake_user.url,
+                            ("-f", str(conf), "--admin-listen", "%s:%d" % (HOST, admin_port)),
+                            name="agent-breaker-reload")
+        procs.append(agent)
+        wait_port(admin_port, agent)
+        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
+                                   demo_services["biz_port"], agent_port))
+        wait_agent_up(gw_port, procs)
+        gw = Gateway(gw_port, procs, admin_port=admin_port)
+        dead = new_case()
+        fake_user.program(dead, close=True)
+        for _ in range(2):
+            assert gw.get("/api/business/x", cookie(dead)).status == 503
+        assert metrics(gw)["spoa_auth_breaker_state"] == 1
+        good = new_case()
+        fake_user.program(good, status=200, body="tok-" + good)
+        assert gw.get("/api/business/x", cookie(good)).status == 503   # open for a minute
+
+        conf.write_text("breaker off\n")
+        agent.p.send_signal(signal.SIGHUP)
+        wait_log(agent, "configuration reloaded")
+        r = None
+        for _ in range(50):   # each worker takes the new cfg from its inbox
+            r = gw.get("/api/business/x", cookie(good))
+            if r.status == 200:
+                break
+            time.sleep(0.05)
+        assert r.status == 200, r
+        wait_log(agent, "circuit breaker: closed: turned off")
+        assert metrics(gw)["spoa_auth_breaker_state"] == 0
+    finally:
+        stop_all(procs, strict=("agent-breaker-reload",))

@@ -115,6 +115,26 @@ static void test_late_results(void)
 	is_int(atomic_load(&b.transitions[BREAKER_OPEN]), 1, "opened once");
 }
 
+static void test_close(void)
+{
+	struct breaker b;
+	enum breaker_ticket t;
+	int e;
+
+	breaker_init(&b);
+	is_int(breaker_close(&b), 0, "closing a closed breaker moves nothing");
+	fail_n(&b, FAILS, T0, &e);
+	is_int(breaker_close(&b), 1, "closing an open one moves it");
+	is_int(breaker_state_get(&b), BREAKER_CLOSED, "closed");
+	fail_n(&b, FAILS, T0, &e);
+	t = breaker_admit(&b, T0 + OPEN_MS, &e);
+	is_int(t, BREAKER_PROBE, "probing");
+	is_int(breaker_close(&b), 1, "closing a half-open one moves it");
+	breaker_done(&b, &params, t, 0, T0 + OPEN_MS, &e);
+	is_int(breaker_state_get(&b), BREAKER_CLOSED, "the probe's late failure is ignored");
+	is_int(e, -1, "and reports nothing");
+}
+
 static void test_names(void)
 {
 	ok(breaker_process() != NULL && breaker_process() == breaker_process(),
@@ -189,6 +209,7 @@ int main(void)
 	test_walk();
 	test_late_results();
 	test_names();
+	test_close();
 	test_threads();
 	return done_testing();
 }
