@@ -6,6 +6,7 @@
 #   make unit       C unit tests only          make e2e    pytest suite only
 #   make asan       unit + e2e in an ASan/UBSan build (build-asan/)
 #   make tsan       concurrent unit tests under ThreadSanitizer (build-tsan/)
+#   make alerts     promtool check + unit test of scripts/spoa-auth.rules.yml
 #   make fuzz       build the libFuzzer targets (clang); make fuzz-run FUZZ_SECONDS=60
 #   make opts       print the effective flags
 #   make install    install (PREFIX, DESTDIR, SBINDIR, SYSCONFDIR, UNITDIR); make uninstall
@@ -66,7 +67,7 @@ DOCDIR  ?= $(PREFIX)/share/doc/spoa-auth
 INSTALL_BIN ?= $(BIN)
 
 .PHONY: all deps build unit e2e test test-release asan tsan fuzz fuzz-run fuzz-smoke \
-        run opts clean help
+        run opts clean help alerts
 
 all: deps build
 
@@ -110,6 +111,7 @@ e2e: deps $(BIN)
 # The whole suite: release build, fuzz smoke, then the same tests under ASan/UBSan.
 test: deps
 	$(MAKE) --no-print-directory test-release
+	$(MAKE) --no-print-directory alerts
 	$(MAKE) --no-print-directory fuzz-smoke
 	$(MAKE) --no-print-directory asan
 
@@ -117,6 +119,11 @@ test-release: unit e2e
 
 asan:
 	$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address,undefined CFLAGS='-O1 -g' unit e2e
+
+# Alerting rules: syntax, then the expected alerts for the test series.
+alerts: deps
+	promtool check rules scripts/spoa-auth.rules.yml
+	cd tests/alerts && promtool test rules spoa-auth.rules.test.yml
 
 tsan:
 	$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread CFLAGS='-O1 -g' unit
@@ -184,7 +191,7 @@ help:
 # Installation (docs/operations.md). The config file is never overwritten; the
 # unit's /usr/sbin and /etc paths are rewritten to SBINDIR and SYSCONFDIR.
 # INSTALL_BIN: the binary to install (default: the one built here).
-DOC_FILES := docs/operations.md $(wildcard haproxy/haproxy.cfg haproxy/spoe-auth.conf)
+DOC_FILES := docs/operations.md scripts/spoa-auth.rules.yml $(wildcard haproxy/haproxy.cfg haproxy/spoe-auth.conf)
 
 .PHONY: install uninstall deb verify-unit
 

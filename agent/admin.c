@@ -29,6 +29,7 @@
 #include <openssl/crypto.h>
 
 #include "args.h"
+#include "breaker.h"
 #include "cache.h"
 #include "cachekey.h"
 #include "cfg.h"
@@ -265,6 +266,22 @@ size_t admin_render_metrics(char *buf, size_t size)
 		admin_out_scalar(&o, "spoa_auth_cache_invalidated_total", "counter",
 		                 "Entries dropped by logout or POST /cache/invalidate.",
 		                 cs.invalidated);
+	}
+	{
+		struct breaker *b = breaker_process();
+
+		admin_out_scalar(&o, "spoa_auth_breaker_state", "gauge",
+		                 "User-service circuit breaker: 0 closed, 1 open, 2 half-open "
+		                 "(always 0 with breaker off).", (uint64_t)breaker_state_get(b));
+		admin_out_head(&o, "spoa_auth_breaker_transitions_total", "counter",
+		               "Circuit breaker transitions, by state entered.");
+		for (i = 0; i < BREAKER_ST_ENTRIES; i++)
+			admin_out_printf(&o, "spoa_auth_breaker_transitions_total{to=\"%s\"} %llu\n",
+			                 breaker_state_to_str(i),
+			                 (unsigned long long)atomic_load(&b->transitions[i]));
+		admin_out_scalar(&o, "spoa_auth_breaker_rejected_total", "counter",
+		                 "Exchanges answered outcome=error by the open breaker, without "
+		                 "calling the user service.", atomic_load(&b->rejected));
 	}
 	admin_out_scalar(&o, "spoa_auth_draining", "gauge",
 	                 "1 once the agent is draining (SIGTERM/SIGINT), else 0.",

@@ -28,6 +28,8 @@
 #include "cfg.h"
 #include "h1c.h"
 #include "log.h"
+#include "subject.h"
+#include "upstream.h"
 #include "varname.h"
 
 #define CFG_WHY_MAX 192
@@ -329,6 +331,43 @@ static int cfg_list_append(char ***list, size_t *n, char ***where, const char *l
 
 /* ---- per-key parsers ---- */
 
+static int cfg_p_http_version(struct cfg_builder *b, const char *val, char *why)
+{
+	if (strcmp(val, "1.1") == 0)
+		b->c->upstream_http_version = CFG_HTTP_1_1;
+	else if (strcmp(val, "h2c") == 0)
+		b->c->upstream_http_version = CFG_HTTP_H2C;
+	else
+		return cfg_why(why, "'%s': expected 1.1 or h2c", val);
+	return 0;
+}
+
+static int cfg_p_subject_claim(struct cfg_builder *b, const char *val, char *why)
+{
+	size_t n = strlen(val);
+
+	if (n > SUBJECT_MAX)
+		return cfg_why(why, "longer than %d characters", SUBJECT_MAX);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)val[i] < 0x21 || (unsigned char)val[i] > 0x7e ||
+		    val[i] == '"' || val[i] == '\\')
+			return cfg_why(why, "'%s': a claim name is visible ASCII without quotes "
+			               "or backslashes", val);
+	free(b->c->subject_claim);
+	b->c->subject_claim = NULL;
+	return cfg_strdup(&b->c->subject_claim, val, why);
+}
+
+static int cfg_p_subject_header(struct cfg_builder *b, const char *val, char *why)
+{
+	for (const char *q = val; *q; q++)
+		if (!cfg_is_tchar((unsigned char)*q))
+			return cfg_why(why, "'%s' is not a valid header name", val);
+	free(b->c->subject_header);
+	b->c->subject_header = NULL;
+	return cfg_strdup(&b->c->subject_header, val, why);
+}
+
 static int cfg_p_listen(struct cfg_builder *b, const char *val, char *why)
 {
 	if (cfg_parse_addr(val, &b->c->listen_addr, &b->c->listen_addrlen, why) < 0)
@@ -391,8 +430,18 @@ static int cfg_p_forward(struct cfg_builder *b, const char *val, char *why)
 		cfg_free_list(&b->c->forward_headers, &b->c->n_forward_headers);
 		b->fwd_src = b->src;
 	}
-	return cfg_list_append(&b->c->forward_headers, &b->c->n_forward_headers,
-	                       NULL, NULL, val, 1, why);
+	if (cfg_list_append(&b->c->forward_headers, &b->c->n_forward_headers,
+	                    NULL, NULL, val, 1, why) < 0)
+		return -1;
+	/* W3C trace context is checked and re-formatted by the agent, never
+	 * forwarded as the client sent it. */
+	for (size_t i = 0; i < b->c->n_forward_headers; i++)
+		if (strcmp(b->c->forward_headers[i], "traceparent") == 0 ||
+		    strcmp(b->c->forward_headers[i], "tracestate") == 0)
+			return cfg_why(why, "'%s' is W3C trace context: the agent checks it and "
+			               "sends it itself (trace-new-span, trace-generate), never as given",
+			               b->c->forward_headers[i]);
+	return 0;
 }
 
 /* TLS files must be readable now: failing at the first request is worse. */
@@ -717,6 +766,29 @@ static const struct cfg_key cfg_keys[] = {
 	{ "upstream-retry-backoff", "10ms",
 	  "base delay before a retry, doubled per attempt, jittered to [50%, 100%]",
 	  CFG_NUM(CFG_K_DUR, upstream_retry_backoff_ms, 0, 60000) },
+	{ "subject-claim", NULL,
+	  "JWT claim of the 2xx token exposed as the subject variable (e.g. sub)",
+	  CFG_FN(cfg_p_subject_claim) },
+	{ "subject-header", NULL,
+	  "user-service response header exposed as the subject variable (instead of subject-claim)",
+	  CFG_FN(cfg_p_subject_header) },
+	{ "trace-new-span", "off",
+	  "W3C traceparent to the user service: on = a new parent-id (the agent as a span), "
+	  "off = the incoming one as is", CFG_NUM(CFG_K_BOOL, trace_new_span, 0, 1) },
+	{ "trace-generate", "off",
+	  "a request without a valid traceparent gets a new trace (off: none is invented)",
+	  CFG_NUM(CFG_K_BOOL, trace_generate, 0, 1) },
+	{ "upstream-http-version", "1.1",
+	  "to the user service: 1.1 (keep-alive) or h2c (HTTP/2 cleartext, prior knowledge, "
+	  "one multiplexed connection; http:// only)", CFG_FN(cfg_p_http_version) },
+	{ "breaker", "off",
+	  "circuit breaker: after breaker-failures consecutive failures (no answer or 5xx) "
+	  "answer outcome=error without calling, one probe per breaker-open-time",
+	  CFG_NUM(CFG_K_BOOL, breaker, 0, 1) },
+	{ "breaker-failures", "5", "consecutive user-service failures that open the breaker",
+	  CFG_NUM(CFG_K_UINT, breaker_failures, 1, 1000000) },
+	{ "breaker-open-time", "5s", "how long the breaker stays open before one probe request",
+	  CFG_NUM(CFG_K_DUR, breaker_open_ms, 1, 3600000) },
 	{ "ca-file", NULL, "CA bundle for https (default: system store)", CFG_FN(cfg_p_ca) },
 	{ "client-cert", NULL, "client certificate for https", CFG_FN(cfg_p_cert) },
 	{ "client-key", NULL, "client private key for https", CFG_FN(cfg_p_key) },
@@ -798,6 +870,8 @@ static void cfg_free(struct cfg *c)
 	free(c->client_cert); c->client_cert = NULL;
 	free(c->client_key); c->client_key = NULL;
 	free(c->var_prefix); c->var_prefix = NULL;
+	free(c->subject_claim); c->subject_claim = NULL;
+	free(c->subject_header); c->subject_header = NULL;
 	for (size_t i = 0; i < c->n_copy_headers; i++) {
 		free(c->copy_vars ? c->copy_vars[i] : NULL);
 		if (c->copy_vars)
@@ -829,10 +903,13 @@ static int cfg_lists_equal(char *const *a, size_t na, char *const *b, size_t nb)
 
 int cfg_cache_key_changed(const struct cfg *a, const struct cfg *b)
 {
-	/* The key covers the request; copy-header, var-prefix and
-	 * max-frame-size shape the stored answer (its encoded variables). */
+	/* The key covers the request; copy-header, var-prefix, subject-claim
+	 * (subject-header is a copy slot) and max-frame-size shape the stored
+	 * answer (its encoded variables). */
 	return strcmp(a->user_service_url, b->user_service_url) != 0 ||
 	       strcmp(a->var_prefix, b->var_prefix) != 0 ||
+	       strcmp(a->subject_claim ? a->subject_claim : "",
+	              b->subject_claim ? b->subject_claim : "") != 0 ||
 	       a->max_frame_size != b->max_frame_size ||
 	       !cfg_lists_equal(a->copy_headers, a->n_copy_headers,
 	                        b->copy_headers, b->n_copy_headers) ||
@@ -970,13 +1047,64 @@ static int cfg_load_argv(struct cfg_builder *b, int argc, char *const argv[],
 	return 0;
 }
 
+/* Checks across keys done once every key is in: h2c needs http:// and a
+ * libcurl able to reuse h2c connections; subject-claim and subject-header
+ * exclude each other; subject-header is captured through the copy-header
+ * slots (upstream.c reads those), with no hdr.* variable unless it is also
+ * a copy-header. */
+static int cfg_validate_late(struct cfg *c, char *err, size_t errlen)
+{
+	char **nh, **nv;
+
+	if (c->upstream_http_version == CFG_HTTP_H2C &&
+	    strncmp(c->user_service_url, "http://", 7) != 0) {
+		snprintf(err, errlen, "key 'upstream-http-version': h2c is HTTP/2 without TLS: "
+		         "user-service-url must be http://");
+		return -1;
+	}
+	if (c->upstream_http_version == CFG_HTTP_H2C) {
+		char why[CFG_WHY_MAX];
+
+		if (!upstream_h2c_supported(why, sizeof(why))) {
+			snprintf(err, errlen, "key 'upstream-http-version': h2c: %s", why);
+			return -1;
+		}
+	}
+	if (c->subject_claim && c->subject_header) {
+		snprintf(err, errlen, "key 'subject-header': set either subject-claim or "
+		         "subject-header, not both");
+		return -1;
+	}
+	if (!c->subject_header)
+		return 0;
+	for (size_t i = 0; i < c->n_copy_headers; i++) {
+		if (strcasecmp(c->copy_headers[i], c->subject_header) == 0) {
+			c->subject_copy_idx = i;
+			return 0;
+		}
+	}
+	nh = realloc(c->copy_headers, (c->n_copy_headers + 1) * sizeof(*nh));
+	if (nh)
+		c->copy_headers = nh;
+	nv = nh ? realloc(c->copy_vars, (c->n_copy_headers + 1) * sizeof(*nv)) : NULL;
+	if (nv)
+		c->copy_vars = nv;
+	if (!nh || !nv || !(nh[c->n_copy_headers] = strdup(c->subject_header))) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	nv[c->n_copy_headers] = NULL;
+	c->subject_copy_idx = c->n_copy_headers++;
+	return 0;
+}
+
 /* Cross-key checks: variable names depend on var-prefix. */
 static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
 {
 	static const char *const fixed[] = {
 		"status", "outcome", "token", "body", "content_type", "location",
 		"www_authenticate", "set_cookie", "set_cookie2", "set_cookie3",
-		"set_cookie4", "cache", "noop", "invalidated",
+		"set_cookie4", "cache", "noop", "invalidated", "trace_id", "subject",
 	};
 	struct cfg *c = b->c;
 	char why[CFG_WHY_MAX];
@@ -990,8 +1118,14 @@ static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
 		         "with 'upstream-proxy' set, use 'auto' or 'curl'", b->client_where);
 		return -1;
 	}
-	/* A configured proxy is libcurl's job: auto then means curl. */
-	if (c->upstream_client != CFG_UPC_CURL && !c->upstream_proxy) {
+	if (c->upstream_http_version == CFG_HTTP_H2C && c->upstream_client == CFG_UPC_NATIVE) {
+		snprintf(err, errlen, "%s: key 'upstream-client': 'native' speaks HTTP/1.1 only; "
+		         "with 'upstream-http-version h2c', use 'auto' or 'curl'", b->client_where);
+		return -1;
+	}
+	/* A configured proxy and h2c are libcurl's job: auto then means curl. */
+	if (c->upstream_client != CFG_UPC_CURL && !c->upstream_proxy &&
+	    c->upstream_http_version != CFG_HTTP_H2C) {
 		rc = h1c_url_parse(c->user_service_url, c->upstream_client == CFG_UPC_NATIVE,
 		                   &c->upstream_addr, &c->upstream_addrlen, &c->upstream_host,
 		                   &c->upstream_path_off, why, sizeof(why));
@@ -1083,6 +1217,11 @@ struct cfg *cfg_load(const char *path, int argc, char *const argv[],
 	}
 	free(b.copy_where);
 	b.copy_where = NULL;
+	/* After copy_where is gone: it may add a copy slot of its own. */
+	if (cfg_validate_late(c, err, errlen) < 0) {
+		cfg_free(c);
+		return NULL;
+	}
 	return c;
 
 out_free_cfg:

@@ -30,6 +30,13 @@ enum cfg_upstream_client {
 	CFG_UPC_ENTRIES
 };
 
+/* upstream-http-version: how the agent talks to the user service. */
+enum cfg_http_version {
+	CFG_HTTP_1_1 = 0,       /* HTTP/1.1, keep-alive */
+	CFG_HTTP_H2C = 1,       /* HTTP/2 over cleartext, prior knowledge, multiplexed
+	                         * (libcurl path only) */
+};
+
 struct cfg {
 	atomic_uint refcnt;
 
@@ -67,13 +74,23 @@ struct cfg {
 	unsigned upstream_attempt_timeout_ms;
 	unsigned upstream_retry_backoff_ms;
 	unsigned keepalive_idle_timeout_ms;  /* native pool: idle longer = closed */
+	char *subject_claim;            /* JWT claim -> subject; NULL = unset */
+	char *subject_header;           /* response header -> subject; NULL = unset */
+	size_t subject_copy_idx;        /* subject_header's slot in copy_headers */
+	int trace_new_span;             /* traceparent: the agent's own parent-id */
+	int trace_generate;             /* none (or invalid): invent one */
+	int upstream_http_version;      /* enum cfg_http_version */
+	int breaker;                    /* circuit breaker on/off */
+	unsigned breaker_failures;      /* consecutive failures that open it */
+	unsigned breaker_open_ms;       /* open time before one probe */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;
 	int tls_verify;
 	char *var_prefix;
 	char **copy_headers;            /* response header names, as given */
-	char **copy_vars;               /* matching variable names "hdr.<name>" */
+	char **copy_vars;               /* matching variable names "hdr.<name>"; NULL for
+	                                 * subject-header when it is not a copy-header */
 	size_t n_copy_headers;
 	int log_level;                  /* enum log_level */
 	uint8_t log_hash_key[CFG_LOG_HASH_KEY_LEN]; /* log-hash-key, hashed; valid if set */

@@ -16,6 +16,7 @@
 #include "claims.h"
 #include "decision.h"
 #include "spop.h"
+#include "subject.h"
 #include "upstream.h"
 
 static const char *const decision_names[DECISION_OUTCOME_ENTRIES] = {
@@ -170,6 +171,28 @@ static int decision_token(const char *body, size_t len, size_t *tok_len)
 	return 1;
 }
 
+/* Hook: the `subject` of an allow (subject.h), from subject-claim of the
+ * token or the subject-header value; none when unset or unusable. Returns
+ * 0 only when it does not fit. */
+static int decision_put_subject(uint8_t **p, const uint8_t *end,
+                                const struct upstream_response *r, const struct cfg *cfg)
+{
+	char sub[SUBJECT_MAX + 1];
+	const char *v;
+
+	if (cfg->subject_claim) {
+		if (subject_from_jwt(r->body, r->body_len, cfg->subject_claim, sub) < 0)
+			return 1;
+		return decision_put_cstr(p, end, "subject", sub);
+	}
+	if (!cfg->subject_header || cfg->subject_copy_idx >= r->n_copy)
+		return 1;
+	v = r->copy[cfg->subject_copy_idx];
+	if (!v || !subject_ok(v, strlen(v)))
+		return 1;
+	return decision_put_cstr(p, end, "subject", v);
+}
+
 /* Encodes every action of <r>. Returns 1, or 0 when it does not fit. */
 static int decision_encode(uint8_t **p, const uint8_t *end,
                            const struct upstream_response *r, const struct cfg *cfg,
@@ -201,8 +224,11 @@ static int decision_encode(uint8_t **p, const uint8_t *end,
 		if (!decision_put_cstr(p, end, sc_names[i], r->set_cookie[i]))
 			return 0;
 	for (size_t i = 0; i < r->n_copy && i < cfg->n_copy_headers; i++)
-		if (r->copy[i] && !decision_put_cstr(p, end, cfg->copy_vars[i], r->copy[i]))
+		if (r->copy[i] && cfg->copy_vars[i] &&
+		    !decision_put_cstr(p, end, cfg->copy_vars[i], r->copy[i]))
 			return 0;
+	if (o == DECISION_ALLOW && !decision_put_subject(p, end, r, cfg))
+		return 0;
 	if (decision_is_msgpack(r->content_type) && r->body_len) {
 		/* Hook: claims.c maps each top-level msgpack key to claim.<key>. */
 		int n = claims_encode(body, r->body_len, cfg->var_prefix, p, end,

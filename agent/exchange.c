@@ -32,6 +32,7 @@
 #include <openssl/rand.h>
 
 #include "args.h"
+#include "breaker.h"
 #include "cache.h"
 #include "cachekey.h"
 #include "cfg.h"
@@ -42,6 +43,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "spop.h"
+#include "trace.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -54,8 +56,9 @@
  * exchange_start() only until upstream_start() has copied it. */
 struct exchange_inputs {
 	char *url;              /* into buf or heap */
-	const char *hdrs[ARGS_MAX + 1]; /* "Name: value" lines, into buf or heap: at
-	                                 * most one per argument, plus X-Forwarded-For */
+	const char *hdrs[ARGS_MAX + 3]; /* "Name: value" lines, into buf or heap: at
+	                                 * most one per argument, plus X-Forwarded-For,
+	                                 * traceparent and tracestate */
 	size_t n_hdrs;
 	char *heap;             /* owned: used instead of buf when it is too small */
 	char buf[EXCHANGE_INPUTS_BUF];
@@ -139,6 +142,80 @@ static int exchange_str_eq(const struct spop_str *s, const char *lit)
 	return s->len == n && memcmp(s->ptr, lit, n) == 0;
 }
 
+/* ---- W3C trace context (trace.h) ---- */
+
+/* What the exchange sends: <on> 0 = no trace headers. <state> borrows the
+ * frame (or the waiter's copy of its arguments). */
+struct exchange_trace {
+	int on;
+	struct trace_ctx ctx;
+	const char *state;
+	size_t state_len;
+};
+
+/* Reads the traceparent/tracestate arguments among the <nargs> at <p>
+ * (stops quietly at a malformed one: args_classify() reports it) and
+ * decides what goes to the user service under <cfg>. The arguments are
+ * never forwarded as given: only what trace_parse() accepted, re-formatted
+ * (cfg.c refuses them in forward-headers). Allocates nothing. */
+static void exchange_trace_scan(const struct cfg *cfg, const uint8_t *p, const uint8_t *end,
+                                unsigned nargs, struct exchange_trace *t)
+{
+	struct spop_str tp = { NULL, 0 }, ts = { NULL, 0 };
+	uint8_t rnd[TRACE_RANDOM_LEN];
+
+	memset(t, 0, sizeof(*t));
+	for (unsigned i = 0; i < nargs; i++) {
+		struct spop_str name;
+		struct spop_data val;
+
+		if (spop_arg_next(&p, end, &name, &val) < 0)
+			break;
+		if (val.type != SPOP_T_STR)
+			continue;
+		if (exchange_str_eq(&name, "traceparent"))
+			tp = val.u.str;
+		else if (exchange_str_eq(&name, "tracestate"))
+			ts = val.u.str;
+	}
+	if (tp.ptr && trace_parse(tp.ptr, tp.len, &t->ctx) == 0) {
+		t->on = 1;
+		/* tracestate goes only with the traceparent it belongs to */
+		if (ts.ptr && trace_state_ok(ts.ptr, ts.len)) {
+			t->state = ts.ptr;
+			t->state_len = ts.len;
+		}
+		if (cfg->trace_new_span && RAND_bytes(rnd, 8) == 1)
+			trace_new_span(&t->ctx, rnd);
+	} else if (cfg->trace_generate && RAND_bytes(rnd, sizeof(rnd)) == 1) {
+		trace_generate(&t->ctx, rnd);
+		t->on = 1;
+	}
+}
+
+/* The extra ACK actions of an answer: `cache=<label>` and, when a trace
+ * was sent, `trace_id`. Writes at most EXCHANGE_EXTRA_MAX bytes at <buf>;
+ * returns the length. */
+#define EXCHANGE_EXTRA_MAX (DECISION_ACK_RESERVE + 64)
+
+static size_t exchange_extra(uint8_t *buf, size_t label_len, const uint8_t *label,
+                             const char *trace_id)
+{
+	uint8_t *p = buf + label_len;
+	struct spop_data d;
+
+	memcpy(buf, label, label_len);
+	if (trace_id[0]) {
+		d.type = SPOP_T_STR;
+		d.u.str.ptr = trace_id;
+		d.u.str.len = strlen(trace_id);
+		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN, "trace_id", 8,
+		                     &d) < 0)
+			p = buf + label_len;
+	}
+	return (size_t)(p - buf);
+}
+
 /* Appends <s>/<n> percent-encoded (RFC 3986 unreserved kept) to <out>. */
 static char *exchange_pct_encode(char *out, const char *s, size_t n)
 {
@@ -217,12 +294,14 @@ struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *sal
  * arguments <a>. Returns 0, or -1 when out of memory. Values are copied: the
  * frame may go away. */
 static int exchange_inputs_compute(const struct cfg *cfg, const struct args *a,
+                                   const struct exchange_trace *tr,
                                    struct exchange_inputs *in)
 {
 	char src[ARGS_SRC_TEXT_MAX + 1];
 	int has_src = args_src_text(a, src, sizeof(src)) == 0;
 	size_t need = exchange_url_max(cfg, a->uri_len) + sizeof("X-Forwarded-For: , ") +
-	              a->xff_len + sizeof(src);
+	              a->xff_len + sizeof(src) + sizeof("traceparent: ") + TRACE_PARENT_LEN + 1 +
+	              (tr->state ? sizeof("tracestate: ") + tr->state_len : 0);
 	char *o;
 
 	in->url = NULL;
@@ -260,6 +339,17 @@ static int exchange_inputs_compute(const struct cfg *cfg, const struct args *a,
 		if (has_src)
 			o = stpcpy(o, src);
 		*o++ = 0;
+	}
+	if (tr->on) {
+		char tp[TRACE_PARENT_LEN + 1];
+
+		trace_format(&tr->ctx, tp);
+		in->hdrs[in->n_hdrs++] = o;
+		o = exchange_header_line(o, "traceparent", 11, tp, TRACE_PARENT_LEN);
+		if (tr->state) {
+			in->hdrs[in->n_hdrs++] = o;
+			o = exchange_header_line(o, "tracestate", 10, tr->state, tr->state_len);
+		}
 	}
 	in->url = o;
 	exchange_build_url(o, cfg, a->uri, a->uri_len);
@@ -299,15 +389,20 @@ static void exchange_complete(struct exchange *x, struct decision *d, enum excha
 	if (d->claims_skipped)
 		METRICS_ADD(w->met.claims_skipped, d->claims_skipped);
 	if (log_enabled(LOG_LVL_ACCESS))
-		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=%.1f cred=%s cache=%s%s",
+		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=%.1f cred=%s cache=%s "
+		           "trace=%s%s",
 		           (unsigned long long)x->sid, (unsigned long long)x->fid,
 		           decision_outcome_to_str(d->outcome), d->status,
 		           exchange_elapsed_ms(&x->start), x->cred_hash,
-		           exchange_label_names[label],
+		           exchange_label_names[label], x->trace_id[0] ? x->trace_id : "-",
 		           x->conn ? "" : " (connection gone, dropped)");
-	if (x->conn)  /* may free the connection */
-		conn_exchange_done(x->conn, x, d, exchange_label_buf[label],
-		                   exchange_label_len[label]);
+	if (x->conn) {  /* may free the connection */
+		uint8_t extra[EXCHANGE_EXTRA_MAX];
+		size_t n = exchange_extra(extra, exchange_label_len[label], exchange_label_buf[label],
+		                          x->trace_id);
+
+		conn_exchange_done(x->conn, x, d, extra, n);
+	}
 	decision_put(d);
 	cfg_put(x->cfg);
 	x->cfg = NULL;
@@ -400,6 +495,55 @@ void exchange_cache_drop(struct exchange *x)
 	free(x);
 }
 
+/* ---- circuit breaker hooks (breaker.h; one breaker per process) ---- */
+
+static void exchange_breaker_log(int entered, const struct cfg *cfg)
+{
+	if (entered == BREAKER_OPEN)
+		log_warn("circuit breaker: open: the user service failed %u times in a row; "
+		         "answering outcome=error without calling it for %ums",
+		         cfg->breaker_failures, cfg->breaker_open_ms);
+	else if (entered == BREAKER_HALF_OPEN)
+		log_info("circuit breaker: half_open: one probe request to the user service");
+	else if (entered == BREAKER_CLOSED)
+		log_info("circuit breaker: closed: the probe succeeded");
+}
+
+/* Whether <x> may call the user service: its ticket (BREAKER_NONE when the
+ * breaker is off, BREAKER_REJECT: do not call). */
+static int exchange_breaker_admit(const struct exchange *x)
+{
+	int entered, t;
+
+	if (!x->cfg->breaker) {
+		/* turned off by a reload while not closed: close it, so that
+		 * /metrics does not keep showing it open */
+		if (breaker_state_get(breaker_process()) != BREAKER_CLOSED &&
+		    breaker_close(breaker_process()))
+			log_info("circuit breaker: closed: turned off");
+		return BREAKER_NONE;
+	}
+	t = breaker_admit(breaker_process(), exchange_mono_ms(), &entered);
+	exchange_breaker_log(entered, x->cfg);
+	return t;
+}
+
+/* Reports the end of <x>'s call: <status> 0 (no usable answer) or 5xx is a
+ * failure. Every admitted call reports, or a probe would hold the breaker
+ * half-open for ever. */
+static void exchange_breaker_done(struct exchange *x, long status)
+{
+	struct breaker_params p = { x->cfg->breaker_failures, x->cfg->breaker_open_ms };
+	int entered;
+
+	if (x->breaker == BREAKER_NONE || x->breaker == BREAKER_REJECT)
+		return;
+	breaker_done(breaker_process(), &p, (enum breaker_ticket)x->breaker,
+	             status != 0 && status < 500, exchange_mono_ms(), &entered);
+	x->breaker = BREAKER_NONE;
+	exchange_breaker_log(entered, x->cfg);
+}
+
 static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 {
 	struct exchange *x = arg;
@@ -408,6 +552,7 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 
 	metrics_upstream(&x->w->met, r->status, r->latency_us);
 	metrics_upstream_attempts(&x->w->met, r->native, r->attempts, r->retries);
+	exchange_breaker_done(x, r->status);
 	if (r->status == 0) {
 		static struct log_rl rl;
 
@@ -456,18 +601,21 @@ static void exchange_cred_fn(void *arg, uint8_t cred[CACHE_KEY_LEN])
 /* Cache hit: ACK at once; no exchange, no copy of the actions. Consumes the
  * reference on <d>. */
 static void exchange_hit(struct conn *c, const struct spop_frame *f, struct decision *d,
-                         const char *cred_hash)
+                         const char *cred_hash, const char *trace_id)
 {
 	struct worker *w = c->w;
+	uint8_t extra[EXCHANGE_EXTRA_MAX];
+	size_t n = exchange_extra(extra, exchange_label_len[EXCHANGE_L_HIT],
+	                          exchange_label_buf[EXCHANGE_L_HIT], trace_id);
 
 	METRICS_INC(w->met.cache_hit);
 	METRICS_INC(w->met.decisions[d->outcome]);
 	if (log_enabled(LOG_LVL_ACCESS))
-		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=0.0 cred=%s cache=hit",
-		           (unsigned long long)f->sid, (unsigned long long)f->fid,
-		           decision_outcome_to_str(d->outcome), d->status, cred_hash);
-	conn_send_ack_extra(c, f->sid, f->fid, d->actions, d->actions_len,
-	                    exchange_label_buf[EXCHANGE_L_HIT], exchange_label_len[EXCHANGE_L_HIT]);
+		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=0.0 cred=%s cache=hit "
+		           "trace=%s", (unsigned long long)f->sid, (unsigned long long)f->fid,
+		           decision_outcome_to_str(d->outcome), d->status, cred_hash,
+		           trace_id[0] ? trace_id : "-");
+	conn_send_ack_extra(c, f->sid, f->fid, d->actions, d->actions_len, extra, n);
 	decision_put(d);
 }
 
@@ -499,14 +647,22 @@ static void exchange_log_hash(const struct args *a, const struct cfg *cfg,
 }
 
 /* Sends the user-service request for <a> on behalf of <x> (tracked, counted
- * in flight). Completes <x> with an error if it cannot start. */
-static void exchange_call(struct exchange *x, const struct args *a)
+ * in flight). Completes <x> with an error if it cannot start, or if the
+ * circuit breaker refuses the call (stale-if-error still applies). */
+static void exchange_call(struct exchange *x, const struct args *a,
+                          const struct exchange_trace *tr)
 {
 	struct exchange_inputs in;  /* ~6 KiB of stack: no allocation per miss */
 	struct decision *d;
 	enum exchange_label label = EXCHANGE_L_MISS;
 
-	if (exchange_inputs_compute(x->cfg, a, &in) == 0) {
+	x->breaker = exchange_breaker_admit(x);
+	if (x->breaker == BREAKER_REJECT) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "circuit breaker open: user service not called, "
+		                "outcome=error");
+	} else if (exchange_inputs_compute(x->cfg, a, tr, &in) == 0) {
 		int rc = upstream_start(x->w->up, x->cfg, in.url, (const char *const *)in.hdrs,
 		                        in.n_hdrs, exchange_upstream_done, x);
 
@@ -514,10 +670,11 @@ static void exchange_call(struct exchange *x, const struct args *a)
 		if (rc == 0)
 			return;
 	}
-	{
+	if (x->breaker != BREAKER_REJECT) {
 		static struct log_rl rl;
 
 		log_ratelimited(LOG_LVL_ERROR, &rl, "cannot start the user-service request");
+		exchange_breaker_done(x, 0);
 	}
 	d = decision_error();
 	if (x->cache_role == EXCHANGE_CACHE_LEADER)
@@ -532,6 +689,7 @@ static void exchange_own_call(struct exchange *x)
 {
 	const uint8_t *p = x->own_args;
 	struct args a;
+	struct exchange_trace tr;
 
 	x->cache_role = EXCHANGE_CACHE_BYPASS;
 	if (!x->conn || !x->own_args ||
@@ -539,7 +697,8 @@ static void exchange_own_call(struct exchange *x)
 		exchange_complete(x, decision_error(), EXCHANGE_L_MISS);
 		return;
 	}
-	exchange_call(x, &a);
+	exchange_trace_scan(x->cfg, x->own_args, x->own_args + x->own_args_len, x->own_nargs, &tr);
+	exchange_call(x, &a, &tr);
 }
 
 /* Starts the exchange for the `exchange` message whose <nargs> arguments are
@@ -555,10 +714,12 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	uint8_t key[CACHE_KEY_LEN];
 	char cred_hash[ARGS_LOG_HASH_SIZE] = "-";
 	int role = EXCHANGE_CACHE_BYPASS;
+	struct exchange_trace tr;
 
 	pthread_once(&exchange_once, exchange_static_init);
 	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
 		return -SPOP_ERR_INVALID;
+	exchange_trace_scan(w->cfg, args_at, f->end, nargs, &tr);
 	if (log_enabled(LOG_LVL_ACCESS))
 		exchange_log_hash(&a, w->cfg, cred_hash);
 	if (w->cache && w->ck && w->cfg->cache) {
@@ -583,6 +744,8 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	x->fid = f->fid;
 	clock_gettime(CLOCK_MONOTONIC, &x->start);
 	memcpy(x->cred_hash, cred_hash, sizeof(x->cred_hash));
+	if (tr.on)
+		memcpy(x->trace_id, tr.ctx.trace_id, sizeof(x->trace_id));
 
 	if (role == EXCHANGE_CACHE_LEADER) {
 		struct decision *d = NULL;
@@ -594,7 +757,7 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 		res = cache_lookup_lazy(w->cache, key, exchange_cred_fn, w->ck, exchange_mono_ms(),
 		                        &d, &x->waiter);
 		if (res == CACHE_HIT) {
-			exchange_hit(c, f, d, x->cred_hash);
+			exchange_hit(c, f, d, x->cred_hash, x->trace_id);
 			exchange_release(w, x);
 			return 0;
 		}
@@ -624,7 +787,7 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	conn_track(c, x);
 	w->n_exchanges++;
 	METRICS_INC(w->met.inflight);
-	exchange_call(x, &a);
+	exchange_call(x, &a, &tr);
 	return 0;
 }
 

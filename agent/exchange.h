@@ -32,6 +32,8 @@ struct exchange {
 	struct exchange *prev, *next;   /* the connection's in-flight list */
 	struct timespec start;
 	char cred_hash[ARGS_LOG_HASH_SIZE]; /* 8 hex chars of HMAC-SHA256(credentials) or "-" */
+	int breaker;                    /* enum breaker_ticket of its call */
+	char trace_id[33];              /* W3C trace-id sent, "" when none */
 
 	/* Decision cache (issue 3). */
 	int cache_role;                 /* EXCHANGE_CACHE_* */

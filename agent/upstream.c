@@ -493,6 +493,8 @@ void upstream_set_cfg(struct upstream *u, const struct cfg *cfg)
 	/* Requests beyond the cap wait in curl's pending queue for a free
 	 * connection instead of opening one each (0 = unlimited). */
 	curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->max_upstream_conns);
+	curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, cfg->upstream_http_version == CFG_HTTP_H2C
+	                  ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
 	/* Handles configured for the previous cfg are not reused. */
 	u->cfg = cfg;
 	u->gen++;
@@ -500,6 +502,25 @@ void upstream_set_cfg(struct upstream *u, const struct cfg *cfg)
 		curl_easy_cleanup(u->pool[--u->n_pool]);
 		u->pool[u->n_pool] = NULL;
 	}
+}
+
+/* First libcurl that reuses an HTTP/2 prior-knowledge connection. */
+#define UPSTREAM_H2C_MIN_VERSION 0x080000
+
+int upstream_h2c_supported(char *why, size_t len)
+{
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+
+	if (!(v->features & CURL_VERSION_HTTP2)) {
+		snprintf(why, len, "libcurl %s has no HTTP/2 support", v->version);
+		return 0;
+	}
+	if (v->version_num < UPSTREAM_H2C_MIN_VERSION) {
+		snprintf(why, len, "libcurl %s cannot reuse an h2c connection (every request "
+		         "after the first fails); needs 8.0.0 or later", v->version);
+		return 0;
+	}
+	return 1;
 }
 
 /* The options that depend only on <cfg>, set once per handle. */
@@ -514,7 +535,10 @@ static void upstream_easy_configure(CURL *e, const struct cfg *cfg)
 	/* A redirect is the user service's answer (a refusal), never a hop. */
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, cfg->upstream_http_version == CFG_HTTP_H2C
+	                 ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE : (long)CURL_HTTP_VERSION_1_1);
+	/* h2c: wait for the one connection being set up rather than open more. */
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, cfg->upstream_http_version == CFG_HTTP_H2C ? 1L : 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");

@@ -83,6 +83,13 @@ int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
                    const char *const *headers, size_t n,
                    upstream_done_fn done, void *arg);
 
+/* Whether this libcurl can talk h2c (upstream-http-version h2c): HTTP/2
+ * support, and a version that reuses a prior-knowledge HTTP/2 connection
+ * (7.88 and older fail every request after the first on a connection with
+ * "Error in the HTTP2 framing layer"; fixed in 8.0.0). Returns 1, or 0 with
+ * the reason in <why> (<len> bytes). Any thread. */
+int upstream_h2c_supported(char *why, size_t len);
+
 /* Number of requests running. */
 unsigned upstream_pending(const struct upstream *u);
 

@@ -50,6 +50,7 @@ def test_install_default_prefix(tmp_path, agent_bin):
         "lib/systemd/system/spoa-auth.service",
         "usr/local/share/man/man8/spoa-auth.8",
         "usr/local/share/doc/spoa-auth/operations.md",
+        "usr/local/share/doc/spoa-auth/spoa-auth.rules.yml",
     }
     assert want <= got, sorted(got)
     for ex in ("haproxy.cfg", "spoe-auth.conf"):

@@ -1,0 +1,147 @@
+"""h2c to the user service (upstream-http-version h2c): libcurl speaks
+HTTP/2 with prior knowledge to a user service that speaks only that (nginx
+with "listen ... http2" and no TLS) and multiplexes the exchanges of a worker
+on one connection; with 1.1 the same service gives no usable answer (503)."""
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from harness import (HOST, Gateway, Proc, free_ports, start_agent, start_haproxy, stop_all,
+                     wait_agent_up, wait_port)
+
+CONCURRENT = 24
+H2C_MIN_CURL = 0x080000     # first libcurl that reuses prior-knowledge connections
+
+
+def libcurl_version():
+    """The libcurl the agent links (Debian: the one curl-config describes)."""
+    out = subprocess.run(["curl-config", "--vernum"], capture_output=True, text=True)
+    return int(out.stdout.strip(), 16)
+
+
+def test_h2c_needs_a_libcurl_that_reuses_connections(agent_bin):
+    r = subprocess.run([agent_bin, "-c", "--upstream-http-version", "h2c"],
+                       capture_output=True, text=True)
+    if libcurl_version() < H2C_MIN_CURL:
+        assert r.returncode == 1, r
+        assert "'upstream-http-version'" in r.stderr and "8.0.0" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def h2_user(logdir, tmp_path_factory):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    d = tmp_path_factory.mktemp("nginx-h2c")
+    (port,) = free_ports(1)
+    conf = d / "nginx.conf"
+    conf.write_text("""
+daemon off;
+master_process off;
+worker_processes 1;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log warn;
+events { worker_connections 1024; }
+http {
+    log_format proto '$server_protocol $connection $connection_requests';
+    access_log %(d)s/access.log proto;
+    client_body_temp_path %(d)s/body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    default_type text/plain;
+    server {
+        listen %(host)s:%(port)d http2;
+        location /api/user/token {
+            if ($http_cookie !~ "session=ok") { return 401 "no"; }
+            return 200 "tok-$server_protocol-c$connection";
+        }
+    }
+}
+""" % {"d": d, "host": HOST, "port": port})
+    p = Proc("nginx-h2c", [nginx, "-p", "%s/" % d, "-e", d / "error.log", "-c", conf], logdir)
+    try:
+        wait_port(port, p)
+        yield {"port": port, "url": "http://%s:%d/api/user/token" % (HOST, port),
+               "access": d / "access.log"}
+    finally:
+        stop_all([p])
+
+
+def gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, version, name):
+    gw_port, agent_port = free_ports(2)
+    procs = [start_agent(logdir, agent_bin, agent_port, h2_user["url"], name=name,
+                         extra=["--upstream-http-version", version, "--workers", "1"])]
+    procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
+                               demo_services["biz_port"], agent_port))
+    return Gateway(gw_port, procs, **demo_services)
+
+
+@pytest.fixture(scope="module")
+def h2gw(h2_user, demo_services, haproxy_bin, agent_bin, logdir):
+    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-h2c")
+    try:
+        wait_agent_up(gw.port, gw.procs)
+        yield gw
+    finally:
+        stop_all(gw.procs, strict=("agent-h2c",))
+
+
+def identity(r):
+    assert r.status == 200, r
+    (tok,) = r.json()["x_example_authorization"]
+    return tok
+
+
+@pytest.mark.skipif(libcurl_version() < H2C_MIN_CURL,
+                    reason="libcurl older than 8.0.0 cannot reuse h2c connections")
+def test_h2c_exchanges_share_one_connection(h2gw, h2_user):
+    tok = identity(h2gw.get("/api/business/x", [("Cookie", "session=ok")]))
+    assert tok.startswith("tok-HTTP/2.0-c"), tok
+    assert h2gw.get("/api/business/x", [("Cookie", "session=no")]).status == 401
+
+    toks, errors = [], []
+
+    def one():
+        try:
+            toks.append(identity(h2gw.get("/api/business/x", [("Cookie", "session=ok")])))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(CONCURRENT)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert len(toks) == CONCURRENT
+    # one worker, one multiplexed connection for every exchange
+    assert set(toks) == {tok}, set(toks)
+    lines = h2_user["access"].read_text().split("\n")
+    assert all(line.startswith("HTTP/2.0 ") for line in lines if line)
+
+
+def test_http11_to_an_h2c_only_service_fails_closed(h2_user, demo_services, haproxy_bin,
+                                                     agent_bin, logdir):
+    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "1.1", "agent-h11")
+    try:
+        r = None
+        for _ in range(20):   # until HAProxy sees the agent up
+            r = gw.get("/api/business/x", [("Cookie", "session=ok")])
+            if r.header("X-Auth-Cache") is not None:
+                break
+        assert r.status == 503, r
+    finally:
+        stop_all(gw.procs, strict=("agent-h11",))
+
+
+@pytest.mark.parametrize("args", [["--upstream-http-version", "2"],
+                                  ["--upstream-http-version", "h2c", "--user-service-url",
+                                   "https://127.0.0.1:1/t"]])
+def test_bad_values_stop_the_start(agent_bin, args):
+    import subprocess
+    r = subprocess.run([agent_bin, "-c", *args], capture_output=True, text=True)
+    assert r.returncode == 1 and "upstream-http-version" in r.stderr, r.stderr
