@@ -284,72 +284,24 @@ static uint32_t h1c_rand(struct h1c *c)
 	return x;
 }
 
-static uint64_t h1c_elapsed_us(const struct timespec *t0)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)(now.tv_sec - t0->tv_sec) * 1000000u +
-	       (uint64_t)((now.tv_nsec - t0->tv_nsec) / 1000);
-}
-
 /* ---- response capture ---- */
 
 static void h1c_resp_clear(struct upstream_response *r)
 {
-	free(r->content_type); r->content_type = NULL;
-	free(r->location); r->location = NULL;
-	free(r->www_authenticate); r->www_authenticate = NULL;
-	free(r->cache_control); r->cache_control = NULL;
-	for (unsigned i = 0; i < r->n_set_cookie; i++) {
-		free(r->set_cookie[i]);
-		r->set_cookie[i] = NULL;
-	}
-	r->n_set_cookie = 0;
-	for (size_t i = 0; i < r->n_copy; i++) {
-		free(r->copy[i]);
-		r->copy[i] = NULL;
-	}
+	upstream_resp_clear_headers(r);
 	free(r->body); r->body = NULL;
 	r->body_len = 0;
 }
 
-static int h1c_name_is(const char *n, size_t len, const char *lit, size_t litlen)
-{
-	return len == litlen && strncasecmp(n, lit, len) == 0;
-}
-
-#define H1C_IS(lit) h1c_name_is(q->hf, q->hf_len, (lit), sizeof(lit) - 1)
-
 /* 1 if the header being read is one the response keeps. */
 static int h1c_wanted(const struct h1c_req *q)
 {
-	if (q->hf_long)
-		return 0;
-	if (H1C_IS("content-type") || H1C_IS("location") || H1C_IS("www-authenticate") ||
-	    H1C_IS("cache-control") || H1C_IS("set-cookie"))
-		return 1;
-	for (size_t i = 0; i < q->resp.n_copy; i++) {
-		const char *h = q->cfg->copy_headers[i];
-
-		if (h1c_name_is(q->hf, q->hf_len, h, strlen(h)))
-			return 1;
-	}
-	return 0;
-}
-
-/* Keeps the first value of a header (later duplicates ignored). */
-static void h1c_keep(char **slot, const char *v, size_t vlen)
-{
-	if (*slot)
-		return;
-	*slot = strndup(v, vlen);   /* on OOM the header is just missing */
+	return !q->hf_long && upstream_resp_wants(&q->resp, q->cfg, q->hf, q->hf_len);
 }
 
 /* The value of a wanted header is complete: store it where it belongs. */
 static void h1c_commit(struct h1c_req *q)
 {
-	struct upstream_response *r = &q->resp;
 	const char *v = q->hv ? q->hv : "";
 	size_t n = q->hv_len;
 
@@ -359,26 +311,7 @@ static void h1c_commit(struct h1c_req *q)
 	q->want = 0;
 	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
 		n--;
-	if (H1C_IS("content-type"))
-		h1c_keep(&r->content_type, v, n);
-	else if (H1C_IS("location"))
-		h1c_keep(&r->location, v, n);
-	else if (H1C_IS("www-authenticate"))
-		h1c_keep(&r->www_authenticate, v, n);
-	else if (H1C_IS("cache-control"))
-		h1c_keep(&r->cache_control, v, n);
-	else if (H1C_IS("set-cookie") && r->n_set_cookie < UPSTREAM_MAX_SET_COOKIE) {
-		r->set_cookie[r->n_set_cookie] = strndup(v, n);
-		if (r->set_cookie[r->n_set_cookie])
-			r->n_set_cookie++;
-	}
-	/* copy-header may also name one of the above: check independently. */
-	for (size_t i = 0; i < r->n_copy; i++) {
-		const char *h = q->cfg->copy_headers[i];
-
-		if (h1c_name_is(q->hf, q->hf_len, h, strlen(h)))
-			h1c_keep(&r->copy[i], v, n);
-	}
+	upstream_resp_header(&q->resp, q->cfg, q->hf, q->hf_len, v, n);
 }
 
 static int h1c_on_header_field(http_parser *hp, const char *at, size_t len)
@@ -669,7 +602,7 @@ static void h1c_finish(struct h1c_req *q, const char *err)
 	ev_timer_stop(c->loop, &q->timer);
 	h1c_req_unlink(c, q);
 	c->n_reqs--;
-	r->latency_us = h1c_elapsed_us(&q->start);
+	r->latency_us = upstream_elapsed_us(&q->start);
 	if (err) {
 		r->status = 0;
 		r->error = err;

@@ -81,7 +81,7 @@ static void upstream_global_init(void)
 	upstream_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static uint64_t upstream_elapsed_us(const struct timespec *t0)
+uint64_t upstream_elapsed_us(const struct timespec *t0)
 {
 	struct timespec now;
 
@@ -92,7 +92,7 @@ static uint64_t upstream_elapsed_us(const struct timespec *t0)
 
 /* ---- response capture ---- */
 
-static void upstream_resp_clear_headers(struct upstream_response *r)
+void upstream_resp_clear_headers(struct upstream_response *r)
 {
 	free(r->content_type); r->content_type = NULL;
 	free(r->location); r->location = NULL;
@@ -157,6 +157,50 @@ static void upstream_keep(char **slot, const char *v, size_t vlen)
 	*slot = strndup(v, vlen);   /* on OOM the header is just missing */
 }
 
+static int upstream_name_is(const char *n, size_t nlen, const char *lit, size_t litlen)
+{
+	return nlen == litlen && strncasecmp(n, lit, nlen) == 0;
+}
+
+#define UPSTREAM_HDR_IS(lit) upstream_name_is(name, nlen, (lit), sizeof(lit) - 1)
+
+int upstream_resp_wants(const struct upstream_response *r, const struct cfg *cfg,
+                        const char *name, size_t nlen)
+{
+	if (UPSTREAM_HDR_IS("content-type") || UPSTREAM_HDR_IS("location") ||
+	    UPSTREAM_HDR_IS("www-authenticate") || UPSTREAM_HDR_IS("cache-control") ||
+	    UPSTREAM_HDR_IS("set-cookie"))
+		return 1;
+	for (size_t i = 0; i < r->n_copy; i++)
+		if (upstream_name_is(name, nlen, cfg->copy_headers[i], strlen(cfg->copy_headers[i])))
+			return 1;
+	return 0;
+}
+
+void upstream_resp_header(struct upstream_response *r, const struct cfg *cfg,
+                          const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	if (UPSTREAM_HDR_IS("content-type"))
+		upstream_keep(&r->content_type, v, vlen);
+	else if (UPSTREAM_HDR_IS("location"))
+		upstream_keep(&r->location, v, vlen);
+	else if (UPSTREAM_HDR_IS("www-authenticate"))
+		upstream_keep(&r->www_authenticate, v, vlen);
+	else if (UPSTREAM_HDR_IS("cache-control"))
+		upstream_keep(&r->cache_control, v, vlen);
+	else if (UPSTREAM_HDR_IS("set-cookie") && r->n_set_cookie < UPSTREAM_MAX_SET_COOKIE) {
+		r->set_cookie[r->n_set_cookie] = strndup(v, vlen);
+		if (r->set_cookie[r->n_set_cookie])
+			r->n_set_cookie++;
+	}
+	/* copy-header may also name one of the above: check independently. */
+	for (size_t i = 0; i < r->n_copy; i++)
+		if (upstream_name_is(name, nlen, cfg->copy_headers[i], strlen(cfg->copy_headers[i])))
+			upstream_keep(&r->copy[i], v, vlen);
+}
+
+#undef UPSTREAM_HDR_IS
+
 static size_t upstream_header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 {
 	struct upstream_req *q = userdata;
@@ -186,30 +230,7 @@ static size_t upstream_header_cb(char *buf, size_t size, size_t nitems, void *us
 	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
 		end--;
 
-#define UPSTREAM_HDR_IS(lit) (nlen == sizeof(lit) - 1 && strncasecmp(buf, lit, nlen) == 0)
-	if (UPSTREAM_HDR_IS("content-type"))
-		upstream_keep(&r->content_type, v, (size_t)(end - v));
-	else if (UPSTREAM_HDR_IS("location"))
-		upstream_keep(&r->location, v, (size_t)(end - v));
-	else if (UPSTREAM_HDR_IS("www-authenticate"))
-		upstream_keep(&r->www_authenticate, v, (size_t)(end - v));
-	else if (UPSTREAM_HDR_IS("cache-control"))
-		upstream_keep(&r->cache_control, v, (size_t)(end - v));
-	else if (UPSTREAM_HDR_IS("set-cookie")) {
-		if (r->n_set_cookie < UPSTREAM_MAX_SET_COOKIE) {
-			r->set_cookie[r->n_set_cookie] = strndup(v, (size_t)(end - v));
-			if (r->set_cookie[r->n_set_cookie])
-				r->n_set_cookie++;
-		}
-	}
-#undef UPSTREAM_HDR_IS
-	/* copy-header may also name one of the above: check independently. */
-	for (size_t i = 0; i < r->n_copy; i++) {
-		const char *h = q->cfg->copy_headers[i];
-
-		if (strlen(h) == nlen && strncasecmp(h, buf, nlen) == 0)
-			upstream_keep(&r->copy[i], v, (size_t)(end - v));
-	}
+	upstream_resp_header(r, q->cfg, buf, nlen, v, (size_t)(end - v));
 	return n;
 }
 

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <ev.h>
 
@@ -60,6 +61,21 @@ struct upstream_response {
 	unsigned attempts;          /* attempts made (the libcurl path: 1) */
 	unsigned retries[UPSTREAM_RETRY_ENTRIES];  /* why the others were made */
 };
+
+/* Shared by the two clients (upstream.c's libcurl path, h1c.c). */
+/* Microseconds since <t0> (CLOCK_MONOTONIC). */
+uint64_t upstream_elapsed_us(const struct timespec *t0);
+/* Frees every captured header of <r> (not the body), for a 1xx or a retry. */
+void upstream_resp_clear_headers(struct upstream_response *r);
+/* 1 if <r> keeps the header <name>[0..<nlen>) (case-insensitive): the fixed
+ * ones or one of <cfg>'s copy-header list. */
+int upstream_resp_wants(const struct upstream_response *r, const struct cfg *cfg,
+                        const char *name, size_t nlen);
+/* Stores the header <name>: <v>[0..<vlen>) in <r> if it is wanted: the first
+ * value of each single header, up to UPSTREAM_MAX_SET_COOKIE Set-Cookie. OOM
+ * leaves the header missing. */
+void upstream_resp_header(struct upstream_response *r, const struct cfg *cfg,
+                          const char *name, size_t nlen, const char *v, size_t vlen);
 
 /* Called once per request, outside any curl callback. <arg> is the one given
  * to upstream_start(). The request is freed when the callback returns. */
