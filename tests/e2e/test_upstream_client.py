@@ -48,12 +48,7 @@ def _metric(port, name, labels):
     return float(m.group(1)) if m else None
 
 
-# The libcurl path honours the proxy variables until its options are
-# hardened (CURLOPT_PROXY ""): strict, so the fix shows here as an XPASS.
-CURL_READS_PROXY_ENV = pytest.mark.xfail(strict=True, reason="libcurl reads *_proxy from the environment")
-
-
-@pytest.mark.parametrize("client_path", ["native", pytest.param("curl", marks=CURL_READS_PROXY_ENV)])
+@pytest.mark.parametrize("client_path", ["native", "curl"])
 def test_no_proxy_from_the_environment(fake_user, agent_bin, logdir, client_path):
     spop_port, admin_port, dead = free_ports(3)
     proxy = "http://%s:%d" % (HOST, dead)
