@@ -200,15 +200,17 @@ size_t admin_render_metrics(char *buf, size_t size)
 	admin_out_scalar(&o, "spoa_auth_spop_connections_accepted_total", "counter",
 	                 "SPOP connections accepted.", s.conns_total);
 	admin_out_scalar(&o, "spoa_auth_spop_connections_refused_total", "counter",
-	                 "SPOP connections refused: max-connections reached.", s.conns_refused);
+	                 "SPOP connections refused: max-connections reached and the "
+	                 "health-check reserve in use.", s.conns_refused);
 	admin_out_head(&o, "spoa_auth_spop_connections_closed_total", "counter",
 	               "SPOP connections the agent closed itself, by reason (hello: no "
 	               "HAPROXY-HELLO in time, idle: idle-timeout, frame: a frame not complete "
 	               "within frame-timeout, evicted: made room for a new connection at "
-	               "max-connections).");
+	               "max-connections, reserve: a non-health-check HELLO on a health-check "
+	               "reserve slot, every slot busy).");
 	for (i = 0; i < METRICS_CLOSE_ENTRIES; i++) {
 		static const char *const reasons[METRICS_CLOSE_ENTRIES] = {
-			"hello", "idle", "frame", "evicted",
+			"hello", "idle", "frame", "evicted", "reserve",
 		};
 
 		admin_out_printf(&o, "spoa_auth_spop_connections_closed_total{reason=\"%s\"} %llu\n",

@@ -224,6 +224,9 @@ static void conn_close_after_flush(struct conn *c)
 	struct exchange *x;
 
 	c->st = CONN_ST_CLOSING;
+	/* The linger bounds the flush now, not the HELLO timer (which, on a
+	 * reserve slot, is shorter and would count a timeout that is none). */
+	ev_timer_stop(c->w->loop, &c->hello);
 	/* Results of exchanges still running can no longer be sent. */
 	while ((x = c->inflight)) {
 		c->inflight = x->next;
@@ -471,6 +474,28 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
 		return;
 	}
+	if (c->reserve && !h.healthcheck) {
+		struct worker *w = c->w;
+
+		if (w->n_conns - w->n_reserve >= w->cfg->max_connections) {
+			static struct log_rl rl;
+
+			/* A reserve slot serves health checks only: HAProxy
+			 * gets a clean refusal (its stream's SPOE processing
+			 * fails at once) rather than a connection we cannot
+			 * serve. Counted as a close of ours, not a protocol
+			 * error. */
+			log_ratelimited(LOG_LVL_WARN, &rl, "%s: max-connections (%u) reached: "
+			                "refusing a HELLO on a health-check reserve slot",
+			                c->peer, w->cfg->max_connections);
+			METRICS_INC(w->met.conns_closed[METRICS_CLOSE_RESERVE]);
+			conn_say_disconnect(c, SPOP_ERR_RES, "max-connections reached");
+			return;
+		}
+		/* A regular slot freed meanwhile: take it. */
+		c->reserve = 0;
+		w->n_reserve--;
+	}
 	n = spop_agent_hello_encode(buf, buf + sizeof(buf), max, "pipelining");
 	if (!n) {
 		conn_disconnect(c, SPOP_ERR_RES, "cannot encode AGENT-HELLO");
@@ -480,7 +505,7 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 	iov.iov_len = n;
 	conn_write_frame(c, &iov, 1);
 	if (h.healthcheck) {
-		log_debug("%s: health check", c->peer);
+		log_debug("%s: health check%s", c->peer, c->reserve ? " (reserve slot)" : "");
 		conn_close_after_flush(c);
 		return;
 	}
@@ -644,8 +669,9 @@ static void conn_hello_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	log_ratelimited(LOG_LVL_WARN, &rl, "%s: no HAPROXY-HELLO within %.0fs: closing",
-	                c->peer, CONN_HELLO_TIMEOUT_S);
+	log_ratelimited(LOG_LVL_WARN, &rl, "%s: no HAPROXY-HELLO within %.1fs%s: closing",
+	                c->peer, c->reserve ? CONN_RESERVE_HELLO_TIMEOUT_S : CONN_HELLO_TIMEOUT_S,
+	                c->reserve ? " (health-check reserve slot)" : "");
 	METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_HELLO]);
 	c->dead = 1;
 	conn_release(c);
@@ -724,7 +750,9 @@ static enum conn_evict_rank conn_evict_rank(const struct conn *c, ev_tstamp *at)
 {
 	enum conn_evict_rank r;
 
-	if (c->dead || c->busy || c->st == CONN_ST_CLOSING)
+	/* A reserve slot frees no regular one, and lives at most
+	 * CONN_RESERVE_HELLO_TIMEOUT_S (or the linger after its answer). */
+	if (c->dead || c->busy || c->st == CONN_ST_CLOSING || c->reserve)
 		return CONN_EVICT_NEVER;
 	if (c->st == CONN_ST_HELLO) {
 		*at = c->since;
@@ -818,7 +846,7 @@ static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	conn_release(c);
 }
 
-struct conn *conn_new(struct worker *w, int fd, const char *peer)
+struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 
@@ -841,7 +869,9 @@ struct conn *conn_new(struct worker *w, int fd, const char *peer)
 	c->linger.data = c;
 	ev_timer_init(&c->grace, conn_grace_cb, 0., 0.);
 	c->grace.data = c;
-	ev_timer_init(&c->hello, conn_hello_cb, CONN_HELLO_TIMEOUT_S, 0.);
+	c->reserve = reserve;
+	ev_timer_init(&c->hello, conn_hello_cb,
+	              reserve ? CONN_RESERVE_HELLO_TIMEOUT_S : CONN_HELLO_TIMEOUT_S, 0.);
 	c->hello.data = c;
 	ev_init(&c->idle, conn_idle_cb);
 	c->idle.data = c;

@@ -14,7 +14,9 @@
  * ourselves); past HELLO, nothing in flight and nothing received for
  * idle-timeout (AGENT-DISCONNECT 2, "timeout", as HAProxy 2.x uses itself for
  * its SPOE timeout idle). At max-connections the worker evicts one
- * connection (conn_pick_victim) rather than refusing HAProxy's.
+ * connection (conn_pick_victim) rather than refusing HAProxy's; when none
+ * may go, a health-check reserve slot (WORKER_HC_RESERVE) serves a
+ * health-check HELLO only, within CONN_RESERVE_HELLO_TIMEOUT_S.
  */
 #ifndef SPOA_CONN_H
 #define SPOA_CONN_H
@@ -31,6 +33,9 @@ struct worker;
 /* Seconds a new connection has to complete its HAPROXY-HELLO (HAProxy sends
  * it at once and gives up itself after its `timeout hello`, 2 s here). */
 #define CONN_HELLO_TIMEOUT_S 5.0
+/* The same for a connection on a health-check reserve slot (WORKER_HC_RESERVE):
+ * short, so that a flood of connections cannot hold the reserve. */
+#define CONN_RESERVE_HELLO_TIMEOUT_S 1.0
 
 /* NOTIFYs in flight per connection before we stop reading (HAProxy itself
  * keeps at most 20 per connection, or max-waiting-frames in 2.x). It also
@@ -71,14 +76,18 @@ struct conn {
 	int draining;                   /* worker draining: grace, then quiesce */
 	int quiesce;                    /* grace over: DISCONNECT once idle */
 	int used;                       /* carried a NOTIFY: HAProxy's, most likely */
+	int reserve;                    /* on a health-check reserve slot (beyond
+	                                 * max-connections): HELLO only */
 	ev_timer grace;                 /* end of the drain grace */
 	struct conn *prev, *next;       /* worker's list */
 	char peer[64];                  /* "ip:port", for logs */
 };
 
-/* Takes ownership of accepted socket <fd> (non-blocking) for worker <w>.
- * Returns the connection, or NULL (fd closed) when out of memory. */
-struct conn *conn_new(struct worker *w, int fd, const char *peer);
+/* Takes ownership of accepted socket <fd> (non-blocking) for worker <w>;
+ * <reserve>: on a health-check reserve slot (a short HELLO timeout, and only
+ * a health-check HELLO is served). Returns the connection, or NULL (fd
+ * closed) when out of memory. */
+struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve);
 
 /* Closes <c> at once (no DISCONNECT): watchers stopped, in-flight exchanges
  * orphaned, memory freed. Must not be called from within <c>'s own
@@ -130,7 +139,8 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg);
  * buffered); past HELLO and never a NOTIFY; idle after serving NOTIFYs,
  * the one idle longest. Each only after some time in that state (0.1 s, 1 s
  * for one that served NOTIFYs). A connection serving exchanges, or used in
- * the last second, is never chosen, so HAProxy's working connections are
+ * the last second, or on a reserve slot (it frees no regular slot), is never
+ * chosen, so HAProxy's working connections are
  * never evicted. */
 struct conn *conn_pick_victim(struct conn *list);
 

@@ -22,13 +22,15 @@ enum metrics_outcome {
 
 /* Why the agent itself closed an SPOP connection (besides protocol errors
  * and drains): no HAPROXY-HELLO in time, idle-timeout, frame-timeout (a
- * frame started and never finished: slow writer), or evicted to make room
- * at max-connections. */
+ * frame started and never finished: slow writer), evicted to make room
+ * at max-connections, or a non-health-check HELLO refused on a health-check
+ * reserve slot (at max-connections with every slot busy). */
 enum metrics_close {
 	METRICS_CLOSE_HELLO = 0,
 	METRICS_CLOSE_IDLE = 1,
 	METRICS_CLOSE_FRAME = 2,
 	METRICS_CLOSE_EVICTED = 3,
+	METRICS_CLOSE_RESERVE = 4,
 	METRICS_CLOSE_ENTRIES
 };
 

@@ -92,6 +92,8 @@ void worker_conn_gone(struct worker *w, struct conn *c)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
 	w->n_conns--;
+	if (c->reserve)
+		w->n_reserve--;
 	METRICS_DEC(w->met.conns);
 	worker_maybe_done(w);
 }
@@ -106,7 +108,7 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 		socklen_t sl = sizeof(ss);
 		char peer[64];
 		struct conn *c;
-		int fd, one = 1;
+		int fd, one = 1, reserve;
 
 		fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
@@ -130,26 +132,35 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 		/* Full: make room by closing a connection that serves nothing
 		 * (pre-HELLO, stalled mid-frame, or idle the longest), so that
 		 * idle or half-open sockets of another local process cannot
-		 * lock HAProxy out; refuse only when every slot is working. */
-		if (w->n_conns >= w->cfg->max_connections) {
+		 * lock HAProxy out. When every slot is working, a reserve slot
+		 * (health checks only) is used; refuse only when those are
+		 * taken too. */
+		reserve = 0;
+		if (w->n_conns - w->n_reserve >= w->cfg->max_connections) {
 			struct conn *v = conn_pick_victim(w->conns);
 
 			if (v)
 				conn_evict(v);  /* frees <v>: n_conns drops */
 		}
-		if (w->n_conns >= w->cfg->max_connections) {
+		if (w->n_conns - w->n_reserve >= w->cfg->max_connections) {
 			static struct log_rl rl;
 
-			METRICS_INC(w->met.conns_refused);
-			log_ratelimited(LOG_LVL_WARN, &rl, "max-connections (%u) reached: "
-			                "refusing a connection", w->cfg->max_connections);
-			close(fd);
-			continue;
+			if (w->n_reserve < WORKER_HC_RESERVE) {
+				reserve = 1;
+			} else {
+				METRICS_INC(w->met.conns_refused);
+				log_ratelimited(LOG_LVL_WARN, &rl, "max-connections (%u) reached, "
+				                "health-check reserve (%u) in use: refusing a "
+				                "connection", w->cfg->max_connections,
+				                WORKER_HC_RESERVE);
+				close(fd);
+				continue;
+			}
 		}
 		/* ACKs are small and latency-bound: no Nagle. */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		worker_peer_str(&ss, peer, sizeof(peer));
-		c = conn_new(w, fd, peer);
+		c = conn_new(w, fd, peer, reserve);
 		if (!c) {
 			static struct log_rl rl;
 
@@ -161,6 +172,8 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 			w->conns->prev = c;
 		w->conns = c;
 		w->n_conns++;
+		if (reserve)
+			w->n_reserve++;
 		METRICS_INC(w->met.conns);
 		METRICS_INC(w->met.conns_total);
 		log_debug("%s: connected", peer);

@@ -24,6 +24,14 @@ struct exchange;
 struct upstream;
 struct worker_msg;
 
+/* Connection slots per worker beyond max-connections, for health checks
+ * only: when every slot is busy (nothing to evict) a new connection gets one
+ * of these, with a short HELLO timeout (CONN_RESERVE_HELLO_TIMEOUT_S). A
+ * health-check HELLO on it is answered as usual (then closed); any other
+ * HELLO gets AGENT-DISCONNECT 13, so HAProxy's check keeps the server UP
+ * while a full agent still refuses new work cleanly. */
+#define WORKER_HC_RESERVE 4
+
 struct worker {
 	unsigned id;
 	pthread_t thread;
@@ -44,7 +52,8 @@ struct worker {
 	struct exchange *x_spare;       /* owned: one preallocated exchange, so that a
 	                                 * cache hit allocates nothing */
 	struct conn *conns;             /* owned */
-	unsigned n_conns;
+	unsigned n_conns;               /* reserve slots included */
+	unsigned n_reserve;             /* of n_conns: on a health-check reserve slot */
 	unsigned n_exchanges;           /* running, orphans included */
 	int draining;
 	ev_timer drain_timer;
