@@ -34,6 +34,7 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "exchange.h"
+#include "hex.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -376,17 +377,6 @@ void admin_set_cfg(struct cfg *cfg)
 	cfg_put(old);
 }
 
-static int admin_hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Decodes application/x-www-form-urlencoded <s> (<n> bytes) in place;
  * returns the decoded length. */
 static size_t admin_form_decode(char *s, size_t n)
@@ -396,9 +386,9 @@ static size_t admin_form_decode(char *s, size_t n)
 	for (i = 0; i < n; i++) {
 		if (s[i] == '+') {
 			s[o++] = ' ';
-		} else if (s[i] == '%' && i + 2 < n && admin_hexval(s[i + 1]) >= 0 &&
-		           admin_hexval(s[i + 2]) >= 0) {
-			s[o++] = (char)(admin_hexval(s[i + 1]) * 16 + admin_hexval(s[i + 2]));
+		} else if (s[i] == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 &&
+		           hex_digit(s[i + 2]) >= 0) {
+			s[o++] = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
 			i += 2;
 		} else {
 			s[o++] = s[i];

@@ -41,6 +41,7 @@
 #include <openssl/sha.h>
 
 #include "cachekey.h"
+#include "hex.h"
 
 #define CACHEKEY_F_URI    0x01
 #define CACHEKEY_F_CLIENT 0x02
@@ -182,14 +183,6 @@ static int cachekey_all(const char *p, const char *e, uint8_t cls)
 	return 1;
 }
 
-static int cachekey_hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = cachekey_lower(c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* The next byte of <*p> as a lenient parser may read a cookie name:
  * percent-decoded, lowercased, '.', '[' and SP as '_' (PHP). */
 static unsigned char cachekey_canon_next(const char **p, const char *e)
@@ -198,8 +191,8 @@ static unsigned char cachekey_canon_next(const char **p, const char *e)
 	int hi, lo;
 
 	(*p)++;
-	if (c == '%' && e - *p >= 2 && (hi = cachekey_hexval((unsigned char)(*p)[0])) >= 0 &&
-	    (lo = cachekey_hexval((unsigned char)(*p)[1])) >= 0) {
+	if (c == '%' && e - *p >= 2 && (hi = hex_digit((unsigned char)(*p)[0])) >= 0 &&
+	    (lo = hex_digit((unsigned char)(*p)[1])) >= 0) {
 		c = (unsigned char)(hi << 4 | lo);
 		*p += 2;
 	}

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "hex.h"
 #include "httpcc.h"
 
 /* ---- Cache-Control ---------------------------------------------------- */
@@ -259,17 +260,6 @@ static void httpcc_json_ws(struct httpcc_b64 *b)
 		httpcc_next(b);
 }
 
-static int httpcc_hex(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Reads a JSON string whose opening quote was consumed. If <is_exp> is not
  * NULL, sets it to whether the decoded string is exactly "exp". Returns 0 or
  * -1 if malformed. */
@@ -298,7 +288,7 @@ static int httpcc_json_string(struct httpcc_b64 *b, int *is_exp)
 			case 'u':
 				cp = 0;
 				for (i = 0; i < 4; i++) {
-					if ((h = httpcc_hex(httpcc_next(b))) < 0)
+					if ((h = hex_digit(httpcc_next(b))) < 0)
 						return -1;
 					cp = cp << 4 | h;
 				}

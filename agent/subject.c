@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "hex.h"
 #include "subject.h"
 
 #define SUBJECT_JSON_DEPTH 64
@@ -76,17 +77,6 @@ static void subject_ws(struct subject_json *j)
 		j->p++;
 }
 
-static int subject_hex(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* A JSON string at j->p (opening quote included). Decodes it into <out>
  * (<cap> bytes, not NUL-terminated) as far as it fits; *<len> gets the full
  * decoded length (> cap: truncated). \u escapes become UTF-8. Returns 0, or
@@ -123,7 +113,7 @@ static int subject_string(struct subject_json *j, char *out, size_t cap, size_t 
 			case 'u':
 				cp = 0;
 				for (int i = 0; i < 4; i++) {
-					int h = j->p < j->end ? subject_hex(*j->p++) : -1;
+					int h = j->p < j->end ? hex_digit(*j->p++) : -1;
 
 					if (h < 0)
 						return -1;
