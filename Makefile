@@ -134,7 +134,7 @@ FUZZ_SECONDS ?= 60
 
 fuzz: deps $(FUZZ_BINS)
 
-build-fuzz/%: tests/fuzz/%.c $(AGENT_SRCS)
+build-fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(AGENT_SRCS) $(wildcard agent/*.h)
 	@mkdir -p build-fuzz
 	clang $(STD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iagent $(DEP_CFLAGS) \
 	    -o $@ $< $(AGENT_SRCS) $(LIBS)

@@ -23,15 +23,8 @@
 #include "args.h"
 #include "cachekey.h"
 #include "cfg.h"
+#include "fuzz.h"
 
-#define CHECK(c) do { \
-	if (!(c)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-		abort(); \
-	} \
-} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct cfg *fuzz_cfg;
 static struct cachekey *fuzz_ck;

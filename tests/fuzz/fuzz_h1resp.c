@@ -31,20 +31,13 @@
 #include "decision.h"
 #include "h1c.h"
 #include "upstream.h"
+#include "fuzz.h"
 
 #define FUZZ_MAX_INPUT 65536
 #define FUZZ_MAX_RESPONSE 4096
 
-#define CHECK(c) do { \
-	if (!(c)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-		abort(); \
-	} \
-} while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 static struct ev_loop *fz_loop;
 static struct cfg *fz_cfg;
 static struct h1c *fz_h;

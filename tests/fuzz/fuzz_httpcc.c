@@ -21,46 +21,11 @@
 #include <string.h>
 
 #include "httpcc.h"
+#include "fuzz.h"
 
-#define CHECK(c) do { \
-	if (!(c)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-		abort(); \
-	} \
-} while (0)
 
 #define FUZZ_FLAGS (HTTPCC_F_MAX_AGE | HTTPCC_F_S_MAXAGE | HTTPCC_F_NO_STORE | \
                     HTTPCC_F_NO_CACHE | HTTPCC_F_PRIVATE | HTTPCC_F_PUBLIC | HTTPCC_F_INVALID)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static const char fuzz_b64[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t fuzz_enc(const uint8_t *p, size_t n, char *out)
-{
-	size_t i, o = 0;
-	uint32_t v;
-
-	for (i = 0; i + 2 < n; i += 3) {
-		v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		out[o++] = fuzz_b64[v >> 18 & 63];
-		out[o++] = fuzz_b64[v >> 12 & 63];
-		out[o++] = fuzz_b64[v >> 6 & 63];
-		out[o++] = fuzz_b64[v & 63];
-	}
-	if (n - i == 1) {
-		v = (uint32_t)p[i] << 16;
-		out[o++] = fuzz_b64[v >> 18 & 63];
-		out[o++] = fuzz_b64[v >> 12 & 63];
-	} else if (n - i == 2) {
-		v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-		out[o++] = fuzz_b64[v >> 18 & 63];
-		out[o++] = fuzz_b64[v >> 12 & 63];
-		out[o++] = fuzz_b64[v >> 6 & 63];
-	}
-	return o;
-}
 
 static void fuzz_parse(const uint8_t *data, size_t size)
 {
@@ -94,7 +59,7 @@ static void fuzz_jwt(const uint8_t *data, size_t size)
 		return;
 	memcpy(tok, hdr, sizeof(hdr) - 1);
 	n = sizeof(hdr) - 1;
-	n += fuzz_enc(data, size, tok + n);
+	n += fuzz_b64url_enc(data, size, tok + n);
 	memcpy(tok + n, ".c2ln", 5);
 	n += 5;
 	r = httpcc_jwt_exp(tok, n, &exp);

@@ -21,17 +21,10 @@
 #include <string.h>
 
 #include "spop.h"
+#include "fuzz.h"
 
 #define FUZZ_MAX_FRAME 16380
 
-#define CHECK(c) do { \
-	if (!(c)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-		abort(); \
-	} \
-} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* <lo> <= <p> <= <hi> */
 static int in_range(const uint8_t *p, const uint8_t *lo, const uint8_t *hi)

@@ -23,43 +23,8 @@
 
 #include "subject.h"
 #include "trace.h"
+#include "fuzz.h"
 
-#define CHECK(c) do { \
-	if (!(c)) { \
-		fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-		abort(); \
-	} \
-} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static const char fuzz_b64[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t fuzz_enc(const uint8_t *p, size_t n, char *out)
-{
-	size_t i, o = 0;
-	uint32_t v;
-
-	for (i = 0; i + 2 < n; i += 3) {
-		v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		out[o++] = fuzz_b64[v >> 18 & 63];
-		out[o++] = fuzz_b64[v >> 12 & 63];
-		out[o++] = fuzz_b64[v >> 6 & 63];
-		out[o++] = fuzz_b64[v & 63];
-	}
-	if (n - i == 1) {
-		v = (uint32_t)p[i] << 16;
-		out[o++] = fuzz_b64[v >> 18 & 63];
-		out[o++] = fuzz_b64[v >> 12 & 63];
-	} else if (n - i == 2) {
-		v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-		out[o++] = fuzz_b64[v >> 18 & 63];
-		out[o++] = fuzz_b64[v >> 12 & 63];
-		out[o++] = fuzz_b64[v >> 6 & 63];
-	}
-	return o;
-}
 
 static void fuzz_traceparent(const char *s, size_t n)
 {
@@ -109,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!tok)
 		return 0;
 	memcpy(tok, head, sizeof(head) - 1);
-	n = sizeof(head) - 1 + fuzz_enc(data, size, tok + sizeof(head) - 1);
+	n = sizeof(head) - 1 + fuzz_b64url_enc(data, size, tok + sizeof(head) - 1);
 	memcpy(tok + n, ".c2ln", 5);
 	fuzz_subject(tok, n + 5);
 	free(tok);
