@@ -106,13 +106,23 @@ def stop_all(procs, strict=()):
         raise AssertionError("process problems at teardown:\n" + "\n\n".join(problems))
 
 
+_GIVEN_PORTS = set()
+
+
 def free_ports(n):
+    """<n> free loopback ports, never one this process handed out before:
+    the ports are released before their user binds them, so without the
+    memory a later call could get the same port (the kernel hands a freed
+    port out again) and two services would race for it."""
     socks, ports = [], []
-    for _ in range(n):
+    while len(ports) < n:
         s = socket.socket()
         s.bind((HOST, 0))
         socks.append(s)
-        ports.append(s.getsockname()[1])
+        port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            ports.append(port)
     for s in socks:
         s.close()
     return ports

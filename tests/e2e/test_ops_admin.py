@@ -18,6 +18,7 @@ import urllib.request
 
 import pytest
 
+from harness import free_ports
 from spop import ACK, NOTIFY, Client, frame, notify_payload
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -50,16 +51,6 @@ def agent_bin():
     if "--admin-listen" not in r.stdout:
         pytest.skip("agent has no admin-listen option yet")
     return exe
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def wait_port(port, proc, timeout=10.0):

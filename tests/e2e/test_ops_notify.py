@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+from harness import free_ports
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -28,9 +29,7 @@ def agent_bin():
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Notify:
