@@ -16,6 +16,7 @@ import pytest
 from harness import (HOST, REPO, Gateway, free_ports, http, new_case, start_agent,
                      start_haproxy, stop_all, user_stats, wait_agent_up, wait_port)
 from rawhttp import raw_request
+from spop import NOTIFY, T_IPV4, Client, Typed, frame, notify_payload
 
 SCOPE_MAP = REPO / "haproxy" / "scopes.map"
 ADMIN_TOKEN = "t-scope-admin-token-0123456789abcdef"
@@ -203,6 +204,42 @@ def test_ambiguous_path_gets_no_scope(sgw, path, want):
     # keyed on its URI, as without scopes: the same URI again is a hit
     assert raw_get(sgw, path, case) == (want, "hit")
     assert calls(sgw, case) == n + 1
+
+
+# ---- the agent's own check of the argument (raw SPOP, no HAProxy) -------------
+def spop_decide(gw, case, uri, scope):
+    """One NOTIFY `exchange` straight to the agent; returns its variables."""
+    args = [("scope", scope), ("uri", uri), ("src", Typed(T_IPV4, "127.0.0.1")),
+            ("cookie", "case=%s" % case)]
+    with Client(gw.agent_port) as c:
+        c.hello()
+        c.send(frame(NOTIFY, notify_payload([("exchange", args)]), sid=1, fid=1))
+        return c.recv_frame().vars()
+
+
+@pytest.mark.parametrize("bad", ["", "a" * 65, "bad/scope", "b%75siness", "caf\u00e9",
+                                 "a b", b"business"],
+                         ids=["empty", "65-bytes", "slash", "percent", "non-ascii", "space",
+                              "binary"])
+def test_agent_ignores_a_bad_scope_name(sgw, bad):
+    case = scoped_case(sgw)
+    for i in (1, 2):
+        v = spop_decide(sgw, case, "/api/business/orders/%d" % i, bad)
+        assert (v["status"], v["cache"]) == (200, b"miss"), v
+    assert calls(sgw, case) == 2        # keyed on each URI
+
+
+def test_agent_keys_a_good_scope_name(sgw):
+    case = scoped_case(sgw)
+    longest = "S" * 64
+    for i, want in ((1, b"miss"), (2, b"hit")):
+        v = spop_decide(sgw, case, "/api/business/orders/%d" % i, longest)
+        assert (v["status"], v["cache"]) == (200, want), v
+    v = spop_decide(sgw, case, "/api/business/orders/3", None)   # no scope: its URI
+    assert (v["status"], v["cache"]) == (200, b"miss"), v
+    got = sgw.user.calls(case)
+    assert [c["request_uri"] for c in got] == ["/api/business/orders/1",
+                                               "/api/business/orders/3"]
 
 
 # ---- the user service narrows ------------------------------------------------
