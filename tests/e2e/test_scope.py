@@ -396,3 +396,19 @@ def test_demo_scopes(demo_scoped):
         ("/api/business/admin.json", 403, "miss"),
     ], statuses
     assert user_stats(gw)["token_calls"] - before == 3
+
+
+@pytest.mark.parametrize("uri,scope", [
+    ("/api/business/hello", "business"), ("/api/business/orders/1?x=1", "business"),
+    ("/api/business/admin", "admin"), ("/api/business/admin/users", "admin"),
+    ("/api/business/admin.json", "admin"), ("/api/business/x/../admin", "admin"),
+    ("/api/business/%61dmin", "admin"), ("/api/businessfoo", "uri"), ("/api/user/me", "uri"),
+])
+def test_demo_user_service_states_the_scope(demo_scoped, uri, scope):
+    gw = demo_scoped
+    cookie_alice, _ = gw.login("alice")
+    q = urllib.parse.urlencode({"request_uri": uri})
+    r = http(gw.user_port, "GET", "/api/user/token?" + q, [("Cookie", cookie_alice)])
+    assert r.header("X-Auth-Scope") == scope, (uri, r)
+    r = http(gw.user_port, "GET", "/api/user/token?" + q)      # no session: 401, same scope
+    assert (r.status, r.header("X-Auth-Scope")) == (401, scope), (uri, r)
