@@ -25,7 +25,7 @@
 /* upstream-client: which HTTP client calls the user service. */
 enum cfg_upstream_client {
 	CFG_UPC_AUTO = 0,       /* native for http:// with an IP literal, else libcurl */
-	CFG_UPC_NATIVE,         /* agent/h1c.c; http:// only (names resolved at load) */
+	CFG_UPC_NATIVE,         /* agent/h1c.c or h2c.c; http:// only (names resolved at load) */
 	CFG_UPC_CURL,           /* libcurl for everything */
 	CFG_UPC_ENTRIES
 };
@@ -34,7 +34,7 @@ enum cfg_upstream_client {
 enum cfg_http_version {
 	CFG_HTTP_1_1 = 0,       /* HTTP/1.1, keep-alive */
 	CFG_HTTP_H2C = 1,       /* HTTP/2 over cleartext, prior knowledge, multiplexed
-	                         * (libcurl path only) */
+	                         * (agent/h2c.c when native, else libcurl) */
 };
 
 struct cfg {

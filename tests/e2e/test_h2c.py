@@ -21,9 +21,9 @@ def libcurl_version():
     return int(out.stdout.strip(), 16)
 
 
-def test_h2c_needs_a_libcurl_that_reuses_connections(agent_bin):
-    r = subprocess.run([agent_bin, "-c", "--upstream-http-version", "h2c"],
-                       capture_output=True, text=True)
+def test_h2c_through_libcurl_needs_a_libcurl_that_reuses_connections(agent_bin):
+    r = subprocess.run([agent_bin, "-c", "--upstream-http-version", "h2c",
+                        "--upstream-client", "curl"], capture_output=True, text=True)
     if libcurl_version() < H2C_MIN_CURL:
         assert r.returncode == 1, r
         assert "'upstream-http-version'" in r.stderr and "8.0.0" in r.stderr, r.stderr
@@ -96,8 +96,14 @@ def identity(r):
     return tok
 
 
-@pytest.mark.skipif(libcurl_version() < H2C_MIN_CURL,
-                    reason="libcurl older than 8.0.0 cannot reuse h2c connections")
+def test_native_h2c_starts_whatever_the_libcurl(agent_bin):
+    # http:// to an IP literal: the native client, on any libcurl
+    for client in ("auto", "native"):
+        r = subprocess.run([agent_bin, "-c", "--upstream-http-version", "h2c",
+                            "--upstream-client", client], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+
 def test_h2c_exchanges_share_one_connection(h2gw, h2_user):
     tok = identity(h2gw.get("/api/business/x", [("Cookie", "session=ok")]))
     assert tok.startswith("tok-HTTP/2.0-c"), tok
