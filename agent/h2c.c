@@ -48,6 +48,9 @@
 /* Per-field overhead counted against H2C_HEADERS_MAX (RFC 9113 6.5.2). */
 #define H2C_FIELD_OVERHEAD 32
 #define H2C_MS 1000.0
+/* An HTTP/2 frame header, and where its type sits. */
+#define H2C_FRAME_HDR 9
+#define H2C_FRAME_TYPE 3
 /* Fixed request fields: :method :scheme :authority :path user-agent accept. */
 #define H2C_FIXED_NV 6
 
@@ -114,6 +117,8 @@ struct h2c_conn {
 	int proto_err;                  /* broken by bytes that are not HTTP/2 */
 	enum h1c_fail kill_fail;
 	const char *kill_err;
+	uint8_t head[H2C_FRAME_HDR];    /* the first bytes from the server */
+	size_t head_len;
 	int ping_out;                   /* a PING waits for its ACK */
 	ev_tstamp ping_at, idle_since;
 	unsigned n_streams;             /* requests ACTIVE on it */
@@ -470,6 +475,7 @@ static int h2c_on_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud
 /* ---- connections ---- */
 
 static void h2c_conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void h2c_conn_read(struct h2c_conn *k);
 static void h2c_conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static void h2c_conn_arm(struct h2c_conn *k, enum h2c_ckind kind, ev_tstamp at)
@@ -650,6 +656,9 @@ static void h2c_conn_flush(struct h2c_conn *k)
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				/* What the server said before it went tells more
+				 * (e.g. an HTTP/1.1 400: not h2c). */
+				h2c_conn_read(k);
 				h2c_conn_break(k, H1C_FAIL_RESET, "connection reset sending the request");
 				return;
 			}
@@ -784,8 +793,28 @@ static void h2c_conn_read(struct h2c_conn *k)
 			h2c_conn_break(k, H1C_FAIL_RESET, "connection closed before the answer");
 			return;
 		}
+		if (k->head_len < H2C_FRAME_HDR) {
+			size_t take = H2C_FRAME_HDR - k->head_len;
+
+			if (take > (size_t)n)
+				take = (size_t)n;
+			memcpy(k->head + k->head_len, buf, take);
+			k->head_len += take;
+			/* The server's preface is a SETTINGS frame on stream
+			 * 0. nghttp2 would wait for the "frame" an HTTP/1.1
+			 * status line announces (megabytes) before failing. */
+			if (k->head_len > H2C_FRAME_TYPE && k->head[H2C_FRAME_TYPE] != NGHTTP2_SETTINGS) {
+				k->proto_err = 1;
+				h2c_conn_break(k, H1C_FAIL_OTHER, "the user service does not speak h2c "
+				               "(no HTTP/2 SETTINGS)");
+				return;
+			}
+		}
 		rv = nghttp2_session_mem_recv(k->s, buf, (size_t)n);
-		if (rv < 0) {
+		/* nghttp2 answers a protocol error (bytes that are not HTTP/2
+		 * where SETTINGS must come first, among others) with its own
+		 * GOAWAY, and then wants to read no more. */
+		if (rv < 0 || (!nghttp2_session_want_read(k->s) && !k->goaway && !k->closing)) {
 			k->proto_err = 1;
 			h2c_conn_break(k, H1C_FAIL_OTHER, k->got_settings ?
 			               "HTTP/2 protocol error from the user service" :
