@@ -790,7 +790,11 @@ static void h2c_conn_read(struct h2c_conn *k)
 			return;
 		}
 		if (n == 0) {
-			h2c_conn_break(k, H1C_FAIL_RESET, "connection closed before the answer");
+			/* Closed before any SETTINGS: nginx without http2 on
+			 * its listen line does that to our preface. */
+			h2c_conn_break(k, H1C_FAIL_RESET, k->head_len ? "connection closed before "
+			               "the answer" : "connection closed before any HTTP/2 SETTINGS "
+			               "(does the user service speak h2c?)");
 			return;
 		}
 		if (k->head_len < H2C_FRAME_HDR) {
