@@ -537,6 +537,35 @@ static int cfg_p_retry_on(struct cfg_builder *b, const char *val, char *why)
 	return 0;
 }
 
+/* A ratio 0..1 with at most three decimals ("0", "0.5", "1", ".25"), kept in
+ * thousandths. */
+static int cfg_p_ratio(struct cfg_builder *b, const char *val, char *why)
+{
+	const char *p = val;
+	unsigned whole = 0, frac = 0, digits = 0;
+
+	if (*p >= '0' && *p <= '9')
+		whole = (unsigned)(*p++ - '0');
+	else if (*p != '.')
+		return cfg_why(why, "'%s': expected a ratio from 0 to 1 (e.g. 0.5)", val);
+	if (*p == '.') {
+		p++;
+		while (*p >= '0' && *p <= '9' && digits < 3) {
+			frac = frac * 10 + (unsigned)(*p++ - '0');
+			digits++;
+		}
+		if (!digits)
+			return cfg_why(why, "'%s': expected a ratio from 0 to 1 (e.g. 0.5)", val);
+		for (; digits < 3; digits++)
+			frac *= 10;
+	}
+	if (*p || whole > 1 || (whole == 1 && frac))
+		return cfg_why(why, "'%s': expected a ratio from 0 to 1 with at most three "
+		               "decimals (e.g. 0.5)", val);
+	b->c->breaker_ratio_pm = whole * 1000 + frac;
+	return 0;
+}
+
 static int cfg_p_log_level(struct cfg_builder *b, const char *val, char *why)
 {
 	int l = log_level_parse(val);
@@ -791,6 +820,14 @@ static const struct cfg_key cfg_keys[] = {
 	  CFG_NUM(CFG_K_UINT, breaker_failures, 1, 1000000) },
 	{ "breaker-open-time", "5s", "how long the breaker stays open before one probe request",
 	  CFG_NUM(CFG_K_DUR, breaker_open_ms, 1, 3600000) },
+	{ "breaker-failure-ratio", "0",
+	  "also open the breaker when at least this share (0..1, e.g. 0.5) of the calls in "
+	  "breaker-window failed; 0 = off", CFG_FN(cfg_p_ratio) },
+	{ "breaker-window", "10s", "sliding window of breaker-failure-ratio",
+	  CFG_NUM(CFG_K_DUR, breaker_window_ms, 10, 3600000) },
+	{ "breaker-min-requests", "20",
+	  "calls the window must hold before breaker-failure-ratio can open the breaker",
+	  CFG_NUM(CFG_K_UINT, breaker_min_requests, 1, 1000000) },
 	{ "ca-file", NULL, "CA bundle for https (default: system store)", CFG_FN(cfg_p_ca) },
 	{ "client-cert", NULL, "client certificate for https", CFG_FN(cfg_p_cert) },
 	{ "client-key", NULL, "client private key for https", CFG_FN(cfg_p_key) },

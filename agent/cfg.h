@@ -83,6 +83,9 @@ struct cfg {
 	int breaker;                    /* circuit breaker on/off */
 	unsigned breaker_failures;      /* consecutive failures that open it */
 	unsigned breaker_open_ms;       /* open time before one probe */
+	unsigned breaker_ratio_pm;      /* failure ratio that opens it, 1/1000; 0 = off */
+	unsigned breaker_window_ms;     /* the ratio's sliding window */
+	unsigned breaker_min_requests;  /* calls in the window before the ratio counts */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;
