@@ -295,9 +295,43 @@ static void test_ratio(void)
 	is_int(breaker_open_why(&b), BREAKER_WHY_PROBE, "reason: the probe");
 }
 
+/* Threads counting into the same window bucket: no call lost (one CAS per
+ * call on the bucket word). */
+#define RT_THREADS 4
+#define RT_CALLS 20000
+static const struct breaker_params rtparams = { 1000000, OPEN_MS, 999, 3600000, 1000000 };
+static struct breaker rtb;
+
+static void *rt_main(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < RT_CALLS; i++) {
+		int e;
+
+		breaker_done(&rtb, &rtparams, BREAKER_CALL, i % 2, T0, &e);
+	}
+	return NULL;
+}
+
+static void test_ratio_threads(void)
+{
+	pthread_t th[RT_THREADS];
+	unsigned calls, failed;
+
+	breaker_init(&rtb);
+	for (int i = 0; i < RT_THREADS; i++)
+		pthread_create(&th[i], NULL, rt_main, NULL);
+	for (int i = 0; i < RT_THREADS; i++)
+		pthread_join(th[i], NULL);
+	breaker_window_counts(&rtb, &rtparams, T0, &calls, &failed);
+	is_int(calls, RT_THREADS * RT_CALLS, "concurrent calls: none lost in the window");
+	is_int(failed, RT_THREADS * RT_CALLS / 2, "nor any failure");
+}
+
 int main(void)
 {
 	test_ratio();
+	test_ratio_threads();
 	test_walk();
 	test_late_results();
 	test_names();
