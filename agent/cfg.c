@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "breaker.h"
 #include "cachekey.h"
 #include "cfg.h"
 #include "h1c.h"
@@ -537,6 +538,9 @@ static int cfg_p_retry_on(struct cfg_builder *b, const char *val, char *why)
 	return 0;
 }
 
+/* Decimals of a ratio: thousandths, as BREAKER_RATIO_ONE. */
+#define CFG_RATIO_DECIMALS 3
+
 /* A ratio 0..1 with at most three decimals ("0", "0.5", "1", ".25"), kept in
  * thousandths. */
 static int cfg_p_ratio(struct cfg_builder *b, const char *val, char *why)
@@ -550,19 +554,19 @@ static int cfg_p_ratio(struct cfg_builder *b, const char *val, char *why)
 		return cfg_why(why, "'%s': expected a ratio from 0 to 1 (e.g. 0.5)", val);
 	if (*p == '.') {
 		p++;
-		while (*p >= '0' && *p <= '9' && digits < 3) {
+		while (*p >= '0' && *p <= '9' && digits < CFG_RATIO_DECIMALS) {
 			frac = frac * 10 + (unsigned)(*p++ - '0');
 			digits++;
 		}
 		if (!digits)
 			return cfg_why(why, "'%s': expected a ratio from 0 to 1 (e.g. 0.5)", val);
-		for (; digits < 3; digits++)
+		for (; digits < CFG_RATIO_DECIMALS; digits++)
 			frac *= 10;
 	}
 	if (*p || whole > 1 || (whole == 1 && frac))
 		return cfg_why(why, "'%s': expected a ratio from 0 to 1 with at most three "
 		               "decimals (e.g. 0.5)", val);
-	b->c->breaker_ratio_pm = whole * 1000 + frac;
+	b->c->breaker_ratio_pm = whole * BREAKER_RATIO_ONE + frac;
 	return 0;
 }
 

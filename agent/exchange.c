@@ -502,8 +502,9 @@ static void exchange_breaker_log(int entered, const struct cfg *cfg)
 	if (entered == BREAKER_OPEN && breaker_open_why(breaker_process()) == BREAKER_WHY_RATIO)
 		log_warn("circuit breaker: open: at least %u.%03u of the user-service calls "
 		         "in %ums failed; answering outcome=error without calling it for %ums",
-		         cfg->breaker_ratio_pm / 1000, cfg->breaker_ratio_pm % 1000,
-		         cfg->breaker_window_ms, cfg->breaker_open_ms);
+		         cfg->breaker_ratio_pm / BREAKER_RATIO_ONE,
+		         cfg->breaker_ratio_pm % BREAKER_RATIO_ONE, cfg->breaker_window_ms,
+		         cfg->breaker_open_ms);
 	else if (entered == BREAKER_OPEN)
 		log_warn("circuit breaker: open: the user service failed %u times in a row; "
 		         "answering outcome=error without calling it for %ums",
