@@ -123,6 +123,7 @@ struct h2c_conn {
 	ev_tstamp ping_at, idle_since;
 	unsigned n_streams;             /* requests ACTIVE on it */
 	uint64_t uses;                  /* streams that ended on it */
+	uint64_t answered;              /* streams that ended with an answer */
 	struct h2c_req *reqs;           /* ACTIVE on it (cprev/cnext) */
 	uint8_t *wbuf;                  /* bytes nghttp2 produced that did not fit */
 	size_t wlen, woff;
@@ -144,7 +145,8 @@ struct h2c_req {
 	struct h2c_conn *conn;
 	int32_t sid;                    /* stream id on <conn>; 0 = none */
 	unsigned attempt;               /* policy attempts started, from 1 */
-	unsigned refused_retries;
+	unsigned refused_retries;       /* refusals by a connection that answered nothing */
+	int refused_progress;           /* the last refusal came from one that answered */
 	int stale_retried;
 	int on_reused;                  /* <conn> had ended streams before this one */
 	int got_bytes;                  /* a frame of the answer arrived this attempt */
@@ -302,6 +304,12 @@ static void h2c_detach(struct h2c_req *q, int rst)
 static void h2c_end(struct h2c_req *q, enum h2c_end end, enum h1c_fail fail,
                     const char *err, int rst)
 {
+	if (q->conn && end == H2C_E_ANSWER)
+		q->conn->answered++;
+	/* A server that answers on a connection and then GOAWAYs the rest
+	 * (nginx after keepalive_requests) makes progress: that refusal is
+	 * not counted against H2C_REFUSED_RETRIES. */
+	q->refused_progress = end == H2C_E_REFUSED && q->conn && q->conn->answered > 0;
 	h2c_detach(q, rst);
 	q->end = end;
 	q->fail = fail;
@@ -944,9 +952,10 @@ static void h2c_settle(struct h2c_req *q)
 		h2c_finish(q, NULL);
 		return;
 	}
-	if (q->end == H2C_E_REFUSED && q->refused_retries < H2C_REFUSED_RETRIES &&
-	    ev_now(q->c->loop) < q->deadline) {
+	if (q->end == H2C_E_REFUSED && !q->refused_progress)
 		q->refused_retries++;
+	if (q->end == H2C_E_REFUSED && q->refused_retries <= H2C_REFUSED_RETRIES &&
+	    ev_now(q->c->loop) < q->deadline) {
 		q->resp.retries[UPSTREAM_RETRY_STALE]++;
 		h2c_attempt_go(q);
 		return;

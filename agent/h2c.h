@@ -24,7 +24,7 @@
  * upstream-attempt-timeout, upstream-retry-backoff, h1c_retry_delay()), per
  * stream. A stream the server never processed (above the last-stream-id of
  * its GOAWAY, or refused with REFUSED_STREAM) is retried at once on another
- * connection, at most H2C_REFUSED_RETRIES times; so is, once, a stream whose
+ * connection (see H2C_REFUSED_RETRIES); so is, once, a stream whose
  * reused connection closed before any frame of its answer. A stream that
  * times out is reset (RST_STREAM CANCEL); the connection and its other
  * streams go on. A response beyond max-response-size, or whose header block
@@ -54,7 +54,10 @@ struct h2c;
 /* Bound of a response header block (names + values + 32 per field, the
  * SETTINGS_MAX_HEADER_LIST_SIZE we announce). */
 #define H2C_HEADERS_MAX 65536
-/* Immediate retries of a stream the server did not process. */
+/* Immediate retries of a stream the server did not process, counting only
+ * refusals by connections that answered no stream (a server answering some
+ * streams and refusing the rest makes progress: those retries are bounded
+ * by the exchange timeout alone). */
 #define H2C_REFUSED_RETRIES 2
 
 /* Creates the per-worker client on <loop>; NULL when out of memory. */

@@ -531,6 +531,15 @@ static void h_goaway(struct sconn *s, int32_t sid, unsigned nreq)
 	}
 }
 
+/* Every connection: GOAWAY at once, no stream processed. */
+static void h_refuse_all(struct sconn *s, int32_t sid, unsigned nreq)
+{
+	(void)sid;
+	(void)nreq;
+	nghttp2_submit_goaway(s->s, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+	s->close_after_write = 1;
+}
+
 /* First connection: headers of the answer, then the connection is gone. */
 static void h_cut_mid(struct sconn *s, int32_t sid, unsigned nreq)
 {
@@ -736,6 +745,21 @@ static void case_goaway(void)
 	cfg_put(c);
 }
 
+static void case_refused_forever_is_bounded(void)
+{
+	struct cfg *c = mkcfg(NULL, 0, port);
+	struct h2c *h = h2c_new(loop, c);
+
+	srv_reset(h_refuse_all);
+	start_one(h, c);
+	run_until(1);
+	is_int(got[0].status, 0, "a server refusing every stream: no answer");
+	ok(strcmp(got[0].error, "stream refused") == 0, "error (%s)", got[0].error);
+	is_int(accepted, 1 + H2C_REFUSED_RETRIES, "bounded: one connection per allowed retry");
+	h2c_free(h);
+	cfg_put(c);
+}
+
 static void case_cut_mid_response(void)
 {
 	const char *x[] = { "--upstream-retry-on", "connect,reset,timeout" };
@@ -879,6 +903,7 @@ int main(void)
 	case_big_headers();
 	case_interim_and_trailers();
 	case_goaway();
+	case_refused_forever_is_bounded();
 	case_cut_mid_response();
 	case_stale_retry();
 	case_not_h2c();
