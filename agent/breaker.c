@@ -8,12 +8,30 @@
  * probe ends, so one request at a time tests a recovering service.
  * <open_until_ms> is written before the CAS that publishes OPEN (seq_cst),
  * so whoever sees OPEN sees its deadline.
+ *
+ * A window bucket word is <bucket number mod 2^24> << 40 | ok << 20 | failed:
+ * a call adds to its bucket with one CAS, restarting the counts when the
+ * word still holds an older bucket number; counts saturate at 2^20 - 1.
  */
 #include <stddef.h>
 
 #include "breaker.h"
 
 static struct breaker breaker_the_process;
+
+static uint64_t breaker_deadline(const struct breaker_params *p, uint64_t now_ms);
+static int breaker_move(struct breaker *b, int from, int to);
+
+#define BREAKER_CNT_BITS 20
+#define BREAKER_CNT_MAX ((1u << BREAKER_CNT_BITS) - 1)
+#define BREAKER_NO_BITS 24
+#define BREAKER_NO_MASK ((1u << BREAKER_NO_BITS) - 1)
+#define BREAKER_W_NO(w) ((unsigned)((w) >> (2 * BREAKER_CNT_BITS)) & BREAKER_NO_MASK)
+#define BREAKER_W_OK(w) ((unsigned)((w) >> BREAKER_CNT_BITS) & BREAKER_CNT_MAX)
+#define BREAKER_W_FAIL(w) ((unsigned)(w) & BREAKER_CNT_MAX)
+#define BREAKER_W(no, okc, failc) \
+	(((uint64_t)((no) & BREAKER_NO_MASK) << (2 * BREAKER_CNT_BITS)) | \
+	 ((uint64_t)(okc) << BREAKER_CNT_BITS) | (uint64_t)(failc))
 
 void breaker_init(struct breaker *b)
 {
@@ -23,6 +41,94 @@ void breaker_init(struct breaker *b)
 	for (int i = 0; i < BREAKER_ST_ENTRIES; i++)
 		atomic_init(&b->transitions[i], 0);
 	atomic_init(&b->rejected, 0);
+	atomic_init(&b->why, BREAKER_WHY_NONE);
+	for (int i = 0; i < BREAKER_BUCKETS; i++)
+		atomic_init(&b->window[i], 0);
+}
+
+static uint64_t breaker_bucket_ms(const struct breaker_params *p)
+{
+	uint64_t ms = p->window_ms / BREAKER_BUCKETS;
+
+	return ms ? ms : 1;
+}
+
+/* Adds one call (<ok> or not) to the bucket of <now_ms>. */
+static void breaker_window_add(struct breaker *b, const struct breaker_params *p,
+                               uint64_t now_ms, int ok)
+{
+	uint64_t no = now_ms / breaker_bucket_ms(p);
+	_Atomic uint64_t *slot = &b->window[no % BREAKER_BUCKETS];
+	uint64_t w = atomic_load_explicit(slot, memory_order_relaxed), nw;
+
+	do {
+		unsigned okc = 0, failc = 0;
+
+		if (BREAKER_W_NO(w) == (no & BREAKER_NO_MASK)) {
+			okc = BREAKER_W_OK(w);
+			failc = BREAKER_W_FAIL(w);
+		}
+		if (ok && okc < BREAKER_CNT_MAX)
+			okc++;
+		else if (!ok && failc < BREAKER_CNT_MAX)
+			failc++;
+		nw = BREAKER_W(no, okc, failc);
+	} while (!atomic_compare_exchange_weak_explicit(slot, &w, nw, memory_order_relaxed,
+	                                                memory_order_relaxed));
+}
+
+void breaker_window_counts(const struct breaker *b, const struct breaker_params *p,
+                           uint64_t now_ms, unsigned *calls, unsigned *failed)
+{
+	uint64_t no = now_ms / breaker_bucket_ms(p);
+
+	*calls = *failed = 0;
+	for (int i = 0; i < BREAKER_BUCKETS; i++) {
+		uint64_t w = atomic_load_explicit(&b->window[i], memory_order_relaxed);
+		unsigned age = ((unsigned)no - BREAKER_W_NO(w)) & BREAKER_NO_MASK;
+
+		if (w == 0 || age >= BREAKER_BUCKETS)
+			continue;   /* empty, or older than the window */
+		*calls += BREAKER_W_OK(w) + BREAKER_W_FAIL(w);
+		*failed += BREAKER_W_FAIL(w);
+	}
+}
+
+static void breaker_window_clear(struct breaker *b)
+{
+	for (int i = 0; i < BREAKER_BUCKETS; i++)
+		atomic_store_explicit(&b->window[i], 0, memory_order_relaxed);
+}
+
+/* 1 if the window's failure ratio opens the breaker. */
+static int breaker_ratio_trips(const struct breaker *b, const struct breaker_params *p,
+                               uint64_t now_ms)
+{
+	unsigned calls, failed;
+
+	if (!p->ratio_pm)
+		return 0;
+	breaker_window_counts(b, p, now_ms, &calls, &failed);
+	return calls && calls >= p->min_requests &&
+	       (uint64_t)failed * BREAKER_RATIO_ONE >= (uint64_t)p->ratio_pm * calls;
+}
+
+/* CLOSED -> OPEN for <why>; sets *<entered> if this caller did it. */
+static void breaker_trip(struct breaker *b, const struct breaker_params *p, uint64_t now_ms,
+                         enum breaker_why why, int *entered)
+{
+	atomic_store(&b->open_until_ms, breaker_deadline(p, now_ms));
+	if (breaker_move(b, BREAKER_CLOSED, BREAKER_OPEN)) {
+		atomic_store(&b->consecutive, 0);
+		atomic_store_explicit(&b->why, why, memory_order_relaxed);
+		breaker_window_clear(b);
+		*entered = BREAKER_OPEN;
+	}
+}
+
+enum breaker_why breaker_open_why(const struct breaker *b)
+{
+	return (enum breaker_why)atomic_load_explicit(&b->why, memory_order_relaxed);
 }
 
 struct breaker *breaker_process(void)
@@ -75,28 +181,32 @@ void breaker_done(struct breaker *b, const struct breaker_params *p, enum breake
 				*entered = BREAKER_CLOSED;
 		} else {
 			atomic_store(&b->open_until_ms, breaker_deadline(p, now_ms));
-			if (breaker_move(b, BREAKER_HALF_OPEN, BREAKER_OPEN))
+			if (breaker_move(b, BREAKER_HALF_OPEN, BREAKER_OPEN)) {
+				atomic_store_explicit(&b->why, BREAKER_WHY_PROBE,
+				                      memory_order_relaxed);
 				*entered = BREAKER_OPEN;
+			}
 		}
 		return;
 	}
 	if (t != BREAKER_CALL)
 		return;
+	if (p->ratio_pm && atomic_load_explicit(&b->state, memory_order_relaxed) == BREAKER_CLOSED)
+		breaker_window_add(b, p, now_ms, ok);
 	if (ok) {
 		/* A store, not a CAS: a success between failures breaks the run. */
 		if (atomic_load_explicit(&b->consecutive, memory_order_relaxed))
 			atomic_store_explicit(&b->consecutive, 0, memory_order_relaxed);
 		return;
 	}
-	if (atomic_fetch_add(&b->consecutive, 1) + 1 < p->failures)
+	if (atomic_fetch_add(&b->consecutive, 1) + 1 >= p->failures) {
+		if (atomic_load(&b->state) != BREAKER_CLOSED)
+			return;  /* already open or probing: calls started before do not count */
+		breaker_trip(b, p, now_ms, BREAKER_WHY_CONSECUTIVE, entered);
 		return;
-	if (atomic_load(&b->state) != BREAKER_CLOSED)
-		return;  /* already open or probing: calls started before do not count */
-	atomic_store(&b->open_until_ms, breaker_deadline(p, now_ms));
-	if (breaker_move(b, BREAKER_CLOSED, BREAKER_OPEN)) {
-		atomic_store(&b->consecutive, 0);
-		*entered = BREAKER_OPEN;
 	}
+	if (atomic_load(&b->state) == BREAKER_CLOSED && breaker_ratio_trips(b, p, now_ms))
+		breaker_trip(b, p, now_ms, BREAKER_WHY_RATIO, entered);
 }
 
 int breaker_close(struct breaker *b)
@@ -104,6 +214,7 @@ int breaker_close(struct breaker *b)
 	int moved = 0;
 
 	atomic_store(&b->consecutive, 0);
+	breaker_window_clear(b);
 	moved |= breaker_move(b, BREAKER_OPEN, BREAKER_CLOSED);
 	moved |= breaker_move(b, BREAKER_HALF_OPEN, BREAKER_CLOSED);
 	return moved;

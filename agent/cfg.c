@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "breaker.h"
 #include "cachekey.h"
 #include "cfg.h"
 #include "h1c.h"
@@ -537,6 +538,38 @@ static int cfg_p_retry_on(struct cfg_builder *b, const char *val, char *why)
 	return 0;
 }
 
+/* Decimals of a ratio: thousandths, as BREAKER_RATIO_ONE. */
+#define CFG_RATIO_DECIMALS 3
+
+/* A ratio 0..1 with at most three decimals ("0", "0.5", "1", ".25"), kept in
+ * thousandths. */
+static int cfg_p_ratio(struct cfg_builder *b, const char *val, char *why)
+{
+	const char *p = val;
+	unsigned whole = 0, frac = 0, digits = 0;
+
+	if (*p >= '0' && *p <= '9')
+		whole = (unsigned)(*p++ - '0');
+	else if (*p != '.')
+		return cfg_why(why, "'%s': expected a ratio from 0 to 1 (e.g. 0.5)", val);
+	if (*p == '.') {
+		p++;
+		while (*p >= '0' && *p <= '9' && digits < CFG_RATIO_DECIMALS) {
+			frac = frac * 10 + (unsigned)(*p++ - '0');
+			digits++;
+		}
+		if (!digits)
+			return cfg_why(why, "'%s': expected a ratio from 0 to 1 (e.g. 0.5)", val);
+		for (; digits < CFG_RATIO_DECIMALS; digits++)
+			frac *= 10;
+	}
+	if (*p || whole > 1 || (whole == 1 && frac))
+		return cfg_why(why, "'%s': expected a ratio from 0 to 1 with at most three "
+		               "decimals (e.g. 0.5)", val);
+	b->c->breaker_ratio_pm = whole * BREAKER_RATIO_ONE + frac;
+	return 0;
+}
+
 static int cfg_p_log_level(struct cfg_builder *b, const char *val, char *why)
 {
 	int l = log_level_parse(val);
@@ -752,7 +785,8 @@ static const struct cfg_key cfg_keys[] = {
 	  "proxy for user-service requests (http://, https://, socks5[h]://host:port); "
 	  "none = direct, proxy environment variables ignored", CFG_FN(cfg_p_proxy) },
 	{ "upstream-client", "auto",
-	  "auto (native HTTP/1.1 client for http:// with an IP address, else libcurl), native or curl",
+	  "auto (native client, HTTP/1.1 or h2c, for http:// with an IP address, else libcurl), "
+	  "native or curl",
 	  CFG_FN(cfg_p_upstream_client) },
 	{ "upstream-retries", "1",
 	  "extra attempts after a retryable failure (native client), within timeout",
@@ -780,7 +814,8 @@ static const struct cfg_key cfg_keys[] = {
 	  CFG_NUM(CFG_K_BOOL, trace_generate, 0, 1) },
 	{ "upstream-http-version", "1.1",
 	  "to the user service: 1.1 (keep-alive) or h2c (HTTP/2 cleartext, prior knowledge, "
-	  "one multiplexed connection; http:// only)", CFG_FN(cfg_p_http_version) },
+	  "one multiplexed connection per worker, native client over libnghttp2; http:// only)",
+	  CFG_FN(cfg_p_http_version) },
 	{ "breaker", "off",
 	  "circuit breaker: after breaker-failures consecutive failures (no answer or 5xx) "
 	  "answer outcome=error without calling, one probe per breaker-open-time",
@@ -789,6 +824,14 @@ static const struct cfg_key cfg_keys[] = {
 	  CFG_NUM(CFG_K_UINT, breaker_failures, 1, 1000000) },
 	{ "breaker-open-time", "5s", "how long the breaker stays open before one probe request",
 	  CFG_NUM(CFG_K_DUR, breaker_open_ms, 1, 3600000) },
+	{ "breaker-failure-ratio", "0",
+	  "also open the breaker when at least this share (0..1, e.g. 0.5) of the calls in "
+	  "breaker-window failed; 0 = off", CFG_FN(cfg_p_ratio) },
+	{ "breaker-window", "10s", "sliding window of breaker-failure-ratio",
+	  CFG_NUM(CFG_K_DUR, breaker_window_ms, 10, 3600000) },
+	{ "breaker-min-requests", "20",
+	  "calls the window must hold before breaker-failure-ratio can open the breaker",
+	  CFG_NUM(CFG_K_UINT, breaker_min_requests, 1, 1000000) },
 	{ "ca-file", NULL, "CA bundle for https (default: system store)", CFG_FN(cfg_p_ca) },
 	{ "client-cert", NULL, "client certificate for https", CFG_FN(cfg_p_cert) },
 	{ "client-key", NULL, "client private key for https", CFG_FN(cfg_p_key) },
@@ -1048,7 +1091,8 @@ static int cfg_load_argv(struct cfg_builder *b, int argc, char *const argv[],
 }
 
 /* Checks across keys done once every key is in: h2c needs http:// and a
- * libcurl able to reuse h2c connections; subject-claim and subject-header
+ * libcurl able to reuse h2c connections unless the native client takes it
+ * (http:// to an IP literal, or upstream-client native); subject-claim and subject-header
  * exclude each other; subject-header is captured through the copy-header
  * slots (upstream.c reads those), with no hdr.* variable unless it is also
  * a copy-header. */
@@ -1062,7 +1106,7 @@ static int cfg_validate_late(struct cfg *c, char *err, size_t errlen)
 		         "user-service-url must be http://");
 		return -1;
 	}
-	if (c->upstream_http_version == CFG_HTTP_H2C) {
+	if (c->upstream_http_version == CFG_HTTP_H2C && !c->upstream_native) {
 		char why[CFG_WHY_MAX];
 
 		if (!upstream_h2c_supported(why, sizeof(why))) {
@@ -1118,14 +1162,9 @@ static int cfg_validate(struct cfg_builder *b, char *err, size_t errlen)
 		         "with 'upstream-proxy' set, use 'auto' or 'curl'", b->client_where);
 		return -1;
 	}
-	if (c->upstream_http_version == CFG_HTTP_H2C && c->upstream_client == CFG_UPC_NATIVE) {
-		snprintf(err, errlen, "%s: key 'upstream-client': 'native' speaks HTTP/1.1 only; "
-		         "with 'upstream-http-version h2c', use 'auto' or 'curl'", b->client_where);
-		return -1;
-	}
-	/* A configured proxy and h2c are libcurl's job: auto then means curl. */
-	if (c->upstream_client != CFG_UPC_CURL && !c->upstream_proxy &&
-	    c->upstream_http_version != CFG_HTTP_H2C) {
+	/* A configured proxy is libcurl's job: auto then means curl. h2c to
+	 * an http:// IP (or, forced native, a name) is the native h2c client. */
+	if (c->upstream_client != CFG_UPC_CURL && !c->upstream_proxy) {
 		rc = h1c_url_parse(c->user_service_url, c->upstream_client == CFG_UPC_NATIVE,
 		                   &c->upstream_addr, &c->upstream_addrlen, &c->upstream_host,
 		                   &c->upstream_path_off, why, sizeof(why));

@@ -25,7 +25,7 @@
 /* upstream-client: which HTTP client calls the user service. */
 enum cfg_upstream_client {
 	CFG_UPC_AUTO = 0,       /* native for http:// with an IP literal, else libcurl */
-	CFG_UPC_NATIVE,         /* agent/h1c.c; http:// only (names resolved at load) */
+	CFG_UPC_NATIVE,         /* agent/h1c.c or h2c.c; http:// only (names resolved at load) */
 	CFG_UPC_CURL,           /* libcurl for everything */
 	CFG_UPC_ENTRIES
 };
@@ -34,7 +34,7 @@ enum cfg_upstream_client {
 enum cfg_http_version {
 	CFG_HTTP_1_1 = 0,       /* HTTP/1.1, keep-alive */
 	CFG_HTTP_H2C = 1,       /* HTTP/2 over cleartext, prior knowledge, multiplexed
-	                         * (libcurl path only) */
+	                         * (agent/h2c.c when native, else libcurl) */
 };
 
 struct cfg {
@@ -83,6 +83,9 @@ struct cfg {
 	int breaker;                    /* circuit breaker on/off */
 	unsigned breaker_failures;      /* consecutive failures that open it */
 	unsigned breaker_open_ms;       /* open time before one probe */
+	unsigned breaker_ratio_pm;      /* failure ratio that opens it, 1/1000; 0 = off */
+	unsigned breaker_window_ms;     /* the ratio's sliding window */
+	unsigned breaker_min_requests;  /* calls in the window before the ratio counts */
 	char *ca_file;                  /* NULL when unset */
 	char *client_cert;
 	char *client_key;

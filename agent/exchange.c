@@ -516,7 +516,13 @@ void exchange_cache_drop(struct exchange *x)
 
 static void exchange_breaker_log(int entered, const struct cfg *cfg)
 {
-	if (entered == BREAKER_OPEN)
+	if (entered == BREAKER_OPEN && breaker_open_why(breaker_process()) == BREAKER_WHY_RATIO)
+		log_warn("circuit breaker: open: at least %u.%03u of the user-service calls "
+		         "in %ums failed; answering outcome=error without calling it for %ums",
+		         cfg->breaker_ratio_pm / BREAKER_RATIO_ONE,
+		         cfg->breaker_ratio_pm % BREAKER_RATIO_ONE, cfg->breaker_window_ms,
+		         cfg->breaker_open_ms);
+	else if (entered == BREAKER_OPEN)
 		log_warn("circuit breaker: open: the user service failed %u times in a row; "
 		         "answering outcome=error without calling it for %ums",
 		         cfg->breaker_failures, cfg->breaker_open_ms);
@@ -550,7 +556,9 @@ static int exchange_breaker_admit(const struct exchange *x)
  * half-open for ever. */
 static void exchange_breaker_done(struct exchange *x, long status)
 {
-	struct breaker_params p = { x->cfg->breaker_failures, x->cfg->breaker_open_ms };
+	struct breaker_params p = { x->cfg->breaker_failures, x->cfg->breaker_open_ms,
+	                            x->cfg->breaker_ratio_pm, x->cfg->breaker_window_ms,
+	                            x->cfg->breaker_min_requests };
 	int entered;
 
 	if (x->breaker == BREAKER_NONE || x->breaker == BREAKER_REJECT)

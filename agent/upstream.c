@@ -22,6 +22,7 @@
 
 #include "cfg.h"
 #include "h1c.h"
+#include "h2c.h"
 #include "log.h"
 #include "upstream.h"
 
@@ -70,6 +71,7 @@ struct upstream {
 	unsigned keepalive_max;         /* idle connections to keep (cfg) */
 	long maxconnects;               /* CURLMOPT_MAXCONNECTS in force */
 	struct h1c *h1;                 /* owned: the native client (cfg->upstream_native) */
+	struct h2c *h2;                 /* owned: the native h2c client (native + h2c) */
 };
 
 static pthread_once_t upstream_once = PTHREAD_ONCE_INIT;
@@ -497,9 +499,15 @@ struct upstream *upstream_new(struct ev_loop *loop, const struct cfg *cfg)
 	u->h1 = h1c_new(loop, cfg);
 	if (!u->h1)
 		goto out_free_multi;
+	u->h2 = h2c_new(loop, cfg);
+	if (!u->h2)
+		goto out_free_h1;
 	upstream_set_cfg(u, cfg);
 	return u;
 
+out_free_h1:
+	h1c_free(u->h1);
+	u->h1 = NULL;
 out_free_multi:
 	curl_multi_cleanup(u->multi);
 	u->multi = NULL;
@@ -511,6 +519,7 @@ out_free_u:
 void upstream_set_cfg(struct upstream *u, const struct cfg *cfg)
 {
 	h1c_set_cfg(u->h1, cfg);
+	h2c_set_cfg(u->h2, cfg);
 	/* keepalive-max 0 is done per request with CURLOPT_FORBID_REUSE. */
 	u->keepalive_max = cfg->keepalive_max;
 	upstream_update_maxconnects(u);
@@ -624,7 +633,9 @@ int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
 	CURL *e;
 
 	if (cfg->upstream_native)
-		return h1c_start(u->h1, cfg, url, headers, n, done, arg);
+		return cfg->upstream_http_version == CFG_HTTP_H2C
+		       ? h2c_start(u->h2, cfg, url, headers, n, done, arg)
+		       : h1c_start(u->h1, cfg, url, headers, n, done, arg);
 	/* One allocation: the request, then the header list (nodes, then the
 	 * lines they point to), which curl only reads. */
 	for (size_t i = 0; i < n; i++)
@@ -683,7 +694,7 @@ out_free_req:
 
 unsigned upstream_pending(const struct upstream *u)
 {
-	return u->n_reqs + h1c_pending(u->h1);
+	return u->n_reqs + h1c_pending(u->h1) + h2c_pending(u->h2);
 }
 
 void upstream_abort_all(struct upstream *u)
@@ -695,6 +706,7 @@ void upstream_abort_all(struct upstream *u)
 		upstream_req_finish(u, q, CURLE_ABORTED_BY_CALLBACK);
 	}
 	h1c_abort_all(u->h1);
+	h2c_abort_all(u->h2);
 }
 
 void upstream_free(struct upstream *u)
@@ -704,6 +716,8 @@ void upstream_free(struct upstream *u)
 	upstream_abort_all(u);
 	h1c_free(u->h1);
 	u->h1 = NULL;
+	h2c_free(u->h2);
+	u->h2 = NULL;
 	/* May call the socket callback for cached connections: the loop is
 	 * still alive, and REMOVE frees their watchers. */
 	curl_multi_cleanup(u->multi);

@@ -1,5 +1,6 @@
 """Circuit breaker (agent option breaker on): after breaker-failures
-consecutive failures the agent answers outcome=error without calling the user
+consecutive failures (or, with breaker-failure-ratio, that share of the calls
+over breaker-window) the agent answers outcome=error without calling the user
 service, probes with one request once breaker-open-time has passed, closes on
 success; stale-if-error still answers while it is open; the state is in
 /metrics and each transition in the log."""
@@ -197,3 +198,70 @@ def test_reload_with_breaker_off_closes_it(fake_user, demo_services, haproxy_bin
         assert metrics(gw)["spoa_auth_breaker_state"] == 0
     finally:
         stop_all(procs, strict=("agent-breaker-reload",))
+
+
+RATIO_MIN_REQUESTS = 10
+
+
+def test_failure_ratio_opens_it_where_no_run_of_failures_would(fake_user, demo_services,
+                                                                haproxy_bin, agent_bin, logdir):
+    # Every other call fails: never two in a row, so breaker-failures alone
+    # would never open it; half of the calls over the window does.
+    gw_port, agent_port, admin_port = free_ports(3)
+    procs = []
+    calls0 = fake_user.total_calls()
+    try:
+        agent = start_agent(logdir, agent_bin, agent_port, fake_user.url, extra=[
+            "--breaker", "on", "--breaker-failures", "2",
+            "--breaker-failure-ratio", "0.5", "--breaker-window", "30s",
+            "--breaker-min-requests", str(RATIO_MIN_REQUESTS),
+            "--breaker-open-time", "%dms" % (OPEN_S * 1000),
+            "--admin-listen", "%s:%d" % (HOST, admin_port)], name="agent-breaker-ratio")
+        procs.append(agent)
+        wait_port(admin_port, agent)
+        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
+                                   demo_services["biz_port"], agent_port))
+        wait_agent_up(gw_port, procs)
+        gw = Gateway(gw_port, procs, admin_port=admin_port)
+        good, bad = new_case(), new_case()
+        fake_user.program(good, status=200, body="tok-" + good)
+        fake_user.program(bad, status=503, body="down")
+        assert metrics(gw)["spoa_auth_breaker_state"] == 0
+        statuses, opened_after = [], None
+        for i in range(3 * RATIO_MIN_REQUESTS):
+            statuses.append(gw.get("/api/business/x", cookie(bad if i % 2 == 0 else good)).status)
+            if metrics(gw)["spoa_auth_breaker_state"] == 1:
+                opened_after = i + 1
+                break
+        assert opened_after is not None, statuses
+        # it opened on a failure, with every call before answered as called
+        assert opened_after % 2 == 1, statuses
+        assert statuses == [503, 200] * (opened_after // 2) + [503], statuses
+        # and not before the window held breaker-min-requests calls (the
+        # readiness calls, answered 401, count as successes)
+        assert fake_user.total_calls() - calls0 >= RATIO_MIN_REQUESTS
+        wait_log(agent, "circuit breaker: open: at least 0.500 of the user-service calls")
+        assert metrics(gw)["spoa_auth_breaker_state"] == 1
+        calls = fake_user.calls(good)
+        assert gw.get("/api/business/x", cookie(good)).status == 503   # not called
+        assert fake_user.calls(good) == calls
+        # one probe after the open time, a success: closed
+        time.sleep(OPEN_S + 0.2)
+        assert gw.get("/api/business/x", cookie(good)).status == 200
+        wait_log(agent, "circuit breaker: closed: the probe succeeded")
+        assert metrics(gw)["spoa_auth_breaker_state"] == 0
+        # the window started again empty: one failure does not re-open it
+        assert gw.get("/api/business/x", cookie(bad)).status == 503
+        assert metrics(gw)["spoa_auth_breaker_state"] == 0
+    finally:
+        stop_all(procs, strict=("agent-breaker-ratio",))
+
+
+@pytest.mark.parametrize("key,value", [("breaker-failure-ratio", "1.5"),
+                                       ("breaker-failure-ratio", "half"),
+                                       ("breaker-window", "0"), ("breaker-min-requests", "0")])
+def test_bad_ratio_values_stop_the_start(agent_bin, key, value):
+    import subprocess
+    r = subprocess.run([agent_bin, "-c", "--" + key, value], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert re.search(r"'--%s'" % re.escape(key), r.stderr), r.stderr

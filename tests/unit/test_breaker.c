@@ -5,7 +5,10 @@
  * fixed clock, the counters, a success breaking a run of failures, late
  * results of calls started before the opening, and threads hammering one
  * breaker (run it under ThreadSanitizer: make tsan) checking that at most
- * one probe runs at a time and that each transition is reported once.
+ * one probe runs at a time and that each transition is reported once; the
+ * failure-ratio window: its threshold, its minimum of calls, its sliding
+ * (old buckets stop counting), its emptying at each opening, and the half-open
+ * probe it leads to.
  *
  * What it never does: sleep or read a clock: time is a parameter.
  */
@@ -204,8 +207,131 @@ static void test_threads(void)
 	ok(atomic_load(&tb.transitions[BREAKER_CLOSED]) > 0, "and closed again on successes");
 }
 
+/* Ratio window: 50% over 1000 ms (10 buckets of 100 ms), at least 10 calls;
+ * consecutive failures far out of reach. */
+static const struct breaker_params rparams = { 1000, OPEN_MS, 500, 1000, 10 };
+
+/* One call at <now>: admitted and reported <ok>. Returns what it entered. */
+static int rcall(struct breaker *b, uint64_t now, int ok)
+{
+	int e, e2;
+	enum breaker_ticket t = breaker_admit(b, now, &e);
+
+	breaker_done(b, &rparams, t, ok, now, &e2);
+	return e2;
+}
+
+static void test_ratio(void)
+{
+	struct breaker b;
+	unsigned calls, failed;
+	int opened = -1, e;
+	uint64_t now = T0;
+	enum breaker_ticket t;
+
+	breaker_init(&b);
+	/* every other call fails: 50%, but only 9 calls: below min-requests */
+	for (int i = 0; i < 9; i++)
+		opened = rcall(&b, now, i % 2);
+	is_int(opened, -1, "ratio below min-requests: stays closed");
+	breaker_window_counts(&b, &rparams, now, &calls, &failed);
+	is_int(calls, 9, "the window holds 9 calls");
+	is_int(failed, 5, "5 of them failed");
+	/* the 10th is a success: 5/10 failed, but only a failure can open it */
+	opened = rcall(&b, now, 1);
+	is_int(opened, -1, "a success never opens it");
+	opened = rcall(&b, now, 0);
+	is_int(opened, BREAKER_OPEN, "6 of 11 failed (>= 50%): open");
+	is_int(breaker_open_why(&b), BREAKER_WHY_RATIO, "opened by the ratio");
+	breaker_window_counts(&b, &rparams, now, &calls, &failed);
+	is_int(calls, 0, "the window is emptied when it opens");
+	/* probe after open time, succeeds: closed, with an empty window */
+	now += OPEN_MS;
+	t = breaker_admit(&b, now, &e);
+	is_int(t, BREAKER_PROBE, "half-open: one probe");
+	is_int(breaker_admit(&b, now, &e), BREAKER_REJECT, "only one");
+	breaker_done(&b, &rparams, t, 1, now, &e);
+	is_int(e, BREAKER_CLOSED, "the probe's success closes it");
+	opened = rcall(&b, now, 0);
+	is_int(opened, -1, "one failure after closing: old failures do not count again");
+
+	/* 40% failing stays closed however many calls */
+	breaker_init(&b);
+	opened = -1;
+	for (int i = 0; i < 100 && opened == -1; i++)
+		opened = rcall(&b, now, i % 5 < 3);   /* the last 2 of each 5 fail */
+	is_int(opened, -1, "40% failures under a 50% threshold: closed");
+
+	/* the window slides: failures older than it stop counting */
+	breaker_init(&b);
+	for (int i = 0; i < 9; i++)
+		rcall(&b, now, 0);
+	breaker_window_counts(&b, &rparams, now + 1000, &calls, &failed);
+	is_int(calls, 0, "a window later, the 9 failures are gone");
+	opened = -1;
+	for (int i = 0; i < 9 && opened == -1; i++)
+		opened = rcall(&b, now + 1000, 1);
+	opened = rcall(&b, now + 1000, 0);
+	is_int(opened, -1, "1 failure in 10 calls of the new window: closed");
+	breaker_window_counts(&b, &rparams, now + 1500, &calls, &failed);
+	is_int(calls, 10, "half a window later, the bucket still counts");
+
+	/* ratio 0 (off): only the consecutive count */
+	breaker_init(&b);
+	for (int i = 0; i < 50; i++)
+		breaker_done(&b, &params, breaker_admit(&b, now, &e), i % 2, now, &opened);
+	is_int(breaker_state_get(&b), BREAKER_CLOSED, "ratio off: alternating failures never open");
+	breaker_window_counts(&b, &params, now, &calls, &failed);
+	is_int(calls, 0, "and nothing is counted");
+
+	/* a failed probe re-opens it, reason: probe */
+	breaker_init(&b);
+	for (int i = 0; i < 10; i++)
+		rcall(&b, now, 0);
+	is_int(breaker_state_get(&b), BREAKER_OPEN, "open");
+	t = breaker_admit(&b, now + OPEN_MS, &e);
+	breaker_done(&b, &rparams, t, 0, now + OPEN_MS, &e);
+	is_int(e, BREAKER_OPEN, "failed probe: open again");
+	is_int(breaker_open_why(&b), BREAKER_WHY_PROBE, "reason: the probe");
+}
+
+/* Threads counting into the same window bucket: no call lost (one CAS per
+ * call on the bucket word). */
+#define RT_THREADS 4
+#define RT_CALLS 20000
+static const struct breaker_params rtparams = { 1000000, OPEN_MS, 999, 3600000, 1000000 };
+static struct breaker rtb;
+
+static void *rt_main(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < RT_CALLS; i++) {
+		int e;
+
+		breaker_done(&rtb, &rtparams, BREAKER_CALL, i % 2, T0, &e);
+	}
+	return NULL;
+}
+
+static void test_ratio_threads(void)
+{
+	pthread_t th[RT_THREADS];
+	unsigned calls, failed;
+
+	breaker_init(&rtb);
+	for (int i = 0; i < RT_THREADS; i++)
+		pthread_create(&th[i], NULL, rt_main, NULL);
+	for (int i = 0; i < RT_THREADS; i++)
+		pthread_join(th[i], NULL);
+	breaker_window_counts(&rtb, &rtparams, T0, &calls, &failed);
+	is_int(calls, RT_THREADS * RT_CALLS, "concurrent calls: none lost in the window");
+	is_int(failed, RT_THREADS * RT_CALLS / 2, "nor any failure");
+}
+
 int main(void)
 {
+	test_ratio();
+	test_ratio_threads();
 	test_walk();
 	test_late_results();
 	test_names();
