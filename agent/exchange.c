@@ -211,7 +211,8 @@ static int exchange_l1_request_ok(const struct cfg *cfg, const struct args *a)
 {
 	const struct args_hdr *h = &a->hdrs[0];
 
-	if (cfg->l1_max_ttl_ms < 1000 || cfg->cache_key_client || a->n_hdrs != 1 || a->n_unsafe)
+	if (cfg->l1_max_ttl_ms < 1000 || cfg->cache_key_client || a->n_hdrs != 1 || a->n_unsafe ||
+	    a->n_bad_scope)
 		return 0;
 	if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
 		return 0;
@@ -221,10 +222,12 @@ static int exchange_l1_request_ok(const struct cfg *cfg, const struct args *a)
 
 /* Marks <d>, just built from <r> and not yet shared, with how long an L1 may
  * keep it: a 2xx allow without Set-Cookie, cacheable by the agent's own TTL
- * policy (Cache-Control, the JWT exp, cache-max-ttl), and whose body holds
- * no '|' (the L1 value's separator). Leaves l1_until_ms 0 otherwise. */
-static void exchange_l1_mark(const struct cfg *cfg, const struct upstream_response *r,
-                             struct decision *d)
+ * policy (Cache-Control, the JWT exp, cache-max-ttl), whose body holds no
+ * '|' (the L1 value's separator), and, for a request of scope <scope> (""
+ * = none: the L1 key holds the URI), not narrowed by the user service to
+ * another scope or the URI (X-Auth-Scope). Leaves l1_until_ms 0 otherwise. */
+static void exchange_l1_mark(const struct cfg *cfg, const char *scope,
+                             const struct upstream_response *r, struct decision *d)
 {
 	struct httpcc_policy pol = {
 		.default_ttl_ms = cfg->cache_ttl_ms,
@@ -236,6 +239,8 @@ static void exchange_l1_mark(const struct cfg *cfg, const struct upstream_respon
 
 	if (cfg->l1_max_ttl_ms < 1000 || d->outcome != DECISION_ALLOW || d->set_cookie ||
 	    r->status < 200 || r->status > 299 || (r->body && memchr(r->body, '|', r->body_len)))
+		return;
+	if (scope[0] && r->auth_scope && strcmp(r->auth_scope, scope) != 0)
 		return;
 	ttl = httpcc_ttl(&pol, (int)r->status, r->cache_control,
 	                 r->cache_control ? strlen(r->cache_control) : 0, r->body, r->body_len, now);
@@ -662,7 +667,7 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 		                r->status, (unsigned)x->cfg->max_frame_size);
 	}
 	if (d && !too_big && x->l1_ok)
-		exchange_l1_mark(x->cfg, r, d);
+		exchange_l1_mark(x->cfg, x->l1_scope, r, d);
 	if (!d)
 		d = decision_error();
 	else if (!too_big && d->outcome == DECISION_ERROR && r->status >= 200 && r->status < 300) {
@@ -848,6 +853,10 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	if (tr.on)
 		memcpy(x->trace_id, tr.ctx.trace_id, sizeof(x->trace_id));
 	x->l1_ok = exchange_l1_request_ok(w->cfg, &a);
+	if (x->l1_ok && a.scope) {
+		memcpy(x->l1_scope, a.scope, a.scope_len);
+		x->l1_scope[a.scope_len] = 0;
+	}
 
 	if (role == EXCHANGE_CACHE_LEADER) {
 		struct decision *d = NULL;
