@@ -18,9 +18,9 @@ import urllib.parse
 
 import pytest
 
-from harness import (HOST, Gateway, Proc, free_ports, http, new_case, start_agent,
+from harness import (REPO, HOST, Gateway, Proc, free_ports, http, new_case, start_agent,
                      start_haproxy, stop_all, wait_agent_up, wait_log, wait_port, SPOE_CONF,
-                     HAPROXY_CFG)
+                     HAPROXY_CFG, sha256_hex)
 
 ADMIN_TOKEN = "t-" + secrets.token_hex(16)
 L1_TTL_S = 3             # L1_MAX_TTL and the agent's l1-max-ttl
@@ -64,7 +64,10 @@ def l1(fake_user, demo_services, haproxy_bin, agent_bin, logdir, tmp_path_factor
     env, map_name = l1_env(haproxy_bin, tmp, sock)
     tiny_tmp = tmp_path_factory.mktemp("l1tiny")
     tiny_env, _ = l1_env(haproxy_bin, tiny_tmp, str(tiny_tmp / "rt.sock"), slots=1)
-    gw_port, tiny_port, agent_port, admin_port = free_ports(4)
+    sc_tmp = tmp_path_factory.mktemp("l1scope")
+    sc_env, _ = l1_env(haproxy_bin, sc_tmp, str(sc_tmp / "rt.sock"))
+    sc_env["SCOPE_MAP"] = str(REPO / "haproxy" / "scopes.map")
+    gw_port, tiny_port, sc_port, agent_port, admin_port = free_ports(5)
     procs = []
     try:
         procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
@@ -74,12 +77,16 @@ def l1(fake_user, demo_services, haproxy_bin, agent_bin, logdir, tmp_path_factor
                                    demo_services["biz_port"], agent_port, env_extra=env))
         procs.append(start_haproxy(logdir, haproxy_bin, tiny_port, fake_user.port,
                                    demo_services["biz_port"], agent_port, env_extra=tiny_env))
+        procs.append(start_haproxy(logdir, haproxy_bin, sc_port, fake_user.port,
+                                   demo_services["biz_port"], agent_port, env_extra=sc_env))
         wait_agent_up(gw_port, procs)
         wait_agent_up(tiny_port, procs)
+        wait_agent_up(sc_port, procs)
         gw = Gateway(gw_port, procs, agent_port=agent_port, admin_port=admin_port,
                      user=fake_user, haproxy=procs[1], sock=sock, map_name=map_name,
                      **demo_services)
         gw.tiny = Gateway(tiny_port, procs, user=fake_user, haproxy=procs[2])
+        gw.scoped = Gateway(sc_port, procs, user=fake_user, haproxy=procs[3])
         yield gw
     finally:
         stop_all(procs, strict=("agent",))
@@ -131,6 +138,33 @@ def primed(gw, case, path="/api/business/x"):
     r = get(gw, case, path)
     assert (r.status, r.header("X-Auth-Cache")) == (200, "l1"), r
     return r
+
+
+def runtime(gw, cmd):
+    """One command on HAProxy's runtime socket; its answer."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(gw.sock)
+    s.sendall(cmd.encode() + b"\n")
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return out.decode()
+
+
+def l1_cred(case):
+    """The session hash haproxy.cfg computes (and the agent, hapi_l1_cred())."""
+    return sha256_hex("spoa-l1-v1|case=" + case).upper()
+
+
+def l1_key(case, path):
+    """The key of the entry for <case> at <path> (no scope applies)."""
+    return sha256_hex(l1_cred(case) + "|u:" + path).upper()
 
 
 def admin_post(gw, body):
@@ -244,6 +278,52 @@ def test_scope_or_uri_is_part_of_the_key(l1):
     assert r.header("X-Auth-Cache") != "l1", r
 
 
+def test_scope_keys_the_l1_across_uris_of_one_scope(l1):
+    gw = l1.scoped
+    case = ok_case(l1)
+    r = get(gw, case, "/api/business/orders/1")
+    assert r.header("X-Auth-Cache") == "miss", r
+    for i in range(2, 6):
+        r = get(gw, case, "/api/business/orders/%d" % i)
+        assert (r.status, r.header("X-Auth-Cache")) == (200, "l1"), r
+    assert calls(l1, case) == 1
+    # another scope is another key
+    r = get(gw, case, "/api/business/admin/x")
+    assert r.header("X-Auth-Cache") != "l1", r
+
+
+def test_answer_narrowed_to_its_uri_is_not_stored_for_the_scope(l1):
+    gw = l1.scoped
+    case = ok_case(l1, headers=[("X-Auth-Scope", "uri")])
+    for i in range(3):
+        r = get(gw, case, "/api/business/orders/%d" % i)
+        assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
+
+
+def test_client_address_in_the_decision_means_no_l1(fake_user, demo_services, haproxy_bin,
+                                                    agent_bin, logdir, tmp_path):
+    """cache-key-client on (the agent's default): the decision may depend on
+    the client address, which the L1 key does not hold."""
+    sock = str(tmp_path / "rt.sock")
+    env, map_name = l1_env(haproxy_bin, tmp_path, sock)
+    gw_port, agent_port, admin_port = free_ports(3)
+    args = agent_args(sock, map_name, admin_port)
+    i = args.index("--cache-key-client")
+    args[i + 1] = "on"
+    procs = []
+    try:
+        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url, extra=args))
+        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
+                                   demo_services["biz_port"], agent_port, env_extra=env))
+        wait_agent_up(gw_port, procs)
+        gw = Gateway(gw_port, procs, user=fake_user)
+        case = ok_case(gw)
+        labels = [get(gw, case).header("X-Auth-Cache") for _ in range(3)]
+        assert labels == ["miss", "hit", "hit"], labels
+    finally:
+        stop_all(procs, strict=("agent",))
+
+
 def test_logout_tombstone_blocks_an_in_flight_miss(l1):
     case = ok_case(l1)
     primed(l1, case, "/api/business/a")
@@ -260,10 +340,21 @@ def test_logout_tombstone_blocks_an_in_flight_miss(l1):
     assert r.status == 200, r
     t.join(10)
     assert out["r"].status == 200 and out["r"].header("X-Auth-Cache") == "miss", out["r"]
+    held = runtime(l1, "show map " + l1.map_name)
+    assert l1_key(case, "/api/business/a") in held, "the key computed here is HAProxy's"
+    assert l1_key(case, "/api/business/b") not in held, "the in-flight answer was not stored"
+    assert l1_cred(case) in runtime(l1, "show table l1_tomb")
     # neither the entry held before the logout nor the in-flight answer
     for path in ("/api/business/a", "/api/business/b"):
         r = get(l1, case, path)
         assert r.header("X-Auth-Cache") != "l1", (path, r)
+
+
+def test_logout_of_a_session_the_l1_never_held_leaves_no_tombstone(l1):
+    case = new_case()           # unknown to the fake: 401, never in the L1
+    r = l1.request("POST", "/api/user/logout", cookie(case))
+    assert r.status == 200, r
+    assert l1_cred(case) not in runtime(l1, "show table l1_tomb")
 
 
 def test_admin_invalidation_reaches_the_l1(l1):
@@ -272,6 +363,7 @@ def test_admin_invalidation_reaches_the_l1(l1):
     ok0 = metric(l1, "spoa_auth_l1_runtime_commands_total")
     r = admin_post(l1, "cookie=" + urllib.parse.quote("case=" + case))
     assert r.status == 200 and b'"l1":"ok"' in r.body, r
+    assert l1_cred(case) in runtime(l1, "show table l1_tomb"), "the agent's hash is HAProxy's"
     assert metric(l1, "spoa_auth_l1_runtime_commands_total") == ok0 + 1
     r = get(l1, case)
     assert r.header("X-Auth-Cache") != "l1", r
@@ -283,6 +375,7 @@ def test_admin_invalidate_all_clears_the_l1(l1):
     primed(l1, b)
     r = admin_post(l1, "all=1")
     assert r.status == 200 and b'"l1":"ok"' in r.body, r
+    assert "tok-" not in runtime(l1, "show map " + l1.map_name)
     for case in (a, b):
         r = get(l1, case)
         assert r.header("X-Auth-Cache") != "l1", r

@@ -11,6 +11,9 @@
  * received, a success reply, an error reply, a server that never answers
  * (the timeout), and a socket path nobody listens on.
  *
+ * It also checks the L1 configuration keys: their defaults, and that a bad
+ * value stops the load with an error naming the key.
+ *
  * What it never does: talk to a real HAProxy (tests/e2e/test_l1.py does).
  */
 #include <pthread.h>
@@ -21,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "cfg.h"
 #include "hapi.h"
 #include "tap.h"
 
@@ -90,12 +94,55 @@ static int exec_against(struct srv *s, const char *path, const char *cmd, int ti
 	return rc;
 }
 
+/* cfg_load() of defaults + one option <key> <val>: expects a refusal naming
+ * the key. */
+static void cfg_refused(const char *key, const char *val)
+{
+	char opt[64], err[256];
+	char *argv[2];
+	struct cfg *c;
+
+	snprintf(opt, sizeof(opt), "--%s", key);
+	argv[0] = opt;
+	argv[1] = (char *)val;
+	c = cfg_load(NULL, 2, argv, err, sizeof(err));
+	ok(c == NULL && strstr(err, opt) != NULL, "cfg: %s '%s' refused, naming the key (%s)",
+	   key, val, err);
+	cfg_put(c);
+}
+
+static void test_cfg_keys(void)
+{
+	char err[256];
+	struct cfg *c = cfg_load(NULL, 0, NULL, err, sizeof(err));
+
+	ok(c != NULL, "cfg: defaults load");
+	if (c) {
+		is_int(c->l1_max_ttl_ms, 5000, "cfg: l1-max-ttl defaults to 5s");
+		ok(c->haproxy_runtime_socket == NULL, "cfg: haproxy-runtime-socket off by default");
+		ok(c->haproxy_l1_map && strcmp(c->haproxy_l1_map, "virt@l1") == 0,
+		   "cfg: haproxy-l1-map defaults to virt@l1");
+		ok(c->haproxy_l1_tombstones && strcmp(c->haproxy_l1_tombstones, "l1_tomb") == 0,
+		   "cfg: haproxy-l1-tombstones defaults to l1_tomb");
+	}
+	cfg_put(c);
+	cfg_refused("l1-max-ttl", "2h");
+	cfg_refused("l1-max-ttl", "-1");
+	cfg_refused("l1-max-ttl", "3600001");
+	cfg_refused("haproxy-runtime-socket", "relative.sock");
+	cfg_refused("haproxy-runtime-socket", "localhost:9999");
+	cfg_refused("haproxy-l1-map", "virt@l1;clear");
+	cfg_refused("haproxy-l1-tombstones", "a b");
+}
+
 int main(void)
 {
 	char cred[HAPI_L1_CRED_HEX + 1], buf[HAPI_CMD_MAX], err[128], dir[] = "/tmp/hapiXXXXXX";
 	char path[96];
 	struct srv s;
 	int n;
+
+	test_cfg_keys();
 
 	/* the hash HAProxy computes */
 	ok(hapi_l1_cred(VEC_COOKIE, strlen(VEC_COOKIE), cred) == 0, "cred: computed");
