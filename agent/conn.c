@@ -184,6 +184,7 @@ static void conn_write_frame(struct conn *c, struct iovec *iov, int cnt)
 		do
 			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		while (n < 0 && errno == EINTR);
+		METRICS_INC(c->w->met.writes);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
 				conn_io_error(c, errno);
@@ -638,6 +639,7 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 		ssize_t n = send(c->fd, c->tx + c->tx_off, conn_tx_pending(c),
 		                 MSG_NOSIGNAL | MSG_DONTWAIT);
 
+		METRICS_INC(c->w->met.writes);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
