@@ -191,7 +191,7 @@ help:
 # Installation (docs/operations.md). The config file is never overwritten; the
 # unit's /usr/sbin and /etc paths are rewritten to SBINDIR and SYSCONFDIR.
 # INSTALL_BIN: the binary to install (default: the one built here).
-DOC_FILES := docs/operations.md scripts/spoa-auth.rules.yml $(wildcard haproxy/haproxy.cfg haproxy/spoe-auth.conf)
+DOC_FILES := docs/operations.md scripts/spoa-auth.rules.yml $(wildcard haproxy/haproxy.cfg haproxy/spoe-auth.conf haproxy/scopes.map)
 
 .PHONY: install uninstall deb verify-unit
 

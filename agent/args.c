@@ -23,6 +23,9 @@ void args_init(struct args *a)
 {
 	a->uri = NULL;
 	a->uri_len = 0;
+	a->scope = NULL;
+	a->scope_len = 0;
+	a->n_bad_scope = 0;
 	a->xff = NULL;
 	a->xff_len = 0;
 	a->src_kind = CACHEKEY_ADDR_NONE;
@@ -72,6 +75,35 @@ int args_add_header(struct args *a, const struct cfg *cfg, const char *name, siz
 	return 1;
 }
 
+int args_scope_ok(const char *s, size_t len)
+{
+	if (!s || len == 0 || len > ARGS_SCOPE_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == ':' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* `scope`: HAProxy sends a null when txn.auth_scope is unset (no scope). */
+static void args_set_scope(struct args *a, const struct spop_data *v)
+{
+	a->scope = NULL;
+	a->scope_len = 0;
+	if (v->type == SPOP_T_NULL)
+		return;
+	if (v->type == SPOP_T_STR && args_scope_ok(v->u.str.ptr, v->u.str.len)) {
+		a->scope = v->u.str.ptr;
+		a->scope_len = v->u.str.len;
+		return;
+	}
+	a->n_bad_scope++;
+}
+
 static void args_set_src(struct args *a, const struct spop_data *v)
 {
 	a->src_kind = CACHEKEY_ADDR_NONE;
@@ -109,6 +141,8 @@ int args_classify(struct args *a, const struct cfg *cfg, const uint8_t **p, cons
 				a->uri = v.u.str.ptr ? v.u.str.ptr : "";
 				a->uri_len = v.u.str.len;
 			}
+		} else if (args_name_is(&name, "scope", 5)) {
+			args_set_scope(a, &v);
 		} else if (args_name_is(&name, "src", 3)) {
 			args_set_src(a, &v);
 		} else if (args_name_is(&name, "xff", 3)) {
@@ -137,6 +171,9 @@ int args_key(const struct args *a, struct cachekey *ck, uint8_t key[CACHEKEY_LEN
 		if (cachekey_header(ck, a->hdrs[i].name, a->hdrs[i].name_len, a->hdrs[i].value,
 		                    a->hdrs[i].value_len) < 0)
 			return -1;
+	if (a->scope)
+		return cachekey_end_scope(ck, a->xff, a->xff_len, a->src_kind, addr, a->src_len,
+		                          a->scope, a->scope_len, key, cred);
 	return cachekey_end_client(ck, a->xff, a->xff_len, a->src_kind, addr, a->src_len, a->uri,
 	                           a->uri_len, key, cred);
 }

@@ -27,6 +27,7 @@ struct cfg;
 #define ARGS_SRC_TEXT_MAX 46     /* INET6_ADDRSTRLEN: a `src` string longer is ignored */
 #define ARGS_LOG_KEY_LEN 32      /* bytes of the access-log hash key */
 #define ARGS_LOG_HASH_SIZE 9     /* 8 hex chars + NUL */
+#define ARGS_SCOPE_MAX 64        /* bytes of a decision scope name (`scope`) */
 
 /* One forwarded header; <value> is never NULL (absent values are not sent). */
 struct args_hdr {
@@ -39,6 +40,11 @@ struct args_hdr {
 struct args {
 	const char *uri;             /* `uri` (string or binary); NULL: none */
 	size_t uri_len;
+	const char *scope;           /* `scope`: the decision scope HAProxy gave, 1 to
+	                              * ARGS_SCOPE_MAX bytes of [A-Za-z0-9._:-];
+	                              * NULL: none (absent, or not such a name) */
+	size_t scope_len;
+	unsigned n_bad_scope;        /* `scope` arguments ignored: not such a name */
 	const char *xff;             /* `xff`: incoming X-Forwarded-For, non-empty,
 	                              * no CR/LF/NUL; NULL: none */
 	size_t xff_len;
@@ -64,14 +70,22 @@ void args_init(struct args *a);
 int args_add_header(struct args *a, const struct cfg *cfg, const char *name, size_t name_len,
                     const char *value, size_t value_len);
 
+/* 1 if <s>[0..<len>) is a usable decision scope name: 1 to ARGS_SCOPE_MAX
+ * bytes, each of [A-Za-z0-9._:-]. */
+int args_scope_ok(const char *s, size_t len);
+
 /* Reads the <nargs> arguments at <*p> (advanced past them) into <a>, by name:
- * uri, src, xff, and every header <cfg> forwards; other names are skipped.
+ * uri, scope (a string that args_scope_ok() accepts; any other non-null value
+ * is counted in n_bad_scope and left out), src, xff, and every header <cfg>
+ * forwards; other names are skipped. A later `scope` replaces an earlier one.
  * Returns 0, or -1 if the arguments are malformed or more than ARGS_MAX. */
 int args_classify(struct args *a, const struct cfg *cfg, const uint8_t **p, const uint8_t *end,
                   unsigned nargs);
 
 /* The cache key and credential hash of what <a> sends (cachekey_begin,
  * every header, cachekey_end_client: the client address hashed as sent).
+ * With a scope, the key holds the scope instead of the URI
+ * (cachekey_end_scope()); the credential hash never holds either.
  * <cred> NULL: left to cachekey_cred(). Returns 0, or -1 if hashing failed. */
 int args_key(const struct args *a, struct cachekey *ck, uint8_t key[CACHEKEY_LEN],
              uint8_t cred[CACHEKEY_LEN]);

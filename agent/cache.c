@@ -530,7 +530,7 @@ out:
  * look for a stale entry and fall back to <d>. */
 static void cache_finish(struct cache *c, const uint8_t *key, struct decision *d,
                          uint32_t ttl_ms, uint64_t now, struct decision **stale_out,
-                         int failed)
+                         int failed, int private_ans)
 {
 	struct cache_shard *s = cache_shard_of(c, key);
 	struct cache_entry *ne = NULL, *freel = NULL, *e;
@@ -539,7 +539,7 @@ static void cache_finish(struct cache *c, const uint8_t *key, struct decision *d
 	struct decision *ans = d, *held = NULL;
 	uint64_t charge = 0;
 	int how = CACHE_ANS_SHARED;
-	int own = d && c->o.shareable && !c->o.shareable(d);
+	int own = private_ans || (d && c->o.shareable && !c->o.shareable(d));
 
 	if (stale_out)
 		*stale_out = NULL;
@@ -636,13 +636,19 @@ static void cache_finish(struct cache *c, const uint8_t *key, struct decision *d
 void cache_complete(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct decision *d,
                     uint32_t ttl_ms, uint64_t now_ms, struct decision **stale_out)
 {
-	cache_finish(c, key, d, ttl_ms, now_ms, stale_out, d == NULL);
+	cache_finish(c, key, d, ttl_ms, now_ms, stale_out, d == NULL, 0);
+}
+
+void cache_complete_private(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
+                            struct decision *d, uint64_t now_ms)
+{
+	cache_finish(c, key, d, 0, now_ms, NULL, 0, 1);
 }
 
 void cache_fail(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct decision *fallback,
                 uint64_t now_ms, struct decision **stale_out)
 {
-	cache_finish(c, key, fallback, 0, now_ms, stale_out, 1);
+	cache_finish(c, key, fallback, 0, now_ms, stale_out, 1, 0);
 }
 
 int cache_cancel(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct cache_waiter *w)

@@ -134,6 +134,13 @@ enum cache_res cache_lookup_lazy(struct cache *c, const uint8_t key[CACHE_KEY_LE
 void cache_complete(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct decision *d,
                     uint32_t ttl_ms, uint64_t now_ms, struct decision **stale_out);
 
+/* Leader completion with an answer that holds for the leader's request only
+ * (e.g. the user service narrowed it below the key's scope): nothing is
+ * stored, and the waiters get NULL and CACHE_ANS_OWN (each asks for itself).
+ * <d> is borrowed and may be NULL. */
+void cache_complete_private(struct cache *c, const uint8_t key[CACHE_KEY_LEN],
+                            struct decision *d, uint64_t now_ms);
+
 /* Leader completion when the user service failed (no answer, timeout, 5xx).
  * If stale-if-error is on and <key> has an entry expired less than
  * stale_grace_ms ago (or a fresh one), that entry is the answer: *stale_out

@@ -12,7 +12,10 @@
  *             value-field 'v', or under a filter for "cookie":
  *             'C' present:u8 [pair* 'c' count:u64], pair := name 'k', value 'w'
  *   key    := SHA256(the same bytes as cred, without restarting, then
- *                    'K' flags:u8 client [uri-field 'u'])
+ *                    'K' flags:u8 client [uri-field 'u' | scope-field 'o'])
+ *             (cachekey_end_scope(): flags has CACHEKEY_F_SCOPE and the scope
+ *             field stands where the URI was, so a scope's key never equals
+ *             a URI's, whatever the bytes)
  *   client := [xff-field 'x']                 (cachekey_end: the text sent), or
  *             [xff-field 'y' 'a' kind:u8 addr-field 'a']  (cachekey_end_client:
  *                                              its inputs, not formatted)
@@ -45,6 +48,7 @@
 
 #define CACHEKEY_F_URI    0x01
 #define CACHEKEY_F_CLIENT 0x02
+#define CACHEKEY_F_SCOPE  0x04  /* per request: the key holds a scope, not the URI */
 
 struct cachekey {
 	SHA256_CTX prefix;   /* cred hash with the prefix already fed */
@@ -459,7 +463,7 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
 /* Ends the credential part: writes <cred> from a copy of the running state
  * (or, <cred> NULL, keeps that copy for cachekey_cred()), then starts the
  * key's own fields. */
-static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
+static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN], uint8_t extra_flags)
 {
 	uint8_t b[2];
 
@@ -470,14 +474,15 @@ static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
 	if (cred && cachekey_cred(k, cred) < 0)
 		return -1;
 	b[0] = 'K';
-	b[1] = k->flags;
+	b[1] = k->flags | extra_flags;
 	return cachekey_feed(&k->ctx, b, 2);
 }
 
-static int cachekey_finish(struct cachekey *k, const char *uri, size_t uri_len,
+/* <tag> 'u': <uri> is the URI; 'o': a scope name (cachekey_end_scope()). */
+static int cachekey_finish(struct cachekey *k, uint8_t tag, const char *uri, size_t uri_len,
                            uint8_t key[CACHEKEY_LEN])
 {
-	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(&k->ctx, 'u', uri, uri_len) < 0)
+	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(&k->ctx, tag, uri, uri_len) < 0)
 		return -1;
 	return SHA256_Final(key, &k->ctx) == 1 ? 0 : -1;
 }
@@ -495,21 +500,24 @@ int cachekey_cred(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
 int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char *uri,
                  size_t uri_len, uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN])
 {
-	if (cachekey_split(k, cred) < 0)
+	if (cachekey_split(k, cred, 0) < 0)
 		return -1;
 	if ((k->flags & CACHEKEY_F_CLIENT) && cachekey_field(&k->ctx, 'x', xff, xff_len) < 0)
 		return -1;
-	return cachekey_finish(k, uri, uri_len, key);
+	return cachekey_finish(k, 'u', uri, uri_len, key);
 }
 
-int cachekey_end_client(struct cachekey *k, const char *xff, size_t xff_len,
-                        enum cachekey_addr kind, const void *addr, size_t addr_len,
-                        const char *uri, size_t uri_len, uint8_t key[CACHEKEY_LEN],
-                        uint8_t cred[CACHEKEY_LEN])
+/* cachekey_end_client() and cachekey_end_scope(): <tag> as for
+ * cachekey_finish(). */
+static int cachekey_end_addr(struct cachekey *k, const char *xff, size_t xff_len,
+                             enum cachekey_addr kind, const void *addr, size_t addr_len,
+                             uint8_t tag, const char *uri, size_t uri_len,
+                             uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN])
 {
 	uint8_t b[2];
 
-	if (cachekey_split(k, cred) < 0)
+	if (cachekey_split(k, cred, tag == 'o' && (k->flags & CACHEKEY_F_URI) ? CACHEKEY_F_SCOPE
+	                                                                        : 0) < 0)
 		return -1;
 	if (k->flags & CACHEKEY_F_CLIENT) {
 		b[0] = 'a';
@@ -519,7 +527,25 @@ int cachekey_end_client(struct cachekey *k, const char *xff, size_t xff_len,
 		                   kind == CACHEKEY_ADDR_NONE ? 0 : addr_len) < 0)
 			return -1;
 	}
-	return cachekey_finish(k, uri, uri_len, key);
+	return cachekey_finish(k, tag, uri, uri_len, key);
+}
+
+int cachekey_end_client(struct cachekey *k, const char *xff, size_t xff_len,
+                        enum cachekey_addr kind, const void *addr, size_t addr_len,
+                        const char *uri, size_t uri_len, uint8_t key[CACHEKEY_LEN],
+                        uint8_t cred[CACHEKEY_LEN])
+{
+	return cachekey_end_addr(k, xff, xff_len, kind, addr, addr_len, 'u', uri, uri_len, key,
+	                         cred);
+}
+
+int cachekey_end_scope(struct cachekey *k, const char *xff, size_t xff_len,
+                       enum cachekey_addr kind, const void *addr, size_t addr_len,
+                       const char *scope, size_t scope_len, uint8_t key[CACHEKEY_LEN],
+                       uint8_t cred[CACHEKEY_LEN])
+{
+	return cachekey_end_addr(k, xff, xff_len, kind, addr, addr_len, 'o', scope, scope_len,
+	                         key, cred);
 }
 
 int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t n,

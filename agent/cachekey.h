@@ -7,7 +7,8 @@
  *     header reduced to the configured cookies); no URI, no client address.
  *     All entries of a session share it; a logout invalidates by it.
  *   - key:  cred + the X-Forwarded-For value sent (unless disabled) + the URI
- *     (unless disabled). What a cached decision may be reused for.
+ *     (unless disabled), or instead of the URI the request's decision scope
+ *     (cachekey_end_scope()). What a cached decision may be reused for.
  * Every field is tagged and length-prefixed, absent is encoded apart from
  * empty, and the options that change the encoding (salt, scope, cookie set,
  * included fields) are hashed in first, so two configurations never share a
@@ -118,6 +119,18 @@ int cachekey_end_client(struct cachekey *k, const char *xff, size_t xff_len,
                         enum cachekey_addr kind, const void *addr, size_t addr_len,
                         const char *uri, size_t uri_len, uint8_t key[CACHEKEY_LEN],
                         uint8_t cred[CACHEKEY_LEN]);
+
+/* cachekey_end_client() for a request with a decision scope: the key holds
+ * the scope name <scope>[0..<scope_len>) where it would hold the URI, tagged
+ * apart (no scope's key equals any URI's key, nor one of another scope), and
+ * nothing else changes; the cred is the same as cachekey_end_client()'s, so a
+ * logout drops scoped and URI-keyed entries alike. With the URI left out of
+ * the key (include_uri 0) the scope is left out too: the same key as
+ * cachekey_end_client(). */
+int cachekey_end_scope(struct cachekey *k, const char *xff, size_t xff_len,
+                       enum cachekey_addr kind, const void *addr, size_t addr_len,
+                       const char *scope, size_t scope_len, uint8_t key[CACHEKEY_LEN],
+                       uint8_t cred[CACHEKEY_LEN]);
 
 /* The same in one call over <n> headers. */
 int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t n,

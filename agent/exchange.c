@@ -411,17 +411,34 @@ static void exchange_complete(struct exchange *x, struct decision *d, enum excha
 	worker_maybe_done(w);
 }
 
+/* 1 if the user service narrowed its answer for a scope-keyed leader: its
+ * X-Auth-Scope <said> names another scope, or "uri" (docs/cache.md,
+ * "Scopes"). Absent: the answer holds for the whole scope. */
+static int exchange_narrowed(const struct exchange *x, const char *said)
+{
+	return x->scope[0] && said && strcmp(said, x->scope) != 0;
+}
+
 /* Leader's end: store or fail the key, whatever happened to the connection,
  * so that every waiter gets an answer. May replace *<d> by a stale entry.
- * Returns the label of the answer. */
+ * <said>: the answer's X-Auth-Scope, NULL if none. Returns the label of the
+ * answer. */
 static enum exchange_label exchange_leader_done(struct exchange *x, long status,
-                                                const char *cc, const char *body,
-                                                size_t body_len, struct decision **d)
+                                                const char *cc, const char *said,
+                                                const char *body, size_t body_len,
+                                                struct decision **d)
 {
 	struct worker *w = x->w;
 	uint64_t now = exchange_mono_ms();
 
-	if (status >= 100 && status < 500 && (*d)->outcome != DECISION_ERROR) {
+	if (status >= 100 && status < 500 && (*d)->outcome != DECISION_ERROR &&
+	    exchange_narrowed(x, said)) {
+		/* It holds for this request's URI only: not stored under the
+		 * scope's key, and each coalesced request asks for itself. */
+		log_debug("user-service answer (status %ld) narrowed below scope %s: "
+		          "not cached", status, x->scope);
+		cache_complete_private(w->cache, x->key, *d, now);
+	} else if (status >= 100 && status < 500 && (*d)->outcome != DECISION_ERROR) {
 		struct httpcc_policy pol = {
 			.default_ttl_ms = x->cfg->cache_ttl_ms,
 			.deny_ttl_ms = x->cfg->cache_deny_ttl_ms,
@@ -579,7 +596,8 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	}
 	if (x->cache_role == EXCHANGE_CACHE_LEADER) {
 		enum exchange_label label = exchange_leader_done(x, r->status, r->cache_control,
-		                                                 r->body, r->body_len, &d);
+		                                                 r->auth_scope, r->body,
+		                                                 r->body_len, &d);
 
 		exchange_complete(x, d, label);
 	} else {
@@ -678,7 +696,7 @@ static void exchange_call(struct exchange *x, const struct args *a,
 	}
 	d = decision_error();
 	if (x->cache_role == EXCHANGE_CACHE_LEADER)
-		label = exchange_leader_done(x, 0, NULL, NULL, 0, &d);
+		label = exchange_leader_done(x, 0, NULL, NULL, NULL, 0, &d);
 	exchange_complete(x, d, label);
 }
 
@@ -720,6 +738,10 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
 		return -SPOP_ERR_INVALID;
 	exchange_trace_scan(w->cfg, args_at, f->end, nargs, &tr);
+	if (a.n_bad_scope)
+		log_debug("sid=%llu fid=%llu argument scope: not a scope name (1 to %d of "
+		          "[A-Za-z0-9._:-]): keyed on the URI", (unsigned long long)f->sid,
+		          (unsigned long long)f->fid, ARGS_SCOPE_MAX);
 	if (log_enabled(LOG_LVL_ACCESS))
 		exchange_log_hash(&a, w->cfg, cred_hash);
 	if (w->cache && w->ck && w->cfg->cache) {
@@ -781,6 +803,10 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 		}
 		x->cache_role = EXCHANGE_CACHE_LEADER;
 		memcpy(x->key, key, sizeof(x->key));
+		if (a.scope && w->cfg->cache_key_uri) {
+			memcpy(x->scope, a.scope, a.scope_len);
+			x->scope[a.scope_len] = 0;
+		}
 	}
 
 	x->cfg = cfg_get(w->cfg);

@@ -38,6 +38,8 @@ struct exchange {
 	/* Decision cache (issue 3). */
 	int cache_role;                 /* EXCHANGE_CACHE_* */
 	uint8_t key[CACHE_KEY_LEN];     /* LEADER: the key it must complete */
+	char scope[ARGS_SCOPE_MAX + 1]; /* LEADER: the decision scope <key> holds
+	                                 * (args.scope), "" when keyed on the URI */
 	struct cache_waiter waiter;     /* WAITER: queued in the cache */
 	struct decision *cache_d;       /* WAITER: the delivered answer (a reference) */
 	int cache_stale;                /* WAITER: how cache_d came (CACHE_ANS_*) */

@@ -98,6 +98,7 @@ void upstream_resp_clear_headers(struct upstream_response *r)
 	free(r->location); r->location = NULL;
 	free(r->www_authenticate); r->www_authenticate = NULL;
 	free(r->cache_control); r->cache_control = NULL;
+	free(r->auth_scope); r->auth_scope = NULL;
 	for (unsigned i = 0; i < r->n_set_cookie; i++) {
 		free(r->set_cookie[i]);
 		r->set_cookie[i] = NULL;
@@ -169,7 +170,7 @@ int upstream_resp_wants(const struct upstream_response *r, const struct cfg *cfg
 {
 	if (UPSTREAM_HDR_IS("content-type") || UPSTREAM_HDR_IS("location") ||
 	    UPSTREAM_HDR_IS("www-authenticate") || UPSTREAM_HDR_IS("cache-control") ||
-	    UPSTREAM_HDR_IS("set-cookie"))
+	    UPSTREAM_HDR_IS("set-cookie") || UPSTREAM_HDR_IS("x-auth-scope"))
 		return 1;
 	for (size_t i = 0; i < r->n_copy; i++)
 		if (upstream_name_is(name, nlen, cfg->copy_headers[i], strlen(cfg->copy_headers[i])))
@@ -188,6 +189,8 @@ void upstream_resp_header(struct upstream_response *r, const struct cfg *cfg,
 		upstream_keep(&r->www_authenticate, v, vlen);
 	else if (UPSTREAM_HDR_IS("cache-control"))
 		upstream_keep(&r->cache_control, v, vlen);
+	else if (UPSTREAM_HDR_IS("x-auth-scope"))
+		upstream_keep(&r->auth_scope, v, vlen);
 	else if (UPSTREAM_HDR_IS("set-cookie") && r->n_set_cookie < UPSTREAM_MAX_SET_COOKIE) {
 		r->set_cookie[r->n_set_cookie] = strndup(v, vlen);
 		if (r->set_cookie[r->n_set_cookie])

@@ -52,6 +52,8 @@ struct upstream_response {
 	char *location;
 	char *www_authenticate;
 	char *cache_control;        /* for the cache (issue 3) */
+	char *auth_scope;           /* X-Auth-Scope: the scope the answer holds for
+	                             * (docs/cache.md, "Scopes") */
 	char *set_cookie[UPSTREAM_MAX_SET_COOKIE];
 	unsigned n_set_cookie;
 	char **copy;                /* [cfg->n_copy_headers], value or NULL */

@@ -24,6 +24,12 @@ Routes
                           suffixes like ".json", case); a URI that stays
                           ambiguous counts as an admin one. A session past half its life is
                           refreshed with a new Set-Cookie on the 200.
+                          Every answer says the decision scope it holds for
+                          (X-Auth-Scope, docs/cache.md "Scopes"): "admin" for
+                          an admin URI (as above), "business" for the rest of
+                          /api/business, "uri" for anything else; a gateway
+                          that keyed the request on another scope does not
+                          reuse the answer.
   GET  /__stats           JSON for tests: number of /api/user/token calls and
                           SHA-256 hashes of the last tokens issued.
 
@@ -58,6 +64,7 @@ TOKEN_TTL = 120             # seconds
 TOKEN_CACHE_ALLOW = "private, max-age=60"
 TOKEN_CACHE_DENY = "private, max-age=5"
 ADMIN_SEGMENTS = ["api", "business", "admin"]
+BUSINESS_SEGMENTS = ["api", "business"]
 MAX_DECODE_ROUNDS = 3       # %2561 -> %61 -> a: deeper nesting is ambiguous
 MAX_SESSIONS = 100000       # live sessions kept; past it the oldest end
 PCT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -134,6 +141,16 @@ def route_segments(segments):
             continue
         out.append(name.split(".", 1)[0] or name)
     return out
+
+
+def decision_scope(uri):
+    """The scope a token answer about <uri> holds for (X-Auth-Scope): the
+    scopes of haproxy/scopes.map, read as leniently as is_admin_uri()."""
+    if is_admin_uri(uri):
+        return "admin"
+    segs = route_segments(urllib.parse.unquote(request_path(uri), errors="replace")
+                          .replace("\\", "/").split("/"))
+    return "business" if segs[:len(BUSINESS_SEGMENTS)] == BUSINESS_SEGMENTS else "uri"
 
 
 def is_admin_uri(uri):
@@ -254,9 +271,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def unauthorized(self, message="login required", cache_control="no-store"):
+    def unauthorized(self, message="login required", cache_control="no-store", headers=()):
         self.reply(401, {"error": "unauthorized", "message": message},
-                   headers=[("WWW-Authenticate", REALM)], cache_control=cache_control)
+                   headers=[("WWW-Authenticate", REALM), *headers], cache_control=cache_control)
 
     # ---- credentials -----------------------------------------------------
     def session_cookie(self, payload, max_age=SESSION_TTL):
@@ -349,27 +366,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         request_uri = (query.get("request_uri") or [""])[0]
         user, session = self.identify()
+        scope = [("X-Auth-Scope", decision_scope(request_uri))]
         # Token answers say how long a gateway may reuse them (spoa-auth's
         # decision cache reads this): a minute for an identity (the JWT's own
         # exp caps it too), a few seconds for a refusal. An answer that
         # refreshes the session cookie is not reusable.
         if not user:
-            return self.unauthorized(cache_control=TOKEN_CACHE_DENY)
+            return self.unauthorized(cache_control=TOKEN_CACHE_DENY, headers=scope)
         if user["role"] != "admin" and is_admin_uri(request_uri):
             return self.reply(403, {"error": "forbidden", "message": "admin role required"},
-                              cache_control=TOKEN_CACHE_DENY)
+                              headers=scope, cache_control=TOKEN_CACHE_DENY)
         now = int(time.time())
         claims = dict(user, iat=now, exp=now + TOKEN_TTL)
         token = jwt_encode(self.server.keys.jwt, claims)
         with stats.lock:
             stats.recent.append(hashlib.sha256(token.encode()).hexdigest())
-        headers = []
+        headers = list(scope)
         if session and session["exp"] - now < SESSION_TTL // 2 and \
                 self.server.sessions.refresh(session["sid"], now + SESSION_TTL):
             headers.append(("Set-Cookie", self.session_cookie(
                 dict(session, iat=now, exp=now + SESSION_TTL))))
         return self.reply(200, token, "text/plain", headers,
-                          cache_control="no-store" if headers else TOKEN_CACHE_ALLOW)
+                          cache_control="no-store" if len(headers) > len(scope)
+                          else TOKEN_CACHE_ALLOW)
 
 
 def main():

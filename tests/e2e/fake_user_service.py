@@ -11,11 +11,19 @@ and of any caching in the agent.
     fake.program(case, close=True)              # close without answering
     fake.program(case, msgpack={"sub": "alice"})
     fake.program(case, status=302, nonce_cookie="oauth_state")  # a fresh Set-Cookie per call
+    fake.program(case, uri_rules=[("admin", 403, b"no", [])])  # per request_uri
     fake.calls(case)                            # recorded token calls
 
 Unknown cases: 401 JSON with WWW-Authenticate. Any other path (public routes
 proxied by the gateway) answers 200 JSON echoing the request and is recorded
 too (fake.requests).
+
+uri_rules: (needle, status, body, headers) tried in order on the token call's
+request_uri, percent-decoded (repeatedly) and lowercased, backslashes read as
+slashes: the first rule whose needle it contains answers instead of the
+case's status, body and headers (the case's delay, Content-Type and
+nonce_cookie still apply). A user service that decides on the real URI, as
+the most lenient backend would read it.
 """
 import http.server
 import json
@@ -76,7 +84,7 @@ def msgpack_encode(v):
 
 class Case:
     def __init__(self, status=200, body=b"", content_type="text/plain", headers=(), delay=0.0,
-                 garbage=None, close=False, msgpack=None, nonce_cookie=None):
+                 garbage=None, close=False, msgpack=None, nonce_cookie=None, uri_rules=()):
         if isinstance(body, str):
             body = body.encode()
         if msgpack is not None:
@@ -84,6 +92,22 @@ class Case:
         self.status, self.body, self.content_type = status, body, content_type
         self.headers, self.delay, self.garbage, self.close = list(headers), delay, garbage, close
         self.nonce_cookie = nonce_cookie
+        self.uri_rules = [(n, st, b.encode() if isinstance(b, str) else b, list(h))
+                          for n, st, b, h in uri_rules]
+
+    def answer_for(self, request_uri):
+        """(status, body, headers) for a token call about <request_uri>."""
+        uri = request_uri or ""
+        for _ in range(8):
+            decoded = urllib.parse.unquote(uri, errors="replace")
+            if decoded == uri:
+                break
+            uri = decoded
+        uri = uri.replace("\\", "/").lower()
+        for needle, status, body, headers in self.uri_rules:
+            if needle in uri:
+                return status, body, headers
+        return self.status, self.body, self.headers
 
 
 def case_of(cookie_headers):
@@ -148,12 +172,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
-        headers = list(case.headers)
+        status, body, headers = case.answer_for(rec["request_uri"])
+        headers = list(headers)
         if case.nonce_cookie:
             nonce = secrets.token_hex(16)
             rec["nonce"] = nonce
             headers.append(("Set-Cookie", "%s=%s; Path=/; HttpOnly" % (case.nonce_cookie, nonce)))
-        self.answer(case.status, case.body, case.content_type, headers)
+        self.answer(status, body, case.content_type, headers)
 
     def answer(self, status, body, content_type, headers):
         try:

@@ -8,7 +8,9 @@
  * what may reach a user-service request: every slice lies inside the input,
  * no forwarded header value, X-Forwarded-For or text address holds CR, LF
  * or NUL, only forwarded names are kept, at most one header per argument;
- * the cache key of the result is computable and deterministic.
+ * a decision scope kept is a scope name (1..ARGS_SCOPE_MAX of
+ * [A-Za-z0-9._:-]) inside the input; the cache key of the result is
+ * computable and deterministic.
  *
  * What it never does: I/O beyond stderr; a failed invariant calls abort() so
  * libFuzzer records the input.
@@ -80,6 +82,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      fuzz_inside(a->xff, a->xff_len, data, end));
 	if (a->uri)
 		CHECK(fuzz_inside(a->uri, a->uri_len, data, end));
+	if (a->scope)
+		CHECK(a->scope_len >= 1 && a->scope_len <= ARGS_SCOPE_MAX &&
+		      args_scope_ok(a->scope, a->scope_len) &&
+		      fuzz_inside(a->scope, a->scope_len, data, end));
+	else
+		CHECK(a->scope_len == 0);
+	CHECK(a->n_bad_scope <= data[0]);
 	if (a->src_kind == CACHEKEY_ADDR_TEXT)
 		CHECK(a->src_len <= ARGS_SRC_TEXT_MAX && fuzz_clean(a->src_text, a->src_len));
 	CHECK(args_key(a, fuzz_ck, k1, c1) == 0 && args_key(a, fuzz_ck, k2, c2) == 0);

@@ -5,7 +5,9 @@
  * What it does: encodes NOTIFY arguments with spop.c's writers and checks
  * what args_classify() makes of them (uri, src of each type, xff, forwarded
  * headers in order, unknown names skipped, values with CR/LF/NUL dropped and
- * counted, malformed or too many arguments refused); that the admin
+ * counted, malformed or too many arguments refused); the `scope` argument
+ * (kept only as a scope name, else counted) and its key (the scope instead of
+ * the URI, the credential hash unchanged); that the admin
  * endpoint's way of building a struct args (args_add_header()) gives the same
  * credential hash as the NOTIFY path for the same headers, unsafe ones
  * included; that args_key() is the key of exactly those slices; and that the
@@ -134,6 +136,165 @@ static void test_classify(const struct cfg *cfg)
 	}
 }
 
+static void enc_null_arg(struct enc *e, const char *name)
+{
+	struct spop_data d;
+
+	d.type = SPOP_T_NULL;
+	spop_put_str(&e->p, e->buf + sizeof(e->buf), name, strlen(name));
+	spop_put_data(&e->p, e->buf + sizeof(e->buf), &d);
+	e->n++;
+}
+
+/* `scope`: 1..ARGS_SCOPE_MAX of [A-Za-z0-9._:-], else absent and counted. */
+static void test_scope_classify(const struct cfg *cfg)
+{
+	static const char *const bad[] = {
+		"", "admin business", "adm/in", "adm%69n", "admin\n", "caf\xc3\xa9", "a;b",
+		"a\r\nX: 1", "*", "uri?",
+	};
+	char longest[ARGS_SCOPE_MAX + 2];
+	struct args a;
+	struct enc e;
+	size_t i;
+
+	enc_init(&e);
+	ARG(&e, "scope", "business");
+	ARG(&e, "uri", "/api/business/orders/1");
+	ok(classify(&a, cfg, &e) == 0 && slice_is(a.scope, a.scope_len, "business") &&
+	   a.n_bad_scope == 0 && slice_is(a.uri, a.uri_len, "/api/business/orders/1"),
+	   "scope and uri both kept");
+	is_int((long long)a.n_hdrs, 0, "  scope is never a forwarded header");
+
+	enc_init(&e);
+	ARG(&e, "scope", "Az09._:-");
+	ok(classify(&a, cfg, &e) == 0 && slice_is(a.scope, a.scope_len, "Az09._:-"),
+	   "every allowed character class");
+
+	enc_init(&e);
+	enc_null_arg(&e, "scope");
+	ARG(&e, "uri", "/x");
+	ok(classify(&a, cfg, &e) == 0 && a.scope == NULL && a.n_bad_scope == 0,
+	   "null scope (txn.auth_scope unset): none, not counted");
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		enc_init(&e);
+		enc_str_arg(&e, "scope", SPOP_T_STR, bad[i], strlen(bad[i]));
+		ok(classify(&a, cfg, &e) == 0 && a.scope == NULL && a.n_bad_scope == 1,
+		   "bad scope #%zu: none, counted", i);
+	}
+	enc_init(&e);
+	enc_str_arg(&e, "scope", SPOP_T_STR, "a\0b", 3);
+	ok(classify(&a, cfg, &e) == 0 && a.scope == NULL && a.n_bad_scope == 1, "NUL: none");
+	enc_init(&e);
+	enc_str_arg(&e, "scope", SPOP_T_BIN, "admin", 5);
+	ok(classify(&a, cfg, &e) == 0 && a.scope == NULL && a.n_bad_scope == 1,
+	   "binary, not a string: none");
+
+	memset(longest, 'a', sizeof(longest));
+	enc_init(&e);
+	enc_str_arg(&e, "scope", SPOP_T_STR, longest, ARGS_SCOPE_MAX);
+	ok(classify(&a, cfg, &e) == 0 && a.scope && a.scope_len == ARGS_SCOPE_MAX,
+	   "ARGS_SCOPE_MAX bytes: kept");
+	enc_init(&e);
+	enc_str_arg(&e, "scope", SPOP_T_STR, longest, ARGS_SCOPE_MAX + 1);
+	ok(classify(&a, cfg, &e) == 0 && a.scope == NULL && a.n_bad_scope == 1,
+	   "one byte more: none");
+
+	enc_init(&e);
+	ARG(&e, "scope", "admin");
+	ARG(&e, "scope", "bad scope");
+	ok(classify(&a, cfg, &e) == 0 && a.scope == NULL && a.n_bad_scope == 1,
+	   "a later scope replaces an earlier one");
+}
+
+/* With a scope, the key holds it instead of the URI; the cred is unchanged. */
+static void test_scope_key(const struct cfg *cfg)
+{
+	struct cachekey_opts o = { 1, 1, NULL, 0, NULL, NULL, 0 };
+	struct cachekey_opts nouri = { 0, 1, NULL, 0, NULL, NULL, 0 };
+	struct cachekey *ck, *cn;
+	struct args a;
+	struct enc e;
+	uint8_t k1[CACHEKEY_LEN], c1[CACHEKEY_LEN], k2[CACHEKEY_LEN], c2[CACHEKEY_LEN];
+	uint8_t k3[CACHEKEY_LEN], c3[CACHEKEY_LEN], k4[CACHEKEY_LEN], c4[CACHEKEY_LEN];
+	char err[128];
+
+	ck = cachekey_new(&o, err, sizeof(err));
+	cn = cachekey_new(&nouri, err, sizeof(err));
+	if (!ck || !cn) {
+		ok(0, "cachekey_new: %s", err);
+		goto out;
+	}
+	enc_init(&e);
+	ARG(&e, "scope", "business");
+	ARG(&e, "uri", "/api/business/orders/1");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, ck, k1, c1) == 0, "scoped key 1");
+	enc_init(&e);
+	ARG(&e, "scope", "business");
+	ARG(&e, "uri", "/api/business/orders/2?x=1");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, ck, k2, c2) == 0, "scoped key 2");
+	ok(memcmp(k1, k2, CACHEKEY_LEN) == 0, "two URIs of one scope: one key");
+	ok(memcmp(c1, c2, CACHEKEY_LEN) == 0, "  one cred");
+	ok(cachekey_begin(ck) == 0 && cachekey_header(ck, "cookie", 6, "sid=1", 5) == 0 &&
+	   cachekey_end_scope(ck, NULL, 0, CACHEKEY_ADDR_NONE, NULL, 0, "business", 8, k3, c3) == 0 &&
+	   memcmp(k1, k3, CACHEKEY_LEN) == 0, "  args_key == cachekey_end_scope on the same slices");
+
+	enc_init(&e);
+	ARG(&e, "scope", "admin");
+	ARG(&e, "uri", "/api/business/orders/1");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, ck, k3, c3) == 0 &&
+	   memcmp(k1, k3, CACHEKEY_LEN) != 0 && memcmp(c1, c3, CACHEKEY_LEN) == 0,
+	   "another scope: another key, the same cred");
+
+	enc_init(&e);
+	ARG(&e, "scope", "business");
+	ARG(&e, "uri", "/api/business/orders/1");
+	ARG(&e, "cookie", "sid=2");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, ck, k3, c3) == 0 &&
+	   memcmp(k1, k3, CACHEKEY_LEN) != 0 && memcmp(c1, c3, CACHEKEY_LEN) != 0,
+	   "another session, same scope: another key and cred");
+
+	/* a URI spelled like the scope name never shares its key */
+	enc_init(&e);
+	ARG(&e, "uri", "business");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, ck, k3, c3) == 0 &&
+	   memcmp(k1, k3, CACHEKEY_LEN) != 0 && memcmp(c1, c3, CACHEKEY_LEN) == 0,
+	   "uri \"business\" (no scope) != scope business; same cred");
+	enc_init(&e);
+	ARG(&e, "uri", "/api/business/orders/1");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, ck, k4, c4) == 0 &&
+	   memcmp(k1, k4, CACHEKEY_LEN) != 0 && memcmp(k3, k4, CACHEKEY_LEN) != 0,
+	   "no scope: keyed on the URI, as without scopes");
+
+	/* cache-key-uri off: neither URI nor scope in the key */
+	enc_init(&e);
+	ARG(&e, "scope", "business");
+	ARG(&e, "uri", "/api/business/orders/1");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, cn, k3, c3) == 0, "no-URI key, scoped");
+	enc_init(&e);
+	ARG(&e, "scope", "admin");
+	ARG(&e, "uri", "/api/business/admin");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, cn, k4, c4) == 0 &&
+	   memcmp(k3, k4, CACHEKEY_LEN) == 0,
+	   "  another scope and URI: the same key (the scope counts only with the URI)");
+	enc_init(&e);
+	ARG(&e, "uri", "/elsewhere");
+	ARG(&e, "cookie", "sid=1");
+	ok(classify(&a, cfg, &e) == 0 && args_key(&a, cn, k4, c4) == 0 &&
+	   memcmp(k3, k4, CACHEKEY_LEN) == 0, "  and the same as an unscoped request's");
+out:
+	cachekey_free(ck);
+	cachekey_free(cn);
+}
+
 /* The admin endpoint builds its struct args with args_add_header(); the
  * NOTIFY path with args_classify(). Same headers => same credential. */
 static void test_admin_same_rules(const struct cfg *cfg)
@@ -211,6 +372,8 @@ int main(void)
 		return done_testing();
 	}
 	test_classify(cfg);
+	test_scope_classify(cfg);
+	test_scope_key(cfg);
 	test_admin_same_rules(cfg);
 	test_log_hash(cfg);
 	cfg_put(cfg);

@@ -841,6 +841,35 @@ static void test_private_answers(void)
 	is_int(atomic_load(&dec_live), 0, "private: all released");
 }
 
+/* cache_complete_private(): an answer for the leader's request only (the
+ * user service narrowed it below the key's scope), whatever it is. */
+static void test_complete_private(void)
+{
+	struct cache *c = mkcache(100, 1 << 20, 1, 5000, 0);
+	struct decision *d, *out;
+	struct twaiter lead, w1;
+
+	if (!c)
+		return;
+	twaiter_init(&lead);
+	twaiter_init(&w1);
+	is_int(cache_lookup(c, KEY(7), CRED(7), 0, &out, &lead.w), CACHE_MISS, "narrowed: leader");
+	is_int(cache_lookup(c, KEY(7), CRED(7), 0, &out, &w1.w), CACHE_COALESCED, "  waiter");
+	d = dec_new(7, 10);  /* shareable */
+	cache_complete_private(c, KEY(7), d, 1);
+	ok(w1.calls == 1 && w1.d == NULL && w1.stale == CACHE_ANS_OWN,
+	   "  the waiter asks for itself");
+	is_int(dec_refs(d), 1, "  nobody but the leader holds it");
+	ok(!hit(c, 7, 2), "  not stored");
+	is_int(cache_lookup(c, KEY(7), CRED(7), 3, &out, &lead.w), CACHE_MISS,
+	       "  the key has no flight left: the next lookup leads");
+	cache_complete(c, KEY(7), d, 100000, 4, NULL);
+	ok(hit(c, 7, 5), "  and a normal completion stores as before");
+	dec_unref(d);
+	cache_free(c);
+	is_int(atomic_load(&dec_live), 0, "narrowed: all released");
+}
+
 static void test_orphans(void)
 {
 	struct cache *c = mkcache(100, 1 << 20, 1, 0, 0);
@@ -1157,6 +1186,7 @@ int main(void)
 	test_logout_hold();
 	test_logout_flood();
 	test_private_answers();
+	test_complete_private();
 	test_orphans();
 	test_free_pending();
 	test_hit_speed();

@@ -605,6 +605,60 @@ static void test_bad_opts(void)
 	ok(1, "cachekey_free(NULL)");
 }
 
+static struct out run_scope(struct cachekey *k, const struct cachekey_hdr *h, size_t n,
+                            const char *xff, enum cachekey_addr kind, const void *addr,
+                            size_t addr_len, const char *scope)
+{
+	struct out o;
+	size_t i;
+
+	memset(&o, 0xee, sizeof(o));
+	cachekey_begin(k);
+	for (i = 0; i < n; i++)
+		cachekey_header(k, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+	if (cachekey_end_scope(k, xff, slen(xff), kind, addr, addr_len, scope, slen(scope), o.key,
+	                       o.cred) < 0)
+		diag("cachekey_end_scope failed");
+	return o;
+}
+
+/* cachekey_end_scope(): the scope stands where the URI was, tagged apart. */
+static void test_scope_key(void)
+{
+	struct cachekey *k = mk(1, 1, NULL, 0), *kn = mk(0, 1, NULL, 0);
+	struct cachekey_hdr h[] = { H("cookie", "sid=abc") };
+	struct cachekey_hdr h2[] = { H("cookie", "sid=def") };
+	static const uint8_t v4a[4] = { 10, 0, 0, 1 }, v4b[4] = { 10, 0, 0, 2 };
+	struct out a, b, u;
+
+	if (!k || !kn)
+		goto out;
+	a = run_scope(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "business");
+	b = run_scope(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "business");
+	ok(same_key(a, b) && same_cred(a, b), "scope: deterministic");
+	u = run_client(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "business");
+	ok(!same_key(a, u) && same_cred(a, u), "scope \"business\" != URI \"business\"; same cred");
+	u = run_client(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, NULL);
+	b = run_scope(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, NULL);
+	ok(!same_key(b, u), "even with no bytes: a scope's key is never a URI's");
+	b = run_scope(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "admin");
+	ok(!same_key(a, b) && same_cred(a, b), "another scope: another key, same cred");
+	b = run_scope(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "business2");
+	ok(!same_key(a, b), "a scope name's prefix is not the scope");
+	b = run_scope(k, h2, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "business");
+	ok(!same_key(a, b) && !same_cred(a, b), "another session: another key and cred");
+	b = run_scope(k, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4b, 4, "business");
+	ok(!same_key(a, b), "the client address still counts");
+	b = run_scope(k, h, 1, "1.2.3.4", CACHEKEY_ADDR_IPV4, v4a, 4, "business");
+	ok(!same_key(a, b), "  and the incoming X-Forwarded-For");
+	a = run_scope(kn, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "business");
+	b = run_client(kn, h, 1, NULL, CACHEKEY_ADDR_IPV4, v4a, 4, "/any");
+	ok(same_key(a, b) && same_cred(a, b), "include_uri off: the scope is left out too");
+out:
+	cachekey_free(k);
+	cachekey_free(kn);
+}
+
 int main(void)
 {
 	test_default_key();
@@ -614,6 +668,7 @@ int main(void)
 	test_salt_scope();
 	test_incremental();
 	test_client_inputs();
+	test_scope_key();
 	test_bad_opts();
 	test_cookie_uncertain();
 	test_cookie_property();
