@@ -34,6 +34,7 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "exchange.h"
+#include "hapi.h"
 #include "hex.h"
 #include "log.h"
 #include "metrics.h"
@@ -274,6 +275,15 @@ size_t admin_render_metrics(char *buf, size_t size)
 		                 cs.invalidated);
 	}
 	{
+		struct hapi_stats hs;
+
+		hapi_stats_get(&hs);
+		admin_out_scalar(&o, "spoa_auth_l1_runtime_commands_total", "counter",
+		                 "L1 invalidations HAProxy's runtime API accepted.", hs.ok);
+		admin_out_scalar(&o, "spoa_auth_l1_runtime_errors_total", "counter",
+		                 "L1 invalidations that failed (socket or HAProxy error).", hs.failed);
+	}
+	{
 		struct breaker *b = breaker_process();
 
 		admin_out_scalar(&o, "spoa_auth_breaker_state", "gauge",
@@ -380,6 +390,20 @@ void admin_set_cfg(struct cfg *cfg)
 	cfg_put(old);
 }
 
+/* The 200 of an invalidation: what the agent dropped (<what>) and what
+ * became of the L1's copy (<l1>: off, ok or failed). */
+static enum MHD_Result admin_reply_inval(struct MHD_Connection *conn, const char *what,
+                                         const char *l1)
+{
+	char buf[96], *body;
+
+	snprintf(buf, sizeof(buf), "{\"invalidated\":\"%s\",\"l1\":\"%s\"}\n", what, l1);
+	body = strdup(buf);
+	if (!body)
+		return admin_reply_static(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, MHD_HTTP_OK, admin_ct_text, body, strlen(body), 1);
+}
+
 /* Decodes application/x-www-form-urlencoded <s> (<n> bytes) in place;
  * returns the decoded length. */
 static size_t admin_form_decode(char *s, size_t n)
@@ -448,6 +472,52 @@ static int admin_param_get(struct MHD_Connection *conn, const struct admin_param
 	return 1;
 }
 
+/* Bound on one runtime API exchange: the admin thread waits at most this. */
+#define ADMIN_HAPI_TIMEOUT_MS 500
+
+/* Carries an invalidation to HAProxy's L1 through its runtime API, when
+ * <cfg> names the socket: every entry (<all>), or the session whose SPOE
+ * `cookie` argument was <cookie>/<len> (a tombstone under its hash, which
+ * every L1 hit checks). Runs on the admin thread (blocking, bounded by
+ * ADMIN_HAPI_TIMEOUT_MS), never on a worker loop. Failures are counted and
+ * logged, rate-limited, without the hash. Returns "off" (no socket, or
+ * nothing to send), "ok" or "failed", for the reply. */
+static const char *admin_l1_invalidate(const struct cfg *cfg, int all, const char *cookie,
+                                       size_t len)
+{
+	char cmd[HAPI_CMD_MAX], cred[HAPI_L1_CRED_HEX + 1], reply[256], err[128];
+	size_t rlen;
+	int rc;
+
+	if (!cfg->haproxy_runtime_socket)
+		return "off";
+	if (all)
+		rc = hapi_cmd_clear_map(cmd, sizeof(cmd), cfg->haproxy_l1_map);
+	else if (!cookie)
+		return "off";
+	else if (hapi_l1_cred(cookie, len, cred) < 0)
+		rc = -1;
+	else
+		rc = hapi_cmd_tombstone(cmd, sizeof(cmd), cfg->haproxy_l1_tombstones, cred);
+	OPENSSL_cleanse(cred, sizeof(cred));
+	if (rc < 0) {
+		snprintf(err, sizeof(err), "cannot build the command");
+	} else {
+		rc = hapi_exec(cfg->haproxy_runtime_socket, cmd, ADMIN_HAPI_TIMEOUT_MS, reply,
+		               sizeof(reply), &rlen, err, sizeof(err));
+	}
+	OPENSSL_cleanse(cmd, sizeof(cmd));
+	hapi_count(rc);
+	if (rc < 0) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_WARN, &rl, "admin: L1 invalidation through the HAProxy "
+		                "runtime API failed: %s (the L1 TTL cap bounds the entry)", err);
+		return "failed";
+	}
+	return "ok";
+}
+
 /* Constant time in the token's content. */
 static int admin_token_ok(const char *auth, const char *token)
 {
@@ -510,9 +580,11 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 	}
 	np = admin_form_parse(rq->body, rq->len, ps);
 	if (admin_param_get(conn, ps, np, "all", &v, &vlen) && vlen == 1 && v[0] == '1') {
+		const char *l1 = admin_l1_invalidate(cfg, 1, NULL, 0);
+
 		cache_invalidate_all(admin.cache);
-		log_info("admin: every cached decision invalidated");
-		ret = admin_reply_static(conn, MHD_HTTP_OK, "{\"invalidated\":\"all\"}\n");
+		log_info("admin: every cached decision invalidated (L1: %s)", l1);
+		ret = admin_reply_inval(conn, "all", l1);
 		goto out;
 	}
 	ck = exchange_cachekey_new(cfg, admin.salt, err, sizeof(err));
@@ -548,8 +620,13 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		cache_invalidate_cred(admin.cache, cred,
 		                      (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 	}
-	log_info("admin: one session's cached decisions invalidated");
-	ret = admin_reply_static(conn, MHD_HTTP_OK, "{\"invalidated\":\"session\"}\n");
+	{
+		const char *l1 = admin_param_get(conn, ps, np, "cookie", &v, &vlen)
+		                 ? admin_l1_invalidate(cfg, 0, v, vlen) : "off";
+
+		log_info("admin: one session's cached decisions invalidated (L1: %s)", l1);
+		ret = admin_reply_inval(conn, "session", l1);
+	}
 out:
 	free(a);
 	cachekey_free(ck);

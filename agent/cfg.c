@@ -27,6 +27,7 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "h1c.h"
+#include "hapi.h"
 #include "log.h"
 #include "subject.h"
 #include "upstream.h"
@@ -574,6 +575,35 @@ static int cfg_p_admin_token(struct cfg_builder *b, const char *val, char *why)
 	return cfg_strdup(&b->c->admin_token, val, why);
 }
 
+/* haproxy-runtime-socket: "off", an absolute unix path or IP:port. */
+static int cfg_p_hapi_socket(struct cfg_builder *b, const char *val, char *why)
+{
+	if (strcasecmp(val, "off") == 0) {
+		free(b->c->haproxy_runtime_socket);
+		b->c->haproxy_runtime_socket = NULL;
+		return 0;
+	}
+	if (!hapi_addr_ok(val))
+		return cfg_why(why, "'%s': expected off, an absolute unix socket path, "
+		               "IPv4:port or [IPv6]:port", val);
+	return cfg_strdup(&b->c->haproxy_runtime_socket, val, why);
+}
+
+/* haproxy-l1-map, haproxy-l1-tombstones: names on a runtime API command line. */
+static int cfg_p_hapi_map(struct cfg_builder *b, const char *val, char *why)
+{
+	if (!hapi_name_ok(val))
+		return cfg_why(why, "'%s': visible ASCII, no spaces, quotes, ';' or '\\'", val);
+	return cfg_strdup(&b->c->haproxy_l1_map, val, why);
+}
+
+static int cfg_p_hapi_tomb(struct cfg_builder *b, const char *val, char *why)
+{
+	if (!hapi_name_ok(val))
+		return cfg_why(why, "'%s': visible ASCII, no spaces, quotes, ';' or '\\'", val);
+	return cfg_strdup(&b->c->haproxy_l1_tombstones, val, why);
+}
+
 /* log-hash-key: the key of the access log's credential hash, given as the
  * value itself or as "file:PATH" (the file's bytes, one final newline
  * dropped). At least 16 bytes. Only its SHA-256 is kept; it is never echoed
@@ -641,6 +671,9 @@ static int cfg_p_cache_shards(struct cfg_builder *b, const char *val, char *why)
 
 /* Cache durations: up to a day; 0 allowed (each key says what 0 means). */
 #define CFG_CACHE_DUR_MAX 86400000u
+/* l1-max-ttl: an L1 entry outlives a revocation that bypasses the gateway by
+ * up to this; more than an hour is never what an operator means. */
+#define CFG_L1_TTL_MAX 3600000u
 
 /* Cookie names: RFC 6265 tokens (the header-name charset), case kept. */
 static int cfg_p_cache_key_cookies(struct cfg_builder *b, const char *val, char *why)
@@ -835,6 +868,18 @@ static const struct cfg_key cfg_keys[] = {
 	{ "cache-key-cookies", NULL,
 	  "keep only these cookies of the Cookie header in the key (space-separated, repeatable)",
 	  CFG_FN(cfg_p_cache_key_cookies) },
+	{ "l1-max-ttl", "5s",
+	  "cap on how long HAProxy's L1 may keep an allow (txn.<prefix>.l1_ttl, whole seconds; "
+	  "0 = no decision is L1-eligible)", CFG_NUM(CFG_K_DUR, l1_max_ttl_ms, 0, CFG_L1_TTL_MAX) },
+	{ "haproxy-runtime-socket", "off",
+	  "HAProxy runtime API (stats socket, level admin): unix path or IP:port; POST "
+	  "/cache/invalidate then also reaches the L1 (off: the L1 TTL bounds staleness)",
+	  CFG_FN(cfg_p_hapi_socket) },
+	{ "haproxy-l1-map", "virt@l1",
+	  "name of the L1 map on the runtime socket (HAProxy 2.6: the map file's path)",
+	  CFG_FN(cfg_p_hapi_map) },
+	{ "haproxy-l1-tombstones", "l1_tomb",
+	  "name of the L1 tombstone stick table on the runtime socket", CFG_FN(cfg_p_hapi_tomb) },
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -860,6 +905,9 @@ static void cfg_free(struct cfg *c)
 	free(c->listen); c->listen = NULL;
 	free(c->admin_listen); c->admin_listen = NULL;
 	free(c->admin_token); c->admin_token = NULL;
+	free(c->haproxy_runtime_socket); c->haproxy_runtime_socket = NULL;
+	free(c->haproxy_l1_map); c->haproxy_l1_map = NULL;
+	free(c->haproxy_l1_tombstones); c->haproxy_l1_tombstones = NULL;
 	OPENSSL_cleanse(c->log_hash_key, sizeof(c->log_hash_key));
 	cfg_free_list(&c->cache_key_cookies, &c->n_cache_key_cookies);
 	free(c->user_service_url); c->user_service_url = NULL;

@@ -117,6 +117,12 @@ struct cfg {
 	int cache_key_client;
 	char **cache_key_cookies;       /* as given (case-sensitive); none = whole header */
 	size_t n_cache_key_cookies;
+
+	/* L1 cache inside HAProxy (docs/cache.md, "L1"). */
+	unsigned l1_max_ttl_ms;         /* cap on txn.<prefix>.l1_ttl; 0 = never L1-eligible */
+	char *haproxy_runtime_socket;   /* unix path or host:port; NULL = off */
+	char *haproxy_l1_map;           /* the L1 map's name on that socket */
+	char *haproxy_l1_tombstones;    /* the tombstone table's name */
 };
 
 /* Loads <path> (NULL: defaults only), then applies the command-line options

@@ -36,6 +36,9 @@ struct decision {
 	int set_cookie;                 /* the answer sets cookies: it belongs to the
 	                                 * one request that asked (never cached or
 	                                 * shared with coalesced requests) */
+	int64_t l1_until_ms;            /* wall clock (ms) until which HAProxy's L1 may
+	                                 * keep it; 0 = never. Written once by the
+	                                 * exchange that built it, before it is shared */
 	size_t actions_len;
 	uint8_t actions[];              /* encoded ACK actions, actions_len bytes */
 };

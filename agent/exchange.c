@@ -18,6 +18,10 @@
  *   upstream_start()           the HTTP call, and on its end
  *   cache_complete()/cache_fail() whatever happened to the connection;
  *   exchange_complete()        ACKs a struct decision * + the `cache` label.
+ * L1 (HAProxy's own cache, docs/cache.md "L1"): an allow that depends on
+ * nothing but the one session cookie (and the scope or URI, which HAProxy's
+ * L1 key holds) is ACKed with `l1_ttl`, the whole seconds HAProxy may keep
+ * it (exchange_l1_request_ok(), exchange_l1_mark(), exchange_l1_ttl()).
  * Never logs argument values, keys or digests: only the keyed short
  * credential hash (args_log_hash()).
  */
@@ -26,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <arpa/inet.h>
 
@@ -193,25 +198,100 @@ static void exchange_trace_scan(const struct cfg *cfg, const uint8_t *p, const u
 	}
 }
 
-/* The extra ACK actions of an answer: `cache=<label>` and, when a trace
- * was sent, `trace_id`. Writes at most EXCHANGE_EXTRA_MAX bytes at <buf>;
- * returns the length. */
-#define EXCHANGE_EXTRA_MAX (DECISION_ACK_RESERVE + 64)
+/* ---- L1 eligibility ---- */
+
+/* Whether the decision for <a> may be kept by HAProxy's L1, whose key is the
+ * one session cookie plus the scope or URI: only if the request carried
+ * nothing else the user service may decide on. That is: l1-max-ttl of at
+ * least a second, the client address out of the decision (cache-key-client
+ * off), and exactly one forwarded header, a Cookie holding one name=value
+ * pair (haproxy.cfg sends exactly that for an L1 candidate). Never looks at
+ * the values beyond their shape. */
+static int exchange_l1_request_ok(const struct cfg *cfg, const struct args *a)
+{
+	const struct args_hdr *h = &a->hdrs[0];
+
+	if (cfg->l1_max_ttl_ms < 1000 || cfg->cache_key_client || a->n_hdrs != 1 || a->n_unsafe ||
+	    a->n_bad_scope)
+		return 0;
+	if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
+		return 0;
+	return h->value_len > 1 && h->value[0] != '=' &&
+	       memchr(h->value, '=', h->value_len) && !memchr(h->value, ';', h->value_len);
+}
+
+/* Marks <d>, just built from <r> and not yet shared, with how long an L1 may
+ * keep it: a 2xx allow without Set-Cookie, cacheable by the agent's own TTL
+ * policy (Cache-Control, the JWT exp, cache-max-ttl), whose body holds no
+ * '|' (the L1 value's separator), and, for a request of scope <scope> (""
+ * = none: the L1 key holds the URI), not narrowed by the user service to
+ * another scope or the URI (X-Auth-Scope). Leaves l1_until_ms 0 otherwise. */
+static void exchange_l1_mark(const struct cfg *cfg, const char *scope,
+                             const struct upstream_response *r, struct decision *d)
+{
+	struct httpcc_policy pol = {
+		.default_ttl_ms = cfg->cache_ttl_ms,
+		.deny_ttl_ms = cfg->cache_deny_ttl_ms,
+		.max_ttl_ms = cfg->cache_max_ttl_ms,
+	};
+	uint32_t ttl;
+	int64_t now = exchange_wall_ms();
+
+	if (cfg->l1_max_ttl_ms < 1000 || d->outcome != DECISION_ALLOW || d->set_cookie ||
+	    r->status < 200 || r->status > 299 || (r->body && memchr(r->body, '|', r->body_len)))
+		return;
+	if (scope[0] && r->auth_scope && strcmp(r->auth_scope, scope) != 0)
+		return;
+	ttl = httpcc_ttl(&pol, (int)r->status, r->cache_control,
+	                 r->cache_control ? strlen(r->cache_control) : 0, r->body, r->body_len, now);
+	if (ttl)
+		d->l1_until_ms = now + ttl;
+}
+
+/* Whole seconds HAProxy's L1 may keep <d> from now under <cfg>: what is left
+ * of its mark, capped by l1-max-ttl, rounded down; 0 = not at all. */
+static unsigned exchange_l1_ttl(const struct cfg *cfg, const struct decision *d)
+{
+	int64_t left;
+
+	if (!d->l1_until_ms || d->outcome != DECISION_ALLOW || d->set_cookie)
+		return 0;
+	left = d->l1_until_ms - exchange_wall_ms();
+	if (left > (int64_t)cfg->l1_max_ttl_ms)
+		left = cfg->l1_max_ttl_ms;
+	return left >= 1000 ? (unsigned)(left / 1000) : 0;
+}
+
+/* The extra ACK actions of an answer: `cache=<label>`, when a trace was
+ * sent `trace_id`, and when <l1_ttl> is not 0 `l1_ttl`. Writes at most
+ * EXCHANGE_EXTRA_MAX bytes at <buf>; returns the length. */
+#define EXCHANGE_EXTRA_MAX (DECISION_ACK_RESERVE + 64 + 16)
 
 static size_t exchange_extra(uint8_t *buf, size_t label_len, const uint8_t *label,
-                             const char *trace_id)
+                             const char *trace_id, unsigned l1_ttl)
 {
 	uint8_t *p = buf + label_len;
 	struct spop_data d;
 
 	memcpy(buf, label, label_len);
+	if (l1_ttl) {
+		uint8_t *q = p;
+
+		d.type = SPOP_T_INT32;
+		d.u.s64 = l1_ttl;
+		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN, "l1_ttl", 6,
+		                     &d) < 0)
+			p = q;
+	}
 	if (trace_id[0]) {
 		d.type = SPOP_T_STR;
 		d.u.str.ptr = trace_id;
 		d.u.str.len = strlen(trace_id);
+		uint8_t *q = p;
+
 		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN, "trace_id", 8,
 		                     &d) < 0)
-			p = buf + label_len;
+			p = q;
 	}
 	return (size_t)(p - buf);
 }
@@ -398,8 +478,9 @@ static void exchange_complete(struct exchange *x, struct decision *d, enum excha
 		           x->conn ? "" : " (connection gone, dropped)");
 	if (x->conn) {  /* may free the connection */
 		uint8_t extra[EXCHANGE_EXTRA_MAX];
+		unsigned l1 = x->l1_ok && label != EXCHANGE_L_STALE ? exchange_l1_ttl(x->cfg, d) : 0;
 		size_t n = exchange_extra(extra, exchange_label_len[label], exchange_label_buf[label],
-		                          x->trace_id);
+		                          x->trace_id, l1);
 
 		conn_exchange_done(x->conn, x, d, extra, n);
 	}
@@ -585,6 +666,8 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 		                "fit max-frame-size %u: sending status=0 outcome=error",
 		                r->status, (unsigned)x->cfg->max_frame_size);
 	}
+	if (d && !too_big && x->l1_ok)
+		exchange_l1_mark(x->cfg, x->l1_scope, r, d);
 	if (!d)
 		d = decision_error();
 	else if (!too_big && d->outcome == DECISION_ERROR && r->status >= 200 && r->status < 300) {
@@ -619,12 +702,13 @@ static void exchange_cred_fn(void *arg, uint8_t cred[CACHE_KEY_LEN])
 /* Cache hit: ACK at once; no exchange, no copy of the actions. Consumes the
  * reference on <d>. */
 static void exchange_hit(struct conn *c, const struct spop_frame *f, struct decision *d,
-                         const char *cred_hash, const char *trace_id)
+                         const char *cred_hash, const char *trace_id, int l1_ok)
 {
 	struct worker *w = c->w;
 	uint8_t extra[EXCHANGE_EXTRA_MAX];
 	size_t n = exchange_extra(extra, exchange_label_len[EXCHANGE_L_HIT],
-	                          exchange_label_buf[EXCHANGE_L_HIT], trace_id);
+	                          exchange_label_buf[EXCHANGE_L_HIT], trace_id,
+	                          l1_ok ? exchange_l1_ttl(w->cfg, d) : 0);
 
 	METRICS_INC(w->met.cache_hit);
 	METRICS_INC(w->met.decisions[d->outcome]);
@@ -768,6 +852,11 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	memcpy(x->cred_hash, cred_hash, sizeof(x->cred_hash));
 	if (tr.on)
 		memcpy(x->trace_id, tr.ctx.trace_id, sizeof(x->trace_id));
+	x->l1_ok = exchange_l1_request_ok(w->cfg, &a);
+	if (x->l1_ok && a.scope) {
+		memcpy(x->l1_scope, a.scope, a.scope_len);
+		x->l1_scope[a.scope_len] = 0;
+	}
 
 	if (role == EXCHANGE_CACHE_LEADER) {
 		struct decision *d = NULL;
@@ -779,7 +868,7 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 		res = cache_lookup_lazy(w->cache, key, exchange_cred_fn, w->ck, exchange_mono_ms(),
 		                        &d, &x->waiter);
 		if (res == CACHE_HIT) {
-			exchange_hit(c, f, d, x->cred_hash, x->trace_id);
+			exchange_hit(c, f, d, x->cred_hash, x->trace_id, x->l1_ok);
 			exchange_release(w, x);
 			return 0;
 		}

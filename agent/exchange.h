@@ -34,6 +34,8 @@ struct exchange {
 	char cred_hash[ARGS_LOG_HASH_SIZE]; /* 8 hex chars of HMAC-SHA256(credentials) or "-" */
 	int breaker;                    /* enum breaker_ticket of its call */
 	char trace_id[33];              /* W3C trace-id sent, "" when none */
+	int l1_ok;                      /* its request may be answered from HAProxy's L1 */
+	char l1_scope[ARGS_SCOPE_MAX + 1]; /* the scope HAProxy's L1 key holds, "" = the URI */
 
 	/* Decision cache (issue 3). */
 	int cache_role;                 /* EXCHANGE_CACHE_* */

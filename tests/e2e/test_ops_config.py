@@ -14,8 +14,8 @@ MAN = os.path.join(REPO, "docs", "spoa-auth.8")
 
 # "#key value": a default, to uncomment; "# key value" after a "# ...Example(s):" line,
 # in the same comment block: an example for a key unset by default.
-DEFAULT_LINE = re.compile(r"^#([a-z][a-z-]+) (.+)$")
-EXAMPLE_LINE = re.compile(r"^# ([a-z][a-z-]+) (\S.*)$")
+DEFAULT_LINE = re.compile(r"^#([a-z][a-z0-9-]+) (.+)$")
+EXAMPLE_LINE = re.compile(r"^# ([a-z][a-z0-9-]+) (\S.*)$")
 
 
 def design_keys():
@@ -27,7 +27,7 @@ def design_keys():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
-        for k in re.findall(r"`([a-z][a-z-]+)`", cells[0]):
+        for k in re.findall(r"`([a-z][a-z0-9-]+)`", cells[0]):
             keys[k] = cells[1]
     return keys
 
@@ -92,7 +92,7 @@ def test_shipped_conf_accepted(agent_bin):
 def help_keys(agent_bin):
     r = subprocess.run([agent_bin, "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    return set(re.findall(r"--([a-z][a-z-]+)", r.stdout)) - {"help", "key", "version"}
+    return set(re.findall(r"--([a-z][a-z0-9-]+)", r.stdout)) - {"help", "key", "version"}
 
 
 def test_uncommented_defaults_accepted(agent_bin, tmp_path):
