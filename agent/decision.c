@@ -280,6 +280,7 @@ struct decision *decision_build(const struct upstream_response *r,
 	d->outcome = o;
 	d->claims_skipped = skipped;
 	d->set_cookie = r->n_set_cookie > 0;
+	d->l1_until_ms = 0;  /* the exchange marks it, before sharing it */
 	d->actions_len = (size_t)(p - d->actions);
 	/* A new block of the exact size, not realloc() in place. A shrunk
 	 * block stays where the max-frame-size block was carved, and the

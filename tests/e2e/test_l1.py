@@ -225,6 +225,23 @@ def test_other_credentials_always_miss(l1, what):
     assert agent_decisions(l1) == d0 + 1, "the agent decided it"
 
 
+def test_other_cookies_never_reach_the_decision_of_a_candidate(l1):
+    """The L1 key is the session cookie: the agent (and the user service)
+    then decide on that cookie alone, the very bytes the key was made of."""
+    case = ok_case(l1)
+    hdrs = [("Cookie", "theme=dark; case=%s; _ga=GA1.2" % case)]
+    r = l1.get("/api/business/x", hdrs)
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "miss"), r
+    sent = [v for k, v in l1.user.calls(case)[-1]["headers"] if k.lower() == "cookie"]
+    assert sent == ["case=" + case]
+    r = l1.get("/api/business/x", [("Cookie", "other=1; case=%s" % case)])
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "l1"), r
+    # not a candidate: the Cookie header goes as received
+    r = l1.get("/api/business/x", hdrs + [("Authorization", "Bearer b")])
+    sent = [v for k, v in l1.user.calls(case)[-1]["headers"] if k.lower() == "cookie"]
+    assert sent == ["theme=dark; case=%s; _ga=GA1.2" % case]
+
+
 def test_slot_collision_never_serves_another_session(l1):
     gw = l1.tiny        # one slot: every session shares it
     a, b = ok_case(l1), ok_case(l1)
