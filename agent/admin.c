@@ -222,6 +222,9 @@ size_t admin_render_metrics(char *buf, size_t size)
 	                 "SPOP frames received.", s.frames_in);
 	admin_out_scalar(&o, "spoa_auth_spop_frames_sent_total", "counter",
 	                 "SPOP frames sent.", s.frames_out);
+	admin_out_scalar(&o, "spoa_auth_spop_writes_total", "counter",
+	                 "Write system calls on SPOP connections (several frames ready in one "
+	                 "loop turn leave in one).", s.writes);
 
 	admin_out_head(&o, "spoa_auth_spop_protocol_errors_total", "counter",
 	               "Connections closed with AGENT-DISCONNECT for a protocol error, by SPOP "

@@ -83,7 +83,11 @@ static void conn_update_rx(struct conn *c)
 
 	if (want && !ev_is_active(&c->rio)) {
 		ev_io_start(loop, &c->rio);
-		if (c->rx_len)
+		/* Not from the flush: libev polls right after the prepare
+		 * watchers, so an ACK written by a fed read event then would wait
+		 * for the next wakeup; conn_flush_cb handles buffered frames
+		 * itself. */
+		if (c->rx_len && !c->flushing)
 			ev_feed_event(loop, &c->rio, EV_READ);
 	} else if (!want && ev_is_active(&c->rio)) {
 		ev_io_stop(loop, &c->rio);
@@ -163,49 +167,19 @@ static void conn_io_error(struct conn *c, int err)
 	c->dead = 1;
 }
 
-/* Sends one whole frame given as <iov>[0..<cnt>-1] with a single sendmsg()
- * (HAProxy 3.2+ may reset a connection whose frame arrives in pieces), or
- * queues it entirely behind already queued bytes to keep frame order. */
+/* Queues one whole frame given as <iov>[0..<cnt>-1] behind the frames
+ * already queued (frame order kept) and arms the flush: every frame made
+ * ready during this loop turn leaves in one send() when the loop is about to
+ * wait (conn_flush_cb), the pattern of Redis's beforeSleep. Frames stay whole
+ * in the stream; HAProxy 3.2+ may reset a connection whose frame arrives in
+ * pieces, and a single send() of whole frames is what it gets unless the
+ * socket buffer is full (then the rest follows on EV_WRITE, as before). */
 static void conn_write_frame(struct conn *c, struct iovec *iov, int cnt)
 {
-	size_t total = 0, done = 0;
-
 	if (c->dead)
 		return;
-	for (int i = 0; i < cnt; i++)
-		total += iov[i].iov_len;
-	if (conn_tx_pending(c) == 0) {
-		struct msghdr msg;
-		ssize_t n;
-
-		memset(&msg, 0, sizeof(msg));
-		msg.msg_iov = iov;
-		msg.msg_iovlen = (size_t)cnt;
-		do
-			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		while (n < 0 && errno == EINTR);
-		if (n < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				conn_io_error(c, errno);
-				return;
-			}
-			n = 0;
-		}
-		done = (size_t)n;
-	}
-	METRICS_INC(c->w->met.frames_out);
-	if (done == total)
-		return;
-	/* Queue what is left, iovec by iovec. */
 	for (int i = 0; i < cnt; i++) {
-		const uint8_t *b = iov[i].iov_base;
-		size_t len = iov[i].iov_len;
-
-		if (done >= len) {
-			done -= len;
-			continue;
-		}
-		if (conn_tx_append(c, b + done, len - done) < 0) {
+		if (conn_tx_append(c, iov[i].iov_base, iov[i].iov_len) < 0) {
 			static struct log_rl rl;
 
 			log_ratelimited(LOG_LVL_ERROR, &rl, "%s: out of memory queueing a frame",
@@ -213,9 +187,41 @@ static void conn_write_frame(struct conn *c, struct iovec *iov, int cnt)
 			c->dead = 1;
 			return;
 		}
-		done = 0;
 	}
-	ev_io_start(c->w->loop, &c->wio);
+	METRICS_INC(c->w->met.frames_out);
+	/* While the write watcher waits for room, it sends this too. */
+	if (!ev_is_active(&c->wio) && !ev_is_active(&c->flush))
+		ev_prepare_start(c->w->loop, &c->flush);
+}
+
+/* Sends queued bytes until done or EAGAIN; on EAGAIN the write watcher takes
+ * over. Marks <c> dead on an error, or once flushed when closing. */
+static void conn_send_queued(struct conn *c)
+{
+	while (conn_tx_pending(c) && !c->dead) {
+		ssize_t n = send(c->fd, c->tx + c->tx_off, conn_tx_pending(c),
+		                 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		METRICS_INC(c->w->met.writes);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				conn_io_error(c, errno);
+			break;
+		}
+		c->tx_off += (size_t)n;
+	}
+	if (c->dead)
+		return;
+	if (conn_tx_pending(c) == 0) {
+		c->tx_off = c->tx_len = 0;
+		ev_io_stop(c->w->loop, &c->wio);
+		if (c->st == CONN_ST_CLOSING)
+			c->dead = 1;
+	} else {
+		ev_io_start(c->w->loop, &c->wio);
+	}
 }
 
 /* Closes once the queue is flushed (bounded by the linger timer). */
@@ -632,29 +638,50 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = w->data;
 
+	(void)loop;
 	(void)revents;
 	c->busy++;
-	while (conn_tx_pending(c) && !c->dead) {
-		ssize_t n = send(c->fd, c->tx + c->tx_off, conn_tx_pending(c),
-		                 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				conn_io_error(c, errno);
-			break;
-		}
-		c->tx_off += (size_t)n;
-	}
-	if (conn_tx_pending(c) == 0) {
-		c->tx_off = c->tx_len = 0;
-		ev_io_stop(loop, &c->wio);
-		if (c->st == CONN_ST_CLOSING)
-			c->dead = 1;
-	}
+	conn_send_queued(c);
 	conn_update_rx(c);
 	conn_quiesce(c);
+	c->busy--;
+	conn_release(c);
+}
+
+/* The prepare watcher: the loop is about to wait, so everything this turn
+ * queued goes out now, in one send() if the socket takes it. If back-pressure
+ * had stopped reading with whole frames buffered and the flush lifted it,
+ * those frames are handled here and their ACKs flushed the same way: an
+ * event fed now would only run after the poll, and its ACKs with it. The
+ * loop ends: every round either consumes a buffered frame or stops, and
+ * nothing is read from the socket here. */
+static void conn_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)revents;
+	c->busy++;
+	c->flushing = 1;
+	for (;;) {
+		size_t before = c->rx_len;
+
+		conn_send_queued(c);
+		if (c->dead || conn_tx_pending(c) || !c->rx_len || ev_is_active(&c->rio) ||
+		    !conn_accepts_work(c))
+			break;
+		conn_process(c);
+		if (c->rx_len == before)
+			break;  /* only part of a frame: reading resumes below */
+	}
+	/* What is left waits for a limit that an I/O callback lifts (EV_WRITE,
+	 * an exchange's completion), or for more bytes: no fed event needed. */
+	conn_update_rx(c);
+	/* A drained connection's DISCONNECT goes out in this turn too. */
+	conn_quiesce(c);
+	if (conn_tx_pending(c) && !ev_is_active(&c->wio))
+		conn_send_queued(c);
+	c->flushing = 0;
+	ev_prepare_stop(loop, w);
 	c->busy--;
 	conn_release(c);
 }
@@ -865,6 +892,8 @@ struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve)
 	c->rio.data = c;
 	ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
 	c->wio.data = c;
+	ev_prepare_init(&c->flush, conn_flush_cb);
+	c->flush.data = c;
 	ev_timer_init(&c->linger, conn_linger_cb, CONN_LINGER_S, 0.);
 	c->linger.data = c;
 	ev_timer_init(&c->grace, conn_grace_cb, 0., 0.);
@@ -897,6 +926,7 @@ void conn_free(struct conn *c)
 
 	ev_io_stop(loop, &c->rio);
 	ev_io_stop(loop, &c->wio);
+	ev_prepare_stop(loop, &c->flush);
 	ev_timer_stop(loop, &c->linger);
 	ev_timer_stop(loop, &c->grace);
 	ev_timer_stop(loop, &c->hello);

@@ -5,8 +5,10 @@
  * CLOSING (a last frame is being flushed, then close). The rx buffer is
  * allocated once at max frame + 4 and only complete frames are parsed; a
  * length over the limit is refused from its 4-byte prefix, before anything is
- * buffered. Each frame goes out in one writev(); leftovers are queued and the
- * write watcher runs only while there are some.
+ * buffered. Frames are queued whole and every frame queued during one loop
+ * turn leaves in one send() when the loop is about to wait (an ev_prepare
+ * watcher, armed only while frames wait); what the socket does not take is
+ * sent by the write watcher, which runs only while there is some.
  *
  * Time bounds, so that no peer holds a max-connections slot for ever: HELLO
  * within CONN_HELLO_TIMEOUT_S; once a frame's first bytes are in, the rest
@@ -54,6 +56,8 @@ struct conn {
 	struct worker *w;               /* owner */
 	int fd;
 	ev_io rio, wio;
+	ev_prepare flush;               /* active while frames queued this turn wait
+	                                 * for the end-of-turn send() */
 	ev_timer linger;                /* bounds CLOSING when the peer stops reading */
 	ev_timer hello;                 /* bounds HELLO: a peer that never completes
 	                                 * its HAPROXY-HELLO frees its slot */
@@ -76,6 +80,7 @@ struct conn {
 	int draining;                   /* worker draining: grace, then quiesce */
 	int quiesce;                    /* grace over: DISCONNECT once idle */
 	int used;                       /* carried a NOTIFY: HAProxy's, most likely */
+	int flushing;                   /* inside conn_flush_cb */
 	int reserve;                    /* on a health-check reserve slot (beyond
 	                                 * max-connections): HELLO only */
 	ev_timer grace;                 /* end of the drain grace */

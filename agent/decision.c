@@ -215,9 +215,13 @@ static int decision_encode(uint8_t **p, const uint8_t *end,
 		if (r->content_type && !decision_put_cstr(p, end, "content_type", r->content_type))
 			return 0;
 	}
-	if (r->location && !decision_put_cstr(p, end, "location", r->location))
+	/* Location and WWW-Authenticate serve a refusal only (haproxy.cfg's
+	 * auth_refusal): an allow does not carry them, so the allow path's ACK
+	 * holds only what its rules read. */
+	if (o != DECISION_ALLOW && r->location &&
+	    !decision_put_cstr(p, end, "location", r->location))
 		return 0;
-	if (r->www_authenticate &&
+	if (o != DECISION_ALLOW && r->www_authenticate &&
 	    !decision_put_cstr(p, end, "www_authenticate", r->www_authenticate))
 		return 0;
 	for (unsigned i = 0; i < r->n_set_cookie && i < UPSTREAM_MAX_SET_COOKIE; i++)

@@ -79,6 +79,7 @@ void metrics_sum(struct metrics_snapshot *out)
 			out->conns_closed[j] += METRICS_LD(m->conns_closed[j]);
 		out->frames_in += METRICS_LD(m->frames_in);
 		out->frames_out += METRICS_LD(m->frames_out);
+		out->writes += METRICS_LD(m->writes);
 		out->ack_too_big += METRICS_LD(m->ack_too_big);
 		out->claims_skipped += METRICS_LD(m->claims_skipped);
 		out->cache_hit += METRICS_LD(m->cache_hit);

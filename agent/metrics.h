@@ -63,6 +63,7 @@ struct metrics {
 	_Atomic uint64_t conns_closed[METRICS_CLOSE_ENTRIES];
 	_Atomic uint64_t frames_in;
 	_Atomic uint64_t frames_out;
+	_Atomic uint64_t writes;            /* write system calls on SPOP sockets */
 	_Atomic uint64_t proto_errors[METRICS_PROTO_SLOTS];
 	_Atomic uint64_t ack_too_big;       /* decisions replaced by status=0 */
 	_Atomic uint64_t claims_skipped;
@@ -86,7 +87,7 @@ struct metrics_snapshot {
 	uint64_t upstream_retries[METRICS_RETRY_REASONS];
 	uint64_t inflight, conns, conns_total, conns_refused;
 	uint64_t conns_closed[METRICS_CLOSE_ENTRIES];
-	uint64_t frames_in, frames_out;
+	uint64_t frames_in, frames_out, writes;
 	uint64_t proto_errors[METRICS_PROTO_SLOTS];
 	uint64_t ack_too_big, claims_skipped;
 	uint64_t cache_hit, cache_miss, cache_coalesced, cache_stale;

@@ -79,13 +79,13 @@ static void test_allow(struct cfg *c)
 	is_int(d->status, 200, "allow: status");
 	is_int(d->outcome, DECISION_ALLOW, "allow: outcome");
 	n = decode(d->actions, d->actions_len, acts);
-	is_int(n, 7, "allow: 7 actions");
+	is_int(n, 6, "allow: 6 actions");
 	a = find(acts, n, "status");
 	ok(a && a->value.type == SPOP_T_INT32 && a->value.u.s64 == 200, "status int 200");
 	ok(str_is(find(acts, n, "outcome"), "allow"), "outcome allow");
 	ok(str_is(find(acts, n, "token"), "tok-abc"), "token = body");
 	ok(find(acts, n, "body") == NULL, "no body on allow");
-	ok(str_is(find(acts, n, "location"), "/next"), "location");
+	ok(find(acts, n, "location") == NULL, "no location on allow (only a refusal uses it)");
 	ok(str_is(find(acts, n, "set_cookie"), "a=1"), "set_cookie");
 	ok(str_is(find(acts, n, "set_cookie2"), "b=2"), "set_cookie2");
 	ok(str_is(find(acts, n, "hdr.x_user_id"), "42"), "hdr.x_user_id");
