@@ -7,6 +7,7 @@ keeps the L1 in an empty map file, 3.x in the memory-only virt@l1.
 Every test reads the L1 result from X-Auth-Cache ("l1" on a hit), counts the
 token calls of its own case at the fake, and the decisions the agent made
 (spoa_auth_decisions_total on its /metrics) to prove a hit reaches neither."""
+import os
 import re
 import secrets
 import shutil
@@ -453,6 +454,12 @@ def test_reload_empties_the_l1(fake_user, demo_services, haproxy_bin, agent_bin,
             if time.monotonic() >= resend:
                 hp.p.send_signal(signal.SIGUSR2)
                 resend = time.monotonic() + 3
+            time.sleep(0.05)
+        # The old worker keeps its listeners until the master tells it the
+        # new one is ready: wait for it to be gone, so that the next
+        # connection can only reach the new worker.
+        while os.path.exists("/proc/%s" % old):
+            assert time.monotonic() < deadline, hp.describe()
             time.sleep(0.05)
         # the new worker's map is empty: expiry alone never removes an entry
         assert "|" not in runtime(gw, "show map " + map_name)
