@@ -2,6 +2,7 @@
 plain HTTP client that sends headers exactly as given, and starters for the
 demo services, the agent and HAProxy (with the shipped configuration)."""
 import atexit
+import contextlib
 import http.client as httpclient
 import json
 import os
@@ -320,6 +321,36 @@ def wait_agent_up(gw_port, procs, path="/api/business/__ready"):
         READY_TIMEOUT_S, last, "\n\n".join(p.describe() for p in procs)))
 
 
+
+
+@contextlib.contextmanager
+def gateway(logdir, haproxy_bin, agent_bin, user_url, user_port, biz_port, agent_extra=(),
+            admin=False, agent_name="agent", agent_env=None, cfg=None, haproxy_env=None,
+            ready=True, **info):
+    """The agent (start_agent: <agent_extra>, <admin>, <agent_name>,
+    <agent_env>) and HAProxy in front of it (start_haproxy: the user service
+    on <user_port>, the business service on <biz_port>, <cfg>, <haproxy_env>),
+    then, if <ready>, wait_agent_up. Yields a Gateway with agent (its Proc),
+    haproxy, agent_port, admin_port (None without <admin>), user_port,
+    biz_port and <info>. On
+    exit both are stopped; a crash, a missed SIGTERM or a sanitizer report of
+    the agent fails the test."""
+    gw_port, agent_port = free_ports(2)
+    procs = []
+    try:
+        agent = start_agent(logdir, agent_bin, agent_port, user_url, extra=agent_extra,
+                            admin=admin, name=agent_name, env=agent_env)
+        procs.append(agent)
+        hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port,
+                            cfg=cfg, env_extra=haproxy_env)
+        procs.append(hap)
+        if ready:
+            wait_agent_up(gw_port, procs)
+        yield Gateway(gw_port, procs, agent=agent, haproxy=hap, agent_port=agent_port,
+                      admin_port=agent.admin_port, user_port=user_port, biz_port=biz_port,
+                      **info)
+    finally:
+        stop_all(procs, strict=(agent_name,))
 
 
 def user_stats(gw):

@@ -10,8 +10,7 @@ import time
 import pytest
 
 import spop
-from harness import (HOST, free_ports, http, new_case, start_agent, start_haproxy, stop_all,
-                     wait_agent_up)
+from harness import gateway, http, new_case
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -125,19 +124,10 @@ def test_parser_rejects_bad_expositions():
 def stack(request, fake_user, demo_services, haproxy_bin, agent_bin, logdir):
     """HAProxy + an agent with the cache off or on (request.param), fresh for
     each test: its counters start from what this test does."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        agent = start_agent(logdir, agent_bin, agent_port, fake_user.url, admin=True,
-                            extra=("--cache", request.param.split("-")[1]))
-        agent.cache_on = request.param == "cache-on"
-        procs.append(agent)
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield gw_port, agent_port, agent.admin_port, agent.cache_on
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=("--cache", request.param.split("-")[1]),
+                 admin=True) as gw:
+        yield gw.port, gw.agent_port, gw.admin_port, request.param == "cache-on"
 
 
 def test_counters_match_requests(stack, fake_user):
