@@ -8,7 +8,8 @@
 #   make asan       unit + e2e in an ASan/UBSan build (build-asan/)
 #   make tsan       concurrent unit tests under ThreadSanitizer (build-tsan/)
 #   make alerts     promtool check + unit test of scripts/spoa-auth.rules.yml
-#   make fuzz       build the libFuzzer targets (FUZZ_CC, clang); make fuzz-run FUZZ_SECONDS=60
+#   make fuzz       build the libFuzzer targets (FUZZ_CC, clang; fuzz-build: without deps);
+#                   make fuzz-run FUZZ_SECONDS=60
 #   make opts       print the effective flags
 #   make install    install (PREFIX, DESTDIR, SBINDIR, SYSCONFDIR, UNITDIR); make uninstall
 #   make deb        Debian binary package in build/    make verify-unit  systemd-analyze the unit
