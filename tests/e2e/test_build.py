@@ -24,8 +24,14 @@ COPY_DIRS = ("agent", "bench", "tests/unit", "tests/fuzz", "scripts")
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
+# What an enclosing make (make asan: BUILD=build-asan ...) exports: the copy
+# is built with the Makefile's defaults, whatever runs this test.
+MAKE_ENV_DROP = ("MAKEFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MFLAGS", "BUILD", "CC", "CFLAGS",
+                 "LDFLAGS", "SANITIZER", "ERR", "DEBUG", "FUZZ_CC")
+
+
 def make(tree, *args, timeout=DRY_TIMEOUT_S, check=True):
-    env = dict(os.environ, MAKEFLAGS="", MAKELEVEL="")
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_DROP}
     r = subprocess.run(["nice", "make", "--no-print-directory", *args], cwd=tree, env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     if check:
