@@ -1,13 +1,15 @@
 # spoa-auth: build, test, run.
 #
-#   make            install missing Debian packages, build build/spoa-auth
+#   make            build build/spoa-auth (never runs apt-get; make deps installs the
+#                   missing Debian packages, and run, test, unit, e2e, bench, chaos do first)
 #   make run        start HAProxy + agent + demo services on localhost
 #   make test       unit tests, fuzz smoke run, end-to-end tests (release and ASan/UBSan)
 #   make unit       C unit tests only          make e2e    pytest suite only
 #   make asan       unit + e2e in an ASan/UBSan build (build-asan/)
 #   make tsan       concurrent unit tests under ThreadSanitizer (build-tsan/)
 #   make alerts     promtool check + unit test of scripts/spoa-auth.rules.yml
-#   make fuzz       build the libFuzzer targets (clang); make fuzz-run FUZZ_SECONDS=60
+#   make fuzz       build the libFuzzer targets (FUZZ_CC, clang; fuzz-build: without deps);
+#                   make fuzz-run FUZZ_SECONDS=60
 #   make opts       print the effective flags
 #   make install    install (PREFIX, DESTDIR, SBINDIR, SYSCONFDIR, UNITDIR); make uninstall
 #   make deb        Debian binary package in build/    make verify-unit  systemd-analyze the unit
@@ -17,7 +19,9 @@
 #                   make soak-asan: the same, shorter (SOAK_SECONDS 120), in the ASan build
 #
 # Variables: CC, CFLAGS, SANITIZER=address|undefined|thread (comma list ok),
-# ERR=1 (-Werror), DEBUG=1 (-O0), BUILD=dir, HAPROXY_BIN, PREFIX, DESTDIR, SBINDIR.
+# ERR=1 (-Werror), DEBUG=1 (-O0), BUILD=dir, FUZZ_CC, HAPROXY_BIN, PREFIX, DESTDIR, SBINDIR.
+# Every object, unit test, fuzz target and bench tool depends on the headers it
+# includes (-MMD .d files) and on its directory's flags stamp (.flags).
 
 CC       ?= cc
 PKG_CONFIG ?= pkg-config
@@ -26,6 +30,7 @@ STD      := -std=c11 -D_GNU_SOURCE
 WARN     := -Wall -Wextra -Wundef -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wno-missing-field-initializers
 BUILD    ?= build
+FUZZ_BUILD := build-fuzz
 PYTHON   ?= /usr/bin/python3
 
 ifeq ($(ERR),1)
@@ -69,7 +74,7 @@ INSTALL_BIN ?= $(BIN)
 .PHONY: all deps build unit e2e test test-release asan tsan fuzz fuzz-run fuzz-smoke \
         run opts clean help alerts
 
-all: deps build
+all: build
 
 deps:
 	@sh scripts/install-deps
@@ -91,12 +96,27 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagent.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libagent.a $(LIBS)
 
-# Rebuild everything when the flags change.
-$(BUILD)/.flags: FORCE
-	@mkdir -p $(BUILD)
-	@echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' > $@
-
-FORCE:
+# Rebuild everything when the flags change: the stamp is rewritten while the
+# Makefile is read, and only when its text differs, so `make -q` and `make -n`
+# tell the truth (a FORCE rule would make every target look out of date).
+# Under -n/-q the stamp is left alone; a changed one is then declared phony,
+# so that its dependants still show as out of date.
+# $(call flags_stamp,FILE,TEXT): "changed" when FILE does not hold TEXT.
+# (MAKEFLAGS starts with the single-letter options, unless it starts with a long one.)
+MAKE_LETTERS := $(filter-out -%,$(firstword $(MAKEFLAGS)))
+DRY_RUN := $(findstring n,$(MAKE_LETTERS))$(findstring q,$(MAKE_LETTERS))
+flags_stamp = $(shell echo '$(2)' | cmp -s - $(1) || { echo changed; [ -n '$(DRY_RUN)' ] || \
+              { mkdir -p $(dir $(1)) && echo '$(2)' > $(1); }; })
+# Goals that never build in $(BUILD) leave its stamp alone.
+NO_BUILD_GOALS := clean help opts asan tsan fuzz fuzz-build fuzz-run fuzz-smoke $(FUZZ_BUILD)/%
+ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
+ifneq ($(call flags_stamp,$(BUILD)/.flags,$(CC) $(ALL_CFLAGS) $(LDFLAGS)),)
+ifneq ($(DRY_RUN),)
+.PHONY: $(BUILD)/.flags
+endif
+endif
+endif
+$(BUILD)/.flags: ;
 
 unit: deps $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -128,16 +148,41 @@ alerts: deps
 tsan:
 	$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread CFLAGS='-O1 -g' unit
 
+# The fuzz targets link one instrumented copy of the agent objects
+# (build-fuzz/libagent.a, compiled once with FUZZ_CC), rebuilt like the others
+# on header changes (.d files) and on a change of FUZZ_CC or its flags.
+FUZZ_CC     ?= clang
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS := $(STD) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Iagent $(DEP_CFLAGS) $(EV_CFLAGS) -MMD -MP
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
+FUZZ_OBJS := $(patsubst agent/%.c,$(FUZZ_BUILD)/agent/%.o,$(AGENT_SRCS))
 FUZZ_SECONDS ?= 60
 
-fuzz: deps $(FUZZ_BINS)
+fuzz: deps fuzz-build
 
-build-fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(AGENT_SRCS) $(wildcard agent/*.h)
-	@mkdir -p build-fuzz
-	clang $(STD) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iagent $(DEP_CFLAGS) \
-	    -o $@ $< $(AGENT_SRCS) $(LIBS)
+.PHONY: fuzz-build
+fuzz-build: $(FUZZ_BINS)
+
+ifneq ($(filter fuzz% $(FUZZ_BUILD)/%,$(MAKECMDGOALS)),)
+ifneq ($(call flags_stamp,$(FUZZ_BUILD)/.flags,$(FUZZ_CC) $(FUZZ_CFLAGS) $(LIBS)),)
+ifneq ($(DRY_RUN),)
+.PHONY: $(FUZZ_BUILD)/.flags
+endif
+endif
+endif
+$(FUZZ_BUILD)/.flags: ;
+
+$(FUZZ_BUILD)/agent/%.o: agent/%.c $(FUZZ_BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/libagent.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/%: tests/fuzz/%.c $(FUZZ_BUILD)/libagent.a $(FUZZ_BUILD)/.flags
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Itests/fuzz -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libagent.a $(LIBS)
 
 fuzz-run: fuzz
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
@@ -171,13 +216,13 @@ soak-asan: deps
 	CHAOS_LOAD=$(abspath build/bench/chaos-load) SPOA_AUTH_BIN=$(abspath build-asan/spoa-auth) \
 	    SOAK_SECONDS=$${SOAK_SECONDS:-120} SOAK_PLOT=0 SOAK_ASAN=1 SOAK_OUT=$(abspath build-asan/soak.json) $(PYTHON) bench/chaos soak
 
-$(BUILD)/bench/chaos-load: bench/chaos-load.c
+$(BUILD)/bench/chaos-load: bench/chaos-load.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< -lm
+	$(CC) $(STD) $(WARN) $(CFLAGS) -MMD -MP -o $@ $< -lm
 
-$(BUILD)/bench/%: bench/%.c bench/spop-mini.h
+$(BUILD)/bench/%: bench/%.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(STD) $(WARN) $(CFLAGS) -o $@ $< -lpthread
+	$(CC) $(STD) $(WARN) $(CFLAGS) -MMD -MP -o $@ $< -lpthread
 
 opts:
 	@echo 'CC=$(CC)'; echo 'CFLAGS=$(ALL_CFLAGS)'; echo 'LIBS=$(LIBS)'
@@ -232,4 +277,5 @@ verify-unit:
 	    $(BUILD)/verify-unit/spoa-auth.service > $(BUILD)/verify-unit/security.txt; \
 	    rc=$$?; tail -n 1 $(BUILD)/verify-unit/security.txt; exit $$rc
 
--include $(AGENT_OBJS:.o=.d) $(BUILD)/agent/main.d
+-include $(AGENT_OBJS:.o=.d) $(BUILD)/agent/main.d $(UNIT_BINS:=.d) \
+         $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d) $(wildcard $(BUILD)/bench/*.d)

@@ -436,6 +436,27 @@ static int exchange_inputs_compute(const struct cfg *cfg, const struct args *a,
 	return 0;
 }
 
+int exchange_request_build(const struct cfg *cfg, struct cachekey *ck, const uint8_t *p,
+                           const uint8_t *end, unsigned nargs, uint8_t key[CACHE_KEY_LEN],
+                           exchange_request_fn fn, void *arg)
+{
+	const uint8_t *args_at = p;
+	struct args a;
+	struct exchange_trace tr;
+	struct exchange_inputs in;
+
+	if (args_classify(&a, cfg, &p, end, nargs) < 0)
+		return -1;
+	if (key && (!ck || args_key(&a, ck, key, NULL) < 0))
+		return -2;
+	exchange_trace_scan(cfg, args_at, end, nargs, &tr);
+	if (exchange_inputs_compute(cfg, &a, &tr, &in) < 0)
+		return -2;
+	fn(arg, in.url, in.hdrs, in.n_hdrs);
+	exchange_inputs_free(&in);
+	return 0;
+}
+
 static double exchange_elapsed_ms(const struct timespec *t0)
 {
 	struct timespec now;

@@ -78,6 +78,22 @@ void exchange_orphan(struct exchange *x);
 struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *salt,
                                        char *err, size_t errlen);
 
+/* Receives the user-service request of exchange_request_build(): the URL
+ * and <n> "Name: value" header lines, NUL-terminated, valid during the call. */
+typedef void (*exchange_request_fn)(void *arg, const char *url, const char *const *lines,
+                                    size_t n);
+
+/* Builds what exchange_notify() would send for the <nargs> `exchange`
+ * arguments at <p> (up to <end>) under <cfg>, by the same calls: one
+ * args_classify(), the trace scan, the URL and header lines, and (when <key>
+ * is not NULL) the cache key from the same struct args through <ck>. Calls
+ * <fn>(<arg>, ...) once. Returns 0, -1 if the arguments are malformed, -2 if
+ * the key or the lines could not be built. Touches no worker, connection or
+ * socket; what it allocates is freed before it returns. */
+int exchange_request_build(const struct cfg *cfg, struct cachekey *ck, const uint8_t *p,
+                           const uint8_t *end, unsigned nargs, uint8_t key[CACHE_KEY_LEN],
+                           exchange_request_fn fn, void *arg);
+
 /* Owner worker thread: the leader's answer for coalesced exchange <x>
  * arrived (x->cache_d, x->cache_stale): ACK it (or drop it if the connection
  * is gone) and free <x>. */

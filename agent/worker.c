@@ -107,7 +107,6 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		char peer[64];
-		struct conn *c;
 		int fd, one = 1, reserve;
 
 		fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -160,28 +159,36 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 		/* ACKs are small and latency-bound: no Nagle. */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		worker_peer_str(&ss, peer, sizeof(peer));
-		c = conn_new(w, fd, peer, reserve);
-		if (!c) {
+		if (!worker_conn_add(w, fd, peer, reserve)) {
 			static struct log_rl rl;
 
 			log_ratelimited(LOG_LVL_ERROR, &rl, "out of memory accepting a connection");
 			continue;
 		}
-		c->next = w->conns;
-		if (w->conns)
-			w->conns->prev = c;
-		w->conns = c;
-		w->n_conns++;
-		if (reserve)
-			w->n_reserve++;
-		METRICS_INC(w->met.conns);
-		METRICS_INC(w->met.conns_total);
-		log_debug("%s: connected", peer);
-		/* During the drain grace a new connection is served (its
-		 * health-check HELLO is refused): it may free <c>. */
-		if (w->draining)
-			conn_drain(c);
 	}
+}
+
+int worker_conn_add(struct worker *w, int fd, const char *peer, int reserve)
+{
+	struct conn *c = conn_new(w, fd, peer, reserve);
+
+	if (!c)
+		return 0;
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	if (reserve)
+		w->n_reserve++;
+	METRICS_INC(w->met.conns);
+	METRICS_INC(w->met.conns_total);
+	log_debug("%s: connected", peer);
+	/* During the drain grace a new connection is served (its
+	 * health-check HELLO is refused): it may free <c>. */
+	if (w->draining)
+		conn_drain(c);
+	return 1;
 }
 
 static void worker_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)

@@ -108,4 +108,11 @@ void worker_maybe_done(struct worker *w);
 /* Unlinks a freed connection from the worker. Worker thread. */
 void worker_conn_gone(struct worker *w, struct conn *c);
 
+/* Owner thread: makes connected socket <fd> (non-blocking) a connection of
+ * <w> from <peer> ("ip:port", for logs), on a health-check reserve slot if
+ * <reserve>; counted and listed, drained at once if <w> is draining (which
+ * may already have closed it). The accept path's, and the unit tests' way in
+ * (a socketpair end). Returns 1, or 0 (fd closed) when out of memory. */
+int worker_conn_add(struct worker *w, int fd, const char *peer, int reserve);
+
 #endif /* SPOA_WORKER_H */

@@ -28,8 +28,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_user_service import FakeUserService  # noqa: E402
-from harness import (HOST, PROCS, REPO, Gateway, free_ports, start_agent,  # noqa: E402
-                     start_haproxy, start_python_service, stop_all, wait_agent_up)
+from harness import (HOST, PROCS, REPO, free_ports, gateway,  # noqa: E402
+                     start_python_service, stop_all)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -119,17 +119,11 @@ def demo_services(logdir, jwt_secret):
 @pytest.fixture(scope="session")
 def demo(demo_services, haproxy_bin, agent_bin, logdir):
     """HAProxy + agent + demo user and business services."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port,
-                                 "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"])))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent_port=agent_port, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin,
+                 "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"]),
+                 demo_services["user_port"], demo_services["biz_port"],
+                 secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")
@@ -153,15 +147,8 @@ def upstream_client(request):
 def fake(fake_user, demo_services, haproxy_bin, agent_bin, logdir, upstream_client):
     """HAProxy + agent + the programmable fake user service (also behind the
     public routes) + the demo business service; once per client path."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
-                                 extra=("--upstream-client", upstream_client),
-                                 name="agent-" + upstream_client))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent_port=agent_port, user=fake_user, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent-" + upstream_client,))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=("--upstream-client", upstream_client),
+                 agent_name="agent-" + upstream_client, user=fake_user,
+                 secret=demo_services["secret"]) as gw:
+        yield gw

@@ -2,6 +2,7 @@
 plain HTTP client that sends headers exactly as given, and starters for the
 demo services, the agent and HAProxy (with the shipped configuration)."""
 import atexit
+import contextlib
 import http.client as httpclient
 import json
 import os
@@ -23,6 +24,9 @@ AGENT_TIMEOUT_S = 0.5           # --timeout 500ms, below
 READY_TIMEOUT_S = 15.0
 
 PROCS = []                      # every Proc started in this session
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
+AGENT_STARTED = "listening on"  # logged once the signal handlers are in place
 
 
 @atexit.register
@@ -67,6 +71,40 @@ class Proc:
         return "%s pid %d (%s): %s\n--- log %s ---\n%s" % (
             self.name, self.pid, state, " ".join(self.argv), self.logpath, self.tail())
 
+    def sanitizer_report(self):
+        """The first sanitizer marker in the whole log, or None."""
+        text = self.tail(1 << 22)
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                return marker
+        return None
+
+    def signal(self, sig):
+        self.p.send_signal(sig)
+
+    def wait_exit(self, status=0, timeout=10.0):
+        """Waits up to <timeout> for an exit the test caused (a signal it sent,
+        a bad configuration) and asserts its <status> and that the log holds
+        no sanitizer report. Kills the process if it does not exit."""
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            rc = None
+        self.stopped = True
+        self.log.close()
+        report = self.sanitizer_report()
+        assert rc == status and report is None, "%s: exit %s (want %s), sanitizer %s\n%s" % (
+            self.name, rc, status, report, self.describe())
+        return rc
+
+    def terminate(self, timeout=10.0):
+        """SIGTERM, then wait_exit(0): the clean stop of a test that checks it."""
+        assert self.alive(), "%s exited before SIGTERM\n%s" % (self.name, self.describe())
+        self.signal(signal.SIGTERM)
+        return self.wait_exit(0, timeout)
+
     def stop(self, timeout=8.0):
         """Stops the process (SIGTERM, then SIGKILL after <timeout>). Returns
         a string describing a problem (crash before stop, sanitizer report,
@@ -86,11 +124,9 @@ class Proc:
                 self.p.wait()
                 problem = "did not exit within %.0fs of SIGTERM" % timeout
         self.log.close()
-        text = self.tail(1 << 20)
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                       "WARNING: ThreadSanitizer"):
-            if marker in text:
-                problem = (problem + "; " if problem else "") + "sanitizer report (%s)" % marker
+        marker = self.sanitizer_report()
+        if marker:
+            problem = (problem + "; " if problem else "") + "sanitizer report (%s)" % marker
         return problem
 
 
@@ -215,6 +251,20 @@ def start_python_service(logdir, script, port, secret):
     return p
 
 
+def start_agent_args(logdir, agent_bin, args, name="agent", env=None, ports=(), started=True):
+    """Starts the agent with exactly <args> (no default added), waits until
+    each of <ports> listens and, if <started>, until it logged its startup
+    line (the signal handlers exist then: a SIGTERM or SIGHUP sent afterwards
+    is handled, not fatal). Stop it with stop_all(), or p.terminate() in a
+    test that checks the exit."""
+    p = Proc(name, [agent_bin, *args], logdir, env=env)
+    for port in ports:
+        wait_port(port, p)
+    if started:
+        wait_log(p, AGENT_STARTED)
+    return p
+
+
 def start_agent(logdir, agent_bin, port, user_url, extra=(), admin=False, name="agent",
                 env=None):
     """Starts the agent on <port>. The admin listener is off unless <admin>:
@@ -271,6 +321,36 @@ def wait_agent_up(gw_port, procs, path="/api/business/__ready"):
         READY_TIMEOUT_S, last, "\n\n".join(p.describe() for p in procs)))
 
 
+
+
+@contextlib.contextmanager
+def gateway(logdir, haproxy_bin, agent_bin, user_url, user_port, biz_port, agent_extra=(),
+            admin=False, agent_name="agent", agent_env=None, cfg=None, haproxy_env=None,
+            ready=True, **info):
+    """The agent (start_agent: <agent_extra>, <admin>, <agent_name>,
+    <agent_env>) and HAProxy in front of it (start_haproxy: the user service
+    on <user_port>, the business service on <biz_port>, <cfg>, <haproxy_env>),
+    then, if <ready>, wait_agent_up. Yields a Gateway with agent (its Proc),
+    haproxy, agent_port, admin_port (None without <admin>), user_port,
+    biz_port and <info>. On
+    exit both are stopped; a crash, a missed SIGTERM or a sanitizer report of
+    the agent fails the test."""
+    gw_port, agent_port = free_ports(2)
+    procs = []
+    try:
+        agent = start_agent(logdir, agent_bin, agent_port, user_url, extra=agent_extra,
+                            admin=admin, name=agent_name, env=agent_env)
+        procs.append(agent)
+        hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port,
+                            cfg=cfg, env_extra=haproxy_env)
+        procs.append(hap)
+        if ready:
+            wait_agent_up(gw_port, procs)
+        yield Gateway(gw_port, procs, agent=agent, haproxy=hap, agent_port=agent_port,
+                      admin_port=agent.admin_port, user_port=user_port, biz_port=biz_port,
+                      **info)
+    finally:
+        stop_all(procs, strict=(agent_name,))
 
 
 def user_stats(gw):

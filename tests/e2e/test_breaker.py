@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from harness import (HOST, Gateway, free_ports, http, new_case, start_agent, start_haproxy,
-                     stop_all, wait_agent_up, wait_log, wait_port)
+from harness import (Gateway, HOST, free_ports, gateway, http, new_case, start_agent,
+                     start_haproxy, stop_all, wait_agent_up, wait_log, wait_port)
 
 FAILURES = 3
 OPEN_S = 2.5
@@ -19,22 +19,14 @@ STALE_GRACE_S = 30
 
 @pytest.fixture(scope="module")
 def bgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw_port, agent_port, admin_port = free_ports(3)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url, extra=[
-            "--breaker", "on", "--breaker-failures", str(FAILURES),
-            "--breaker-open-time", "%dms" % (OPEN_S * 1000),
-            "--cache", "on", "--cache-stale-grace", "%ds" % STALE_GRACE_S,
-            "--admin-listen", "%s:%d" % (HOST, admin_port)], name="agent-breaker"))
-        wait_port(admin_port, procs[-1])
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent=procs[0], admin_port=admin_port, user=fake_user,
-                      **demo_services)
-    finally:
-        stop_all(procs, strict=("agent-breaker",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=[
+                     "--breaker", "on", "--breaker-failures", str(FAILURES),
+                     "--breaker-open-time", "%dms" % (OPEN_S * 1000),
+                     "--cache", "on", "--cache-stale-grace", "%ds" % STALE_GRACE_S],
+                 admin=True, agent_name="agent-breaker", user=fake_user,
+                 secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def cookie(case):

@@ -21,8 +21,7 @@ import time
 import pytest
 
 from spop import NOTIFY, T_IPV4, Client, Typed, frame, notify_payload
-from harness import (HOST, Gateway, free_ports, http, new_case, start_agent, start_haproxy,
-                     stop_all, wait_agent_up)
+from harness import free_ports, gateway, new_case, start_agent
 
 
 def parallel(n, fn):
@@ -44,18 +43,12 @@ def parallel(n, fn):
 
 @pytest.fixture(scope="module")
 def hgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url, extra=[
-            "--cache", "on", "--cache-key-cookies", "case", "--cache-deny-ttl", "5s",
-            "--cache-logout-hold", "2s"], name="agent-hardening"))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent_port=agent_port, user=fake_user, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent-hardening",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=[
+                     "--cache", "on", "--cache-key-cookies", "case", "--cache-deny-ttl", "5s",
+                     "--cache-logout-hold", "2s"], agent_name="agent-hardening",
+                 user=fake_user, secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def test_nbsp_cookie_does_not_share_the_victims_key(hgw):

@@ -5,8 +5,8 @@ fails closed with AUTH_UNAVAILABLE_STATUS/CTYPE/BODY (default 503 JSON); a
 refusal is never turned into a pass, and a client cannot forge the marker."""
 import pytest
 
-from harness import (HOST, Gateway, biz_requests, free_ports, new_case, start_agent,
-                     start_haproxy, stop_all, wait_agent_up, wait_port)
+from harness import (Gateway, biz_requests, free_ports, gateway, new_case, start_haproxy,
+                     stop_all)
 
 OPEN_PREFIX = "/api/business/open"
 STATUS, CTYPE, BODY = 521, "application/problem+json", '{"title":"auth down","retry":true}'
@@ -24,17 +24,10 @@ def policy_env(tmp_path):
 def pgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir, tmp_path_factory):
     """The agent and the fake user service, with a fail-open route and a
     configured unavailable answer."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port,
-                                   env_extra=policy_env(tmp_path_factory.mktemp("policy"))))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, user=fake_user, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], user=fake_user, secret=demo_services["secret"],
+                 haproxy_env=policy_env(tmp_path_factory.mktemp("policy"))) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,13 @@
 """The admin listener of the real agent (admin-listen): /healthz while serving
 and while draining, /metrics as valid Prometheus text (HELP/TYPE for every
 family, cumulative histogram whose +Inf bucket equals _count) whose counters
-move when HAProxy's side (played here over SPOP) sends exchanges.
-
-Skipped while the agent does not accept --admin-listen (agent/admin.c is
-started from main.c once cfg.c has the key)."""
+move when HAProxy's side (played here over SPOP) sends exchanges. Every
+agent runs through the harness: a clean exit and no sanitizer report are
+part of each test."""
 import math
-import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -18,10 +15,8 @@ import urllib.request
 
 import pytest
 
-from harness import free_ports
+from harness import AGENT_STARTED, free_ports, start_agent, start_agent_args, stop_all, wait_log
 from spop import ACK, NOTIFY, Client, frame, notify_payload
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 FAMILIES = {
     "spoa_auth_decisions_total": "counter",
@@ -40,29 +35,6 @@ FAMILIES = {
     "spoa_auth_claims_skipped_total": "counter",
     "spoa_auth_draining": "gauge",
 }
-
-
-@pytest.fixture
-def agent_bin():
-    exe = os.environ.get("SPOA_AUTH_BIN") or os.path.join(REPO, "build", "spoa-auth")
-    if not os.access(exe, os.X_OK):
-        pytest.skip(f"no agent binary at {exe}")
-    r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30)
-    if "--admin-listen" not in r.stdout:
-        pytest.skip("agent has no admin-listen option yet")
-    return exe
-
-
-def wait_port(port, proc, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "agent exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def get(port, path, method="GET"):
@@ -146,21 +118,19 @@ class BlackHole:
             c.close()
 
 
-def start(agent_bin, tmp_path, spop_port, admin_port, user_url, *extra):
-    log = open(tmp_path / "agent.log", "w")
-    p = subprocess.Popen([agent_bin, "--listen", f"127.0.0.1:{spop_port}",
-                          "--admin-listen", f"127.0.0.1:{admin_port}", "--workers", "2",
-                          "--user-service-url", user_url, *extra],
-                         stdout=log, stderr=log)
-    wait_port(spop_port, p)
-    wait_port(admin_port, p)
-    return p, log
+def start(agent_bin, logdir, spop_port, user_url, *extra):
+    """The agent on <spop_port> with its admin listener on a free port
+    (p.admin_port), through the harness (its log, its sanitizer scan)."""
+    p = start_agent(logdir, agent_bin, spop_port, user_url, extra=extra, admin=True)
+    wait_log(p, AGENT_STARTED)
+    return p
 
 
-def test_metrics_and_health(agent_bin, tmp_path):
-    spop_port, admin_port, dead_port = free_ports(3)
-    p, log = start(agent_bin, tmp_path, spop_port, admin_port,
-                   f"http://127.0.0.1:{dead_port}/api/user/token", "--timeout", "500ms")
+def test_metrics_and_health(agent_bin, logdir):
+    spop_port, dead_port = free_ports(2)
+    p = start(agent_bin, logdir, spop_port, f"http://127.0.0.1:{dead_port}/api/user/token",
+              "--timeout", "500ms")
+    admin_port = p.admin_port
     try:
         st, hdrs, body = get(admin_port, "/healthz")
         assert (st, body) == (200, "ok\n")
@@ -205,21 +175,17 @@ def test_metrics_and_health(agent_bin, tmp_path):
         assert get(admin_port, "/metrics", method="POST")[0] == 405
         assert get(admin_port, "/healthz", method="HEAD")[0] == 200
 
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=10) == 0
+        p.terminate()
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        log.close()
+        stop_all([p])
 
 
-def test_healthz_503_while_draining(agent_bin, tmp_path):
+def test_healthz_503_while_draining(agent_bin, logdir):
     hole = BlackHole()
-    spop_port, admin_port = free_ports(2)
-    p, log = start(agent_bin, tmp_path, spop_port, admin_port,
-                   f"http://127.0.0.1:{hole.port}/api/user/token",
-                   "--timeout", "4000ms", "--drain-timeout", "3s")
+    spop_port, = free_ports(1)
+    p = start(agent_bin, logdir, spop_port, f"http://127.0.0.1:{hole.port}/api/user/token",
+              "--timeout", "4000ms", "--drain-timeout", "3s")
+    admin_port = p.admin_port
     try:
         with Client(spop_port) as c:
             c.hello()
@@ -229,7 +195,7 @@ def test_healthz_503_while_draining(agent_bin, tmp_path):
             while time.monotonic() < deadline and not hole.conns:
                 time.sleep(0.02)
             assert hole.conns, "the agent never called the user service"
-            p.send_signal(signal.SIGTERM)
+            p.signal(signal.SIGTERM)
             # In-flight exchange keeps the agent draining; /healthz must say so.
             seen = None
             deadline = time.monotonic() + 2
@@ -242,45 +208,32 @@ def test_healthz_503_while_draining(agent_bin, tmp_path):
                     break
                 time.sleep(0.02)
             assert seen is not None and seen[0] == 503 and "draining" in seen[2], seen
-        assert p.wait(timeout=10) == 0
+        p.wait_exit(0)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        log.close()
+        stop_all([p])
         hole.close()
 
 
-def test_admin_off(agent_bin, tmp_path):
+def test_admin_off(agent_bin, logdir):
     spop_port, = free_ports(1)
-    log = open(tmp_path / "agent.log", "w")
-    p = subprocess.Popen([agent_bin, "--listen", f"127.0.0.1:{spop_port}", "--admin-listen", "off",
-                          "--workers", "1"], stdout=log, stderr=log)
+    p = start_agent_args(logdir, agent_bin, ["--listen", f"127.0.0.1:{spop_port}",
+                                             "--admin-listen", "off", "--workers", "1"],
+                         ports=(spop_port,))
     try:
-        wait_port(spop_port, p)
-        # The SPOP port listens a moment before the signal handlers exist:
-        # wait for the startup line before sending SIGTERM.
-        deadline = time.monotonic() + 10
-        while "listening on" not in (tmp_path / "agent.log").read_text():
-            assert time.monotonic() < deadline and p.poll() is None, "agent did not start"
-            time.sleep(0.02)
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=10) == 0
+        p.terminate()
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        log.close()
-    assert "admin: serving" not in (tmp_path / "agent.log").read_text()
+        stop_all([p])
+    assert "admin: serving" not in p.tail(1 << 22)
+    assert "listening on" in p.tail(1 << 22)
 
 
-def test_monitoring_answers_while_connections_are_held(agent_bin, tmp_path):
+def test_monitoring_answers_while_connections_are_held(agent_bin, logdir):
     """Another local process holding idle connections (and some with half a
     request sent) to the admin port must not lock /healthz and /metrics out:
     eight used to be enough (libmicrohttpd's per-address limit)."""
-    spop_port, admin_port, dead_port = free_ports(3)
-    p, log = start(agent_bin, tmp_path, spop_port, admin_port,
-                   f"http://127.0.0.1:{dead_port}/api/user/token")
+    spop_port, dead_port = free_ports(2)
+    p = start(agent_bin, logdir, spop_port, f"http://127.0.0.1:{dead_port}/api/user/token")
+    admin_port = p.admin_port
     held = []
     try:
         for i in range(32):
@@ -296,12 +249,8 @@ def test_monitoring_answers_while_connections_are_held(agent_bin, tmp_path):
             # And again after the attacker opens as many more.
             for _ in range(8):
                 held.append(socket.create_connection(("127.0.0.1", admin_port), timeout=5))
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=10) == 0
+        p.terminate()
     finally:
         for s in held:
             s.close()
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        log.close()
+        stop_all([p])

@@ -10,8 +10,7 @@ import time
 import pytest
 
 import spop
-from harness import (HOST, free_ports, http, new_case, start_agent, start_haproxy, stop_all,
-                     wait_agent_up)
+from harness import gateway, http, new_case
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -121,23 +120,18 @@ def test_parser_rejects_bad_expositions():
             parse_exposition(bad)
 
 
-@pytest.fixture
-def stack(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        agent = start_agent(logdir, agent_bin, agent_port, fake_user.url, admin=True)
-        procs.append(agent)
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield gw_port, agent_port, agent.admin_port
-    finally:
-        stop_all(procs, strict=("agent",))
+@pytest.fixture(params=("cache-off", "cache-on"))
+def stack(request, fake_user, demo_services, haproxy_bin, agent_bin, logdir):
+    """HAProxy + an agent with the cache off or on (request.param), fresh for
+    each test: its counters start from what this test does."""
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=("--cache", request.param.split("-")[1]),
+                 admin=True) as gw:
+        yield gw.port, gw.agent_port, gw.admin_port, request.param == "cache-on"
 
 
 def test_counters_match_requests(stack, fake_user):
-    gw_port, agent_port, admin_port = stack
+    gw_port, agent_port, admin_port, cache_on = stack
     allow, deny, err = new_case(), new_case(), new_case()
     fake_user.program(allow, status=200, body=b"tok-" + allow.encode())
     fake_user.program(deny, status=403, body=b"no")
@@ -183,15 +177,21 @@ def test_counters_match_requests(stack, fake_user):
     assert value(after, "spoa_auth_spop_connections_accepted_total") >= 1
     assert value(after, "spoa_auth_exchanges_in_flight") == 0
     assert value(after, "spoa_auth_draining") == 0
-    if "spoa_auth_cache_results_total" in after:
-        # Each decision consulted the cache (if enabled): all distinct keys.
-        results = {r: delta("spoa_auth_cache_results_total", result=r)
-                   for r in ("hit", "miss", "coalesced", "stale")}
-        assert results["hit"] == 0 and results["coalesced"] == 0, results
-        assert sum(results.values()) in (0, N + M + K), results
-        for name in ("spoa_auth_cache_entries", "spoa_auth_cache_bytes",
-                     "spoa_auth_cache_evictions_total"):
-            assert value(after, name) >= 0
+    # With the cache on, each decision consulted it once, and missed (all keys
+    # distinct), and each answer of the user service was stored (2xx, and the
+    # 403s under the default cache-deny-ttl; a failed call is not); with it
+    # off, nothing did.
+    results = {r: delta("spoa_auth_cache_results_total", result=r)
+               for r in ("hit", "miss", "coalesced", "stale")}
+    want_results = {"hit": 0, "miss": N + M + K if cache_on else 0, "coalesced": 0, "stale": 0}
+    assert results == want_results, (cache_on, results)
+    assert delta("spoa_auth_cache_evictions_total") == 0
+    if cache_on:
+        assert delta("spoa_auth_cache_entries") == N + M, value(after, "spoa_auth_cache_entries")
+        assert delta("spoa_auth_cache_bytes") > 0
+    else:
+        assert value(after, "spoa_auth_cache_entries") == 0
+        assert value(after, "spoa_auth_cache_bytes") == 0
 
     # A raw frame longer than negotiated: DISCONNECT 3, counted by status.
     with spop.Client(agent_port) as c:

@@ -1,31 +1,14 @@
 """systemd readiness protocol (Type=notify) with the real agent: the test plays
 systemd's side, an AF_UNIX datagram socket named by NOTIFY_SOCKET, and checks
 READY=1 once the agent listens, RELOADING=1 (with MONOTONIC_USEC) then READY=1
-around SIGHUP, including a refused reload, and STOPPING=1 on SIGTERM.
-
-Skipped while the agent binary does not contain the notifier (agent/sdnotify.c
-is linked in only once main.c calls it)."""
+around SIGHUP, including a refused reload, and STOPPING=1 on SIGTERM. The
+agent runs through the harness (a clean exit, no sanitizer report)."""
 import os
 import signal
 import socket
-import subprocess
 import time
 
-import pytest
-from harness import free_ports
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-@pytest.fixture
-def agent_bin():
-    exe = os.environ.get("SPOA_AUTH_BIN") or os.path.join(REPO, "build", "spoa-auth")
-    if not os.access(exe, os.X_OK):
-        pytest.skip(f"no agent binary at {exe}")
-    with open(exe, "rb") as f:
-        if b"NOTIFY_SOCKET" not in f.read():
-            pytest.skip("agent does not call sdnotify yet")
-    return exe
+from harness import free_ports, start_agent_args, stop_all
 
 
 def free_port():
@@ -67,7 +50,7 @@ def listening(port):
         return False
 
 
-def test_notify_lifecycle(agent_bin, tmp_path):
+def test_notify_lifecycle(agent_bin, logdir, tmp_path):
     port = free_port()
     conf = tmp_path / "spoa-auth.conf"
     # Every port is the test's own: no default one (make run may hold them).
@@ -75,9 +58,8 @@ def test_notify_lifecycle(agent_bin, tmp_path):
             "user-service-url http://127.0.0.1:9/api/user/token\ndrain-timeout 1s\n")
     conf.write_text(good)
     notify = Notify()
-    log = open(tmp_path / "agent.log", "w")
-    env = dict(os.environ, NOTIFY_SOCKET=notify.name)
-    p = subprocess.Popen([agent_bin, "-f", str(conf)], env=env, stdout=log, stderr=log)
+    p = start_agent_args(logdir, agent_bin, ["-f", conf], env={"NOTIFY_SOCKET": notify.name},
+                         started=False)
     try:
         msg = notify.expect("READY=1")
         assert listening(port), "READY=1 sent before the agent listens"
@@ -85,7 +67,7 @@ def test_notify_lifecycle(agent_bin, tmp_path):
 
         # Reload: RELOADING=1 with the monotonic clock, then READY=1.
         t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        p.send_signal(signal.SIGHUP)
+        p.signal(signal.SIGHUP)
         msg = notify.expect("RELOADING=1")
         fields = dict(line.split("=", 1) for line in msg.split("\n") if "=" in line)
         assert "MONOTONIC_USEC" in fields, msg
@@ -96,44 +78,30 @@ def test_notify_lifecycle(agent_bin, tmp_path):
 
         # A refused reload still ends the reloading state with READY=1.
         conf.write_text(good + "no-such-key 1\n")
-        p.send_signal(signal.SIGHUP)
+        p.signal(signal.SIGHUP)
         notify.expect("RELOADING=1")
         notify.expect("READY=1")
-        assert p.poll() is None, "a bad reload must not stop the agent"
+        assert p.alive(), "a bad reload must not stop the agent"
         assert listening(port)
 
-        p.send_signal(signal.SIGTERM)
+        p.signal(signal.SIGTERM)
         notify.expect("STOPPING=1")
-        assert p.wait(timeout=10) == 0
+        p.wait_exit(0)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        log.close()
+        stop_all([p])
         notify.close()
 
 
-def test_notify_socket_unusable_is_not_fatal(agent_bin, tmp_path):
+def test_notify_socket_unusable_is_not_fatal(agent_bin, logdir, tmp_path):
     """A NOTIFY_SOCKET nobody listens on must not stop the agent from serving."""
     port = free_port()
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "nobody-here"))
-    with open(tmp_path / "agent.log", "w") as log:
-        p = subprocess.Popen([agent_bin, "--listen", f"127.0.0.1:{port}", "--workers", "1",
-                              "--admin-listen", "off", "--drain-timeout", "1s",
-                              "--user-service-url", "http://127.0.0.1:9/api/user/token"],
-                             env=env, stdout=log, stderr=log)
-        try:
-            # The port listens a moment before the signal handlers exist:
-            # wait for the startup line (logged after them) before SIGTERM.
-            deadline = time.monotonic() + 10
-            while "listening on" not in (tmp_path / "agent.log").read_text():
-                assert time.monotonic() < deadline, "agent did not start"
-                assert p.poll() is None, "agent exited"
-                time.sleep(0.05)
-            assert listening(port)
-            p.send_signal(signal.SIGTERM)
-            assert p.wait(timeout=10) == 0
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    p = start_agent_args(logdir, agent_bin,
+                         ["--listen", f"127.0.0.1:{port}", "--workers", "1",
+                          "--admin-listen", "off", "--drain-timeout", "1s",
+                          "--user-service-url", "http://127.0.0.1:9/api/user/token"],
+                         env={"NOTIFY_SOCKET": str(tmp_path / "nobody-here")}, ports=(port,))
+    try:
+        assert listening(port)
+        p.terminate()
+    finally:
+        stop_all([p])

@@ -9,8 +9,7 @@ import re
 
 import pytest
 
-from harness import (HAPROXY_CFG, Gateway, free_ports, new_case, start_agent, start_haproxy,
-                     stop_all, wait_agent_up)
+from harness import HAPROXY_CFG, gateway, new_case
 
 LIMIT = 3
 MARKER = re.compile(r"^(\s*)#ratelimit ", re.M)
@@ -35,20 +34,14 @@ def enabled_cfg(tmp_path):
 
 @pytest.fixture(scope="module", params=["claim", "header"])
 def rgw(request, fake_user, demo_services, haproxy_bin, agent_bin, logdir, tmp_path_factory):
-    gw_port, agent_port = free_ports(2)
     extra = ["--subject-claim", "sub"] if request.param == "claim" else \
         ["--subject-header", "X-User-Id"]
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url, extra=extra))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port,
-                                   cfg=enabled_cfg(tmp_path_factory.mktemp("rl")),
-                                   env_extra={"USER_RATE_LIMIT": str(LIMIT)}))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, user=fake_user, mode=request.param, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=extra,
+                 cfg=enabled_cfg(tmp_path_factory.mktemp("rl")),
+                 haproxy_env={"USER_RATE_LIMIT": str(LIMIT)},
+                 user=fake_user, mode=request.param, secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def user_case(gw, subject, status=200):

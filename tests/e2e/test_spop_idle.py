@@ -18,8 +18,7 @@ import urllib.request
 
 import pytest
 
-from harness import (HOST, Gateway, free_ports, start_agent, start_haproxy, stop_all,
-                     wait_agent_up)
+from harness import HOST, free_ports, gateway, start_agent, stop_all
 from spop import (AGENT_DISCONNECT, HAPROXY_HELLO, NOTIFY, Client, frame, hello_payload,
                   notify_payload)
 
@@ -128,20 +127,12 @@ EVICT_MIN_AGE_S = 1.0   # CONN_EVICT_MIN_AGE_S: younger connections are not evic
 
 @pytest.fixture
 def small_gateway(demo_services, haproxy_bin, agent_bin, logdir):
-    gw_port, agent_port = free_ports(2)
     user_url = "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"])
-    procs = []
-    try:
-        agent = start_agent(logdir, agent_bin, agent_port, user_url,
-                            ("--max-connections", str(MAX_CONNS), "--workers", "1"), admin=True)
-        procs.append(agent)
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent_port=agent_port, admin_port=agent.admin_port,
-                      **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin, user_url, demo_services["user_port"],
+                 demo_services["biz_port"],
+                 agent_extra=("--max-connections", str(MAX_CONNS), "--workers", "1"),
+                 admin=True, secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def hold(port, kind):

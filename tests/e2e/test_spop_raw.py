@@ -11,8 +11,7 @@ import pytest
 
 import spop
 from fake_user_service import GARBAGE
-from harness import (HOST, Gateway, free_ports, new_case, start_agent, start_haproxy, stop_all,
-                     wait_agent_up)
+from harness import HOST, gateway, new_case
 from pathlib import Path
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -220,19 +219,12 @@ def test_forwarded_for_from_src_and_xff(fake, src, xff, expected):
 # ---- malformed frames (own agent: a crash here must not hide other results)
 @pytest.fixture(scope="module")
 def spop_stack(demo_services, haproxy_bin, agent_bin, logdir):
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port,
-                                 "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"])))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        gw = Gateway(gw_port, procs, agent_port=agent_port, **demo_services)
+    with gateway(logdir, haproxy_bin, agent_bin,
+                 "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"]),
+                 demo_services["user_port"], demo_services["biz_port"],
+                 secret=demo_services["secret"]) as gw:
         gw.cookie = gw.login("alice")[0]
         yield gw
-    finally:
-        stop_all(procs, strict=("agent",))
 
 
 def gateway_works(gw):

@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from harness import (Gateway, free_ports, new_case, start_agent, start_haproxy, stop_all,
-                     wait_agent_up, wait_log)
+from harness import gateway, new_case, wait_log
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TP = "00-%s-00f067aa0ba902b7-01" % TRACE_ID
@@ -17,31 +16,25 @@ TS = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 VALID = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 
 
-def gateway(fake_user, demo_services, haproxy_bin, agent_bin, logdir, extra, name):
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
-                             extra=["--log-level", "access", *extra], name=name))
-    procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                               demo_services["biz_port"], agent_port))
-    wait_agent_up(gw_port, procs)
-    return Gateway(gw_port, procs, agent=procs[0], haproxy=procs[1], user=fake_user,
-                   **demo_services)
+def trace_gateway(fake_user, demo_services, haproxy_bin, agent_bin, logdir, extra, name):
+    return gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                   demo_services["biz_port"], agent_extra=["--log-level", "access", *extra],
+                   agent_name=name, user=fake_user, secret=demo_services["secret"])
 
 
 @pytest.fixture(scope="module")
 def passgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw = gateway(fake_user, demo_services, haproxy_bin, agent_bin, logdir, [], "agent-trace")
-    yield gw
-    stop_all(gw.procs, strict=("agent-trace",))
+    with trace_gateway(fake_user, demo_services, haproxy_bin, agent_bin, logdir, [],
+                       "agent-trace") as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
 def hopgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw = gateway(fake_user, demo_services, haproxy_bin, agent_bin, logdir,
-                 ["--trace-new-span", "on", "--trace-generate", "on"], "agent-trace-hop")
-    yield gw
-    stop_all(gw.procs, strict=("agent-trace-hop",))
+    with trace_gateway(fake_user, demo_services, haproxy_bin, agent_bin, logdir,
+                       ["--trace-new-span", "on", "--trace-generate", "on"],
+                       "agent-trace-hop") as gw:
+        yield gw
 
 
 def sent(gw, headers):

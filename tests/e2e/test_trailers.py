@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from harness import Gateway, free_ports, new_case, start_agent, start_haproxy, stop_all, \
-    wait_agent_up
+from harness import gateway, new_case
 from rawhttp import CaptureServer, h2_request_with_trailers, raw_request, send_and_drain
 
 NAMES = ["X-Example-Authorization", "x-example-authorization", "X-EXAMPLE-AUTHORIZATION",
@@ -23,15 +22,11 @@ def captured(fake_user, haproxy_bin, agent_bin, logdir):
     """HAProxy whose user and business backends are one raw capture server;
     the agent asks the fake user service."""
     cap = CaptureServer().start()
-    gw_port, agent_port = free_ports(2)
-    procs = []
     try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, cap.port, cap.port, agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, cap=cap, user=fake_user)
+        with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, cap.port, cap.port,
+                     cap=cap, user=fake_user) as gw:
+            yield gw
     finally:
-        stop_all(procs, strict=("agent",))
         cap.stop()
 
 

@@ -7,14 +7,11 @@ the agent's own HTTP client talks to the programmable fake user service.
   environment pointing at a dead port: answers still come (no proxy from the
   environment), and /metrics shows the path that really served them."""
 import re
-import socket
-import subprocess
-import time
 import urllib.request
 
 import pytest
 
-from harness import HOST, free_ports, new_case, wait_port
+from harness import HOST, free_ports, new_case, start_agent_args, stop_all
 from spop import ACK, NOTIFY, Client, frame, notify_payload
 
 REQUESTS = 40
@@ -55,23 +52,14 @@ def test_no_proxy_from_the_environment(fake_user, agent_bin, logdir, client_path
     env = {k: proxy for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
                               "all_proxy", "ALL_PROXY")}
     env["no_proxy"] = env["NO_PROXY"] = ""
-    log = open("%s/agent-proxyenv-%s.log" % (logdir, client_path), "wb")
-    p = subprocess.Popen([agent_bin, "--listen", "%s:%d" % (HOST, spop_port),
+    p = start_agent_args(logdir, agent_bin,
+                         ["--listen", "%s:%d" % (HOST, spop_port),
                           "--admin-listen", "%s:%d" % (HOST, admin_port), "--workers", "1",
                           "--timeout", "2s", "--user-service-url", fake_user.url,
                           "--upstream-client", client_path],
-                         stdout=log, stderr=subprocess.STDOUT, env=env)
+                         name="agent-proxyenv-" + client_path, env=env,
+                         ports=(spop_port, admin_port))
     try:
-        for port in (spop_port, admin_port):
-            deadline = time.monotonic() + 10
-            while True:
-                assert p.poll() is None, "agent exited"
-                try:
-                    socket.create_connection((HOST, port), 0.5).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "agent not listening"
-                    time.sleep(0.05)
         case = new_case()
         fake_user.program(case, status=200, body="tok-" + case)
         with Client(spop_port) as c:
@@ -82,7 +70,6 @@ def test_no_proxy_from_the_environment(fake_user, agent_bin, logdir, client_path
         assert len(fake_user.calls(case)) == 3
         assert _metric(admin_port, "spoa_auth_upstream_attempts_total",
                        '{client="%s"}' % client_path) == 3
-    finally:
         p.terminate()
-        p.wait(timeout=10)
-        log.close()
+    finally:
+        stop_all([p])

@@ -11,8 +11,7 @@ import json
 
 import pytest
 
-from harness import (Gateway, biz_requests, free_ports, new_case, start_agent, start_haproxy,
-                     stop_all, user_stats, wait_agent_up)
+from harness import biz_requests, gateway, new_case, user_stats
 from rawhttp import raw_request
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -221,17 +220,10 @@ def test_websocket_upgrade_value_is_case_insensitive(fake):
 # ---- the cache keys on the subprotocol credential --------------------------------
 @pytest.fixture(scope="module")
 def cached(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
-                                 extra=("--cache", "on")))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, user=fake_user, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=("--cache", "on"), user=fake_user,
+                 secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def test_cache_key_holds_the_subprotocol_token(cached):
@@ -251,17 +243,10 @@ def test_cache_key_holds_the_subprotocol_token(cached):
 # ---- legacy passthrough -------------------------------------------------------
 @pytest.fixture(scope="module")
 def legacy(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port,
-                                   env_extra={"WS_LEGACY_PASSTHROUGH": "on"}))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, user=fake_user, **demo_services)
-    finally:
-        stop_all(procs)
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], haproxy_env={"WS_LEGACY_PASSTHROUGH": "on"},
+                 user=fake_user, secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def test_legacy_passes_a_genuine_handshake_without_exchange(legacy):
