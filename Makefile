@@ -2,6 +2,7 @@
 #
 #   make            install missing Debian packages, build build/spoa-auth
 #   make run        start HAProxy + agent + demo services on localhost
+#   make fleet-demo two gateways (HAProxy + agent each) sharing one Redis (docs/fleet.md)
 #   make test       unit tests, fuzz smoke run, end-to-end tests (release and ASan/UBSan)
 #   make unit       C unit tests only          make e2e    pytest suite only
 #   make asan       unit + e2e in an ASan/UBSan build (build-asan/)
@@ -149,6 +150,10 @@ fuzz-smoke:
 
 run: deps $(BIN)
 	@sh scripts/run-demo
+
+.PHONY: fleet-demo
+fleet-demo: deps $(BIN)
+	@sh scripts/fleet-demo
 
 # Benchmarks (not tests: nothing in make test runs them). Knobs: bench/run.
 BENCH_TOOLS := $(BUILD)/bench/null-agent $(BUILD)/bench/spop-load
