@@ -1,0 +1,182 @@
+"""Fleet smoke (the agent side of issue 10): two gateways (HAProxy + agent
+each) sharing one real redis-server on a free loopback port. A session
+answered on A is a hit on B without a user-service call; a logout on A makes
+B ask the user service again; Redis holds no credential; a wrong Redis
+password stops the start with a clear error. The thorough fleet and fault
+tests are test_fleet*.py."""
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from harness import (HOST, Gateway, Proc, free_ports, http, new_case, start_agent,
+                     start_haproxy, stop_all, wait_agent_up, wait_port)
+
+REDIS = shutil.which("redis-server")
+SECRET = secrets.token_hex(32)
+PROPAGATION_S = 2.0      # bound on how long a revocation may take to reach B
+
+pytestmark = pytest.mark.skipif(not REDIS, reason="redis-server not installed")
+
+
+def redis_cmd(port, *args):
+    """One RESP command on a fresh connection; returns the raw reply bytes."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        s.sendall(out)
+        data = b""
+        s.settimeout(0.5)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+    return data
+
+
+def start_redis(logdir, port, *extra):
+    p = Proc("redis", [REDIS, "--port", port, "--bind", HOST, "--save", "", "--appendonly",
+                       "no", *extra], logdir)
+    wait_port(port, p)
+    return p
+
+
+def metric(admin_port, name):
+    body = http(admin_port, "GET", "/metrics").body.decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError("%s not in /metrics" % name)
+
+
+def wait_metric(admin_port, name, want, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while metric(admin_port, name) != want:
+        assert time.monotonic() < deadline, "%s never reached %s" % (name, want)
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def fleet2(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
+    redis_port, gw_a, gw_b, ag_a, ag_b = free_ports(5)
+    procs = []
+    try:
+        procs.append(start_redis(logdir, redis_port))
+        gws = []
+        for name, gw_port, agent_port in (("agent-a", gw_a, ag_a), ("agent-b", gw_b, ag_b)):
+            a = start_agent(logdir, agent_bin, agent_port, fake_user.url, admin=True,
+                            name=name, extra=["--cache", "on", "--redis-address",
+                                              "%s:%d" % (HOST, redis_port),
+                                              "--redis-key-secret", SECRET,
+                                              "--redis-timeout", "200ms"])
+            procs.append(a)
+            wait_metric(a.admin_port, "spoa_auth_redis_stream_up", 1)
+            wait_metric(a.admin_port, "spoa_auth_redis_up", 1)
+            procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
+                                       demo_services["biz_port"], agent_port))
+            wait_agent_up(gw_port, procs)
+            gws.append(Gateway(gw_port, procs, admin_port=a.admin_port, user=fake_user))
+        yield gws[0], gws[1], redis_port
+    finally:
+        stop_all(procs, strict=("agent-a", "agent-b"))
+
+
+def cookie(case):
+    return [("Cookie", "case=%s" % case)]
+
+
+def test_answer_on_a_is_a_hit_on_b(fleet2):
+    a, b, _ = fleet2
+    case = new_case()
+    a.user.program(case, status=200, body="tok-" + case)
+    r = a.get("/api/business/x", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "miss")
+    assert len(a.user.calls(case)) == 1
+    # The write-back does not wait: give it a moment to land.
+    deadline = time.monotonic() + PROPAGATION_S
+    while True:
+        r = b.get("/api/business/x", cookie(case))
+        assert r.status == 200
+        if r.header("X-Auth-Cache") == "hit":
+            break
+        assert time.monotonic() < deadline, "B never answered from Redis"
+        time.sleep(0.05)
+    hits_before = metric(b.admin_port, 'spoa_auth_redis_l2_results_total{result="hit"}')
+    assert hits_before >= 1
+    calls = len(a.user.calls(case))
+    # B's local cache now holds it: a second request on B is a local hit.
+    assert b.get("/api/business/x", cookie(case)).header("X-Auth-Cache") == "hit"
+    assert len(a.user.calls(case)) == calls
+
+
+def test_logout_on_a_reaches_b(fleet2):
+    a, b, _ = fleet2
+    case = new_case()
+    a.user.program(case, status=200, body="tok-" + case)
+    assert a.get("/api/business/y", cookie(case)).status == 200
+    assert b.get("/api/business/y", cookie(case)).status == 200   # B has it (local or L2)
+    assert b.get("/api/business/y", cookie(case)).header("X-Auth-Cache") == "hit"
+    a.user.program(case, status=401, body='{"error":"logged out"}',
+                   content_type="application/json")
+    assert a.request("POST", "/api/user/logout", cookie(case), body="").status == 200
+    deadline = time.monotonic() + PROPAGATION_S
+    while True:
+        r = b.get("/api/business/y", cookie(case))
+        if r.status == 401:
+            break
+        assert time.monotonic() < deadline, "B still serves the session after a logout on A"
+        time.sleep(0.02)
+    assert metric(b.admin_port, 'spoa_auth_redis_revocations_total{direction="received"}') >= 1
+
+
+def test_redis_holds_no_credential(fleet2):
+    a, b, redis_port = fleet2
+    case = new_case()
+    a.user.program(case, status=200, body="tok-" + case)
+    assert a.get("/api/business/z", cookie(case)).status == 200
+    time.sleep(0.2)
+    keys = redis_cmd(redis_port, "KEYS", "*")
+    assert b"spoa-auth:v:{" in keys
+    dump = keys
+    for line in keys.split(b"\r\n"):
+        if line.startswith(b"spoa-auth:v:"):
+            dump += redis_cmd(redis_port, "GET", line)
+    dump += redis_cmd(redis_port, "XRANGE", "spoa-auth:revocations", "-", "+")
+    assert case.encode() not in dump
+    assert b"case=" not in dump
+
+
+def test_wrong_password_stops_the_start(agent_bin, fake_user, logdir):
+    redis_port, agent_port = free_ports(2)
+    r = start_redis(logdir, redis_port, "--requirepass", "right-" + secrets.token_hex(8))
+    try:
+        t0 = time.monotonic()
+        p = subprocess.run([agent_bin, "--listen", "%s:%d" % (HOST, agent_port),
+                            "--admin-listen", "off", "--user-service-url", fake_user.url,
+                            "--cache", "on", "--redis-address", "%s:%d" % (HOST, redis_port),
+                            "--redis-key-secret", SECRET, "--redis-password", "wrong-password"],
+                           capture_output=True, text=True, timeout=15)
+        assert p.returncode != 0
+        assert "redis-password" in p.stderr, p.stderr
+        assert "wrong-password" not in p.stderr + p.stdout
+        assert time.monotonic() - t0 < 10
+    finally:
+        stop_all([r])
+
+
+def test_missing_or_short_secret_is_refused(agent_bin):
+    for extra in ([], ["--redis-key-secret", "short"]):
+        p = subprocess.run([agent_bin, "-c", "--cache", "on", "--redis-address",
+                            "127.0.0.1:6379", *extra], capture_output=True, text=True,
+                           timeout=15)
+        assert p.returncode != 0
+        assert "redis-key-secret" in p.stderr, p.stderr
