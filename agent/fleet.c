@@ -82,6 +82,8 @@ struct fleet_conn {
 	int freeing;                 /* being freed: callbacks deliver nothing */
 	unsigned backoff_ms;
 	unsigned fails;              /* connection attempts failed in a row */
+	int was_lost;                /* lost or failed before: log the next "up" */
+	int auth_failed;             /* this connection's AUTH was refused */
 	ev_timer retry;              /* reconnect */
 	ev_timer deadline;           /* handshake deadline, or the stream watchdog */
 	fleet_conn_fn on_up, on_down;
@@ -212,7 +214,6 @@ static void fleet_conn_schedule(struct fleet_conn *fc)
 {
 	if (fc->freeing)
 		return;
-	fc->fails++;
 	if (!fc->backoff_ms)
 		fc->backoff_ms = FLEET_BACKOFF_MIN_MS;
 	ev_timer_stop(fc->loop, &fc->retry);
@@ -228,7 +229,12 @@ static void fleet_conn_lost(struct fleet_conn *fc, const char *why)
 	int was_up = fc->up;
 
 	fc->up = 0;
+	fc->was_lost = 1;
 	ev_timer_stop(fc->loop, &fc->deadline);
+	if (fc->freeing)
+		return;
+	if (!was_up)
+		fc->fails++;
 	if (was_up) {
 		static struct log_rl rl;
 
@@ -283,11 +289,11 @@ static void fleet_conn_ping_cb(redisAsyncContext *ac, void *reply, void *priv)
 	struct fleet_conn *fc = priv;
 	redisReply *r = reply;
 
-	if (!r || fc->ac != ac || fc->freeing)
+	if (!r || fc->ac != ac || fc->freeing || fc->auth_failed)
 		return;
 	if (r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0) {
 		ev_timer_stop(fc->loop, &fc->deadline);
-		if (fc->fails) {
+		if (fc->was_lost) {
 			static struct log_rl rl;
 
 			log_ratelimited(LOG_LVL_INFO, &rl, "redis: %s connection up", fc->what);
@@ -322,6 +328,7 @@ static void fleet_conn_auth_cb(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	}
 	FLEET_COUNT(fleet.commands[FLEET_CMD_AUTH][FLEET_CR_ERROR]);
+	fc->auth_failed = 1;
 	{
 		static struct log_rl rl;
 
@@ -382,6 +389,7 @@ static void fleet_conn_connect(struct fleet_conn *fc)
 	redisAsyncSetConnectCallback(ac, fleet_conn_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, fleet_conn_disconnect_cb);
 	fc->ac = ac;
+	fc->auth_failed = 0;
 	if (fleet.password) {
 		argv[n] = "AUTH";
 		lens[n++] = 4;
@@ -1157,6 +1165,7 @@ static void fleet_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 static void *fleet_thread_main(void *arg)
 {
 	(void)arg;
+	log_set_thread_name("fleet");
 	fleet_conn_connect(&fleet.stream);
 	fleet_conn_connect(&fleet.cmd);
 	ev_run(fleet.loop, 0);

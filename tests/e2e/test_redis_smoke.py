@@ -6,6 +6,7 @@ password stops the start with a clear error. The thorough fleet and fault
 tests are test_fleet*.py."""
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -70,7 +71,8 @@ def fleet2(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
     redis_port, gw_a, gw_b, ag_a, ag_b = free_ports(5)
     procs = []
     try:
-        procs.append(start_redis(logdir, redis_port))
+        redis = start_redis(logdir, redis_port)
+        procs.append(redis)
         gws = []
         for name, gw_port, agent_port in (("agent-a", gw_a, ag_a), ("agent-b", gw_b, ag_b)):
             a = start_agent(logdir, agent_bin, agent_port, fake_user.url, admin=True,
@@ -86,8 +88,13 @@ def fleet2(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
             wait_agent_up(gw_port, procs)
             gws.append(Gateway(gw_port, procs, admin_port=a.admin_port, user=fake_user))
         yield gws[0], gws[1], redis_port
+        # the restart test replaces the server: stop the current one
+        procs.extend(_REDIS_RESTARTED)
     finally:
         stop_all(procs, strict=("agent-a", "agent-b"))
+
+
+_REDIS_RESTARTED = []
 
 
 def cookie(case):
@@ -180,3 +187,60 @@ def test_missing_or_short_secret_is_refused(agent_bin):
                            timeout=15)
         assert p.returncode != 0
         assert "redis-key-secret" in p.stderr, p.stderr
+
+
+def test_redis_stopped_costs_at_most_the_budget(fleet2):
+    """SIGSTOP: reads time out within redis-timeout, then the breaker skips
+    Redis; every request is answered by the user service meanwhile."""
+    a, b, _ = fleet2
+    redis = [p for p in __import__("harness").PROCS if p.name == "redis" and p.alive()][-1]
+    redis.p.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(12):
+            case = new_case()
+            a.user.program(case, status=200, body="tok-" + case)
+            t0 = time.monotonic()
+            r = b.get("/api/business/s%d" % i, cookie(case))
+            assert r.status == 200, r
+            assert time.monotonic() - t0 < 1.5    # below the SPOE timeout processing
+        assert metric(b.admin_port, "spoa_auth_redis_breaker_state") == 1
+        assert metric(b.admin_port,
+                      'spoa_auth_redis_commands_total{command="get",result="timeout"}') >= 1
+    finally:
+        redis.p.send_signal(signal.SIGCONT)
+    wait_metric(b.admin_port, "spoa_auth_redis_stream_up", 1)
+
+
+def test_redis_killed_and_restarted(fleet2, logdir):
+    """SIGKILL: authentication goes on through the user service; a restart
+    brings the fleet back without restarting the agents, and a logout after
+    the reconnect still reaches the other node."""
+    a, b, redis_port = fleet2
+    redis = [p for p in __import__("harness").PROCS if p.name == "redis" and p.alive()][-1]
+    redis.p.kill()
+    redis.p.wait()
+    redis.stopped = True
+    case = new_case()
+    a.user.program(case, status=200, body="tok-" + case)
+    for gw in (a, b):
+        for path in ("/api/business/k1", "/api/business/k2"):
+            assert gw.get(path, cookie(case)).status == 200
+    wait_metric(b.admin_port, "spoa_auth_redis_stream_up", 0)
+    wait_metric(b.admin_port, "spoa_auth_redis_up", 0)
+    new = start_redis(logdir, redis_port)
+    _REDIS_RESTARTED.append(new)
+    for gw in (a, b):
+        wait_metric(gw.admin_port, "spoa_auth_redis_stream_up", 1)
+        wait_metric(gw.admin_port, "spoa_auth_redis_up", 1)
+    case = new_case()
+    a.user.program(case, status=200, body="tok-" + case)
+    assert a.get("/api/business/r", cookie(case)).status == 200
+    assert b.get("/api/business/r", cookie(case)).status == 200
+    assert b.get("/api/business/r", cookie(case)).header("X-Auth-Cache") == "hit"
+    a.user.program(case, status=401, body='{"error":"logged out"}',
+                   content_type="application/json")
+    assert a.request("POST", "/api/user/logout", cookie(case), body="").status == 200
+    deadline = time.monotonic() + PROPAGATION_S
+    while b.get("/api/business/r", cookie(case)).status != 401:
+        assert time.monotonic() < deadline, "a logout after the reconnect did not reach B"
+        time.sleep(0.02)
