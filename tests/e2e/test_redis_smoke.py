@@ -162,6 +162,53 @@ def test_redis_holds_no_credential(fleet2):
     assert b"case=" not in dump
 
 
+def value_names(redis_port):
+    keys = redis_cmd(redis_port, "KEYS", "spoa-auth:v:*")
+    return {l for l in keys.split(b"\r\n") if l.startswith(b"spoa-auth:v:")}
+
+
+def wait_new_name(redis_port, before):
+    deadline = time.monotonic() + PROPAGATION_S
+    while True:
+        new = value_names(redis_port) - before
+        if new:
+            assert len(new) == 1, new
+            return new.pop()
+        assert time.monotonic() < deadline, "no value written"
+        time.sleep(0.02)
+
+
+def bulk(reply):
+    """The payload of a RESP bulk-string reply."""
+    head, _, rest = reply.partition(b"\r\n")
+    assert head.startswith(b"$") and int(head[1:]) >= 0, reply
+    return rest[:int(head[1:])]
+
+
+def test_a_value_moved_to_another_session_is_refused(fleet2):
+    """Someone with write access to Redis (but not the secret) copies an
+    allowed session's value under a denied session's name: B must not
+    answer the denied session from it."""
+    a, b, redis_port = fleet2
+    allowed, denied = new_case(), new_case()
+    a.user.program(allowed, status=200, body="tok-" + allowed)
+    a.user.program(denied, status=401, body='{"error":"no"}', content_type="application/json")
+    before = value_names(redis_port)
+    assert a.get("/api/business/m", cookie(allowed)).status == 200
+    name_allowed = wait_new_name(redis_port, before)
+    before = value_names(redis_port)
+    assert a.get("/api/business/m", cookie(denied)).status == 401
+    name_denied = wait_new_name(redis_port, before)
+    value = bulk(redis_cmd(redis_port, "GET", name_allowed))
+    assert redis_cmd(redis_port, "SET", name_denied, value, "PX", "60000").startswith(b"+OK")
+    bad = metric(b.admin_port, 'spoa_auth_redis_l2_results_total{result="bad_value"}')
+    calls = len(a.user.calls(denied))
+    r = b.get("/api/business/m", cookie(denied))
+    assert (r.status, r.header("X-Auth-Cache")) == (401, "miss"), r
+    assert len(a.user.calls(denied)) == calls + 1
+    assert metric(b.admin_port, 'spoa_auth_redis_l2_results_total{result="bad_value"}') == bad + 1
+
+
 def test_wrong_password_stops_the_start(agent_bin, fake_user, logdir):
     redis_port, agent_port = free_ports(2)
     r = start_redis(logdir, redis_port, "--requirepass", "right-" + secrets.token_hex(8))
