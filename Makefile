@@ -43,8 +43,8 @@ SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-p
 LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
-DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack libmicrohttpd 2>/dev/null)
-DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack libmicrohttpd 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc -lmicrohttpd)
+DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack libmicrohttpd hiredis 2>/dev/null)
+DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack libmicrohttpd hiredis 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc -lmicrohttpd -lhiredis)
 EV_CFLAGS  ?=
 EV_LIBS    ?= -lev
 # Debian's libhttp-parser-dev (nodejs/http-parser) has no .pc file.
