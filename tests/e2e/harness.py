@@ -358,10 +358,11 @@ class RedisServer:
     by the harness. <password>: requirepass (the default user's password).
     <users>: {name: (password, "ACL rules")}, e.g. a user limited to the
     agent's key prefix: {"agent": ("pw", "~spoa-auth:* +@all -@dangerous")}.
+    <unixsocket>: a path to listen on too (the TCP port stays, for cmd()).
     kill() (SIGKILL), pause()/resume() (SIGSTOP/SIGCONT) and restart() (on
     the same port, empty) are the faults; cmd() talks to it as the admin."""
 
-    def __init__(self, logdir, password=None, users=None, name="redis"):
+    def __init__(self, logdir, password=None, users=None, name="redis", unixsocket=None):
         self.logdir, self.password, self.users, self.name = Path(logdir), password, users or {}, name
         self.port = free_ports(1)[0]
         self.address = "%s:%d" % (HOST, self.port)
@@ -371,6 +372,8 @@ class RedisServer:
                  "daemonize no", "loglevel notice"]
         if password:
             lines.append("requirepass %s" % password)
+        if unixsocket:
+            lines += ["unixsocket %s" % unixsocket, "unixsocketperm 700"]
         for user, (pw, rules) in self.users.items():
             lines.append("user %s on >%s %s" % (user, pw, rules))
         self.conf.write_text("\n".join(lines) + "\n")

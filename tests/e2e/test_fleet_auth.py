@@ -6,6 +6,7 @@ there, without a restart)."""
 import secrets
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,9 @@ START_DEADLINE_S = 15.0         # a wrong password must end the start within thi
 CONNECT_DEADLINE_S = 10.0
 PATH = "/api/business/fleet-auth"
 PREFIX = "fleettest:"
+# The commands docs/fleet.md lists for the agent's own ACL user, and nothing else.
+ACL_COMMANDS = ("get set del sadd smembers exists pttl pexpire incr eval xadd xread xinfo "
+                "ping auth")
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +81,13 @@ def test_password(env):
 
 
 def test_acl_user_limited_to_the_prefix(env):
-    """The agent's own ACL user may touch only keys under its prefix (and the
-    default user is off): the fleet works, and every key it wrote is there."""
+    """The agent's own ACL user may touch only keys under its prefix and run
+    only the commands docs/fleet.md lists: the fleet works (sharing and a
+    logout), no command failed, and every key it wrote is under the prefix."""
     pw = "acl-" + secrets.token_hex(12)
     redis = RedisServer(env["logdir"], password="admin-" + secrets.token_hex(8),
-                        users={"spoa": (pw, "~%s* +@all -@dangerous" % PREFIX)},
+                        users={"spoa": (pw, "resetkeys ~%s* -@all %s" % (
+                            PREFIX, " ".join("+" + c for c in ACL_COMMANDS.split())))},
                         name="redis-acl").start()
     nodes = []
     try:
@@ -158,6 +164,27 @@ def test_unreachable_at_start_then_joins(env):
             assert wait_metric(n.admin_port, "spoa_auth_redis_stream_up", 1,
                                CONNECT_DEADLINE_S) == 1, n.agent.describe()
         shared(nodes, env["user"])
+    finally:
+        procs = [p for n in nodes for p in n.procs]
+        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
+        redis.stop()
+
+
+def test_unix_socket(env):
+    """redis-address unix:/path: the fleet works over a unix socket."""
+    sock = Path(env["logdir"]) / ("redis-%s.sock" % secrets.token_hex(4))
+    redis = RedisServer(env["logdir"], name="redis-unix", unixsocket=sock).start()
+    nodes = []
+    try:
+        for name in ("ua", "ub"):
+            nodes.append(start_fleet_node(env["logdir"], env["haproxy_bin"], env["agent_bin"],
+                                          name, env["user"].url, env["user"].port,
+                                          env["biz_port"], "unix:%s" % sock))
+        for n in nodes:
+            assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
+                               CONNECT_DEADLINE_S) == 1, n.agent.describe()
+        shared(nodes, env["user"])
+        assert redis.dump(), "nothing written through the unix socket"
     finally:
         procs = [p for n in nodes for p in n.procs]
         stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
