@@ -92,6 +92,7 @@ struct fleet_conn {
 
 struct fleet_worker {
 	struct fleet_conn conn;
+	unsigned timeouts;           /* commands past their budget in a row */
 };
 
 /* One command in flight on a worker connection. Freed by its reply
@@ -440,8 +441,18 @@ static void fleet_conn_close(struct fleet_conn *fc)
 
 static void fleet_worker_up(struct fleet_conn *fc)
 {
-	(void)fc;
+	struct fleet_worker *fw = (struct fleet_worker *)(void *)fc;
+
+	fw->timeouts = 0;
 	atomic_fetch_add(&fleet.n_up, 1);
+	/* A new connection that answered PING is a successful probe: without
+	 * this, write-backs (never sent while it is not closed) would wait for
+	 * the next read to probe it. */
+	if (breaker_state_get(&fleet.breaker) != BREAKER_CLOSED && breaker_close(&fleet.breaker)) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_INFO, &rl, "redis: breaker closed: a new connection answers");
+	}
 }
 
 static void fleet_worker_down(struct fleet_conn *fc)
@@ -520,6 +531,8 @@ static void fleet_req_budget_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct fleet_req *rq = (struct fleet_req *)(void *)((char *)t -
 	                       offsetof(struct fleet_req, budget));
 
+	struct fleet_worker *fw = rq->fw;
+
 	(void)loop;
 	(void)revents;
 	FLEET_COUNT(fleet.commands[rq->cmd][FLEET_CR_TIMEOUT]);
@@ -528,6 +541,11 @@ static void fleet_req_budget_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		fleet_req_deliver(rq, FLEET_L2_ERROR, NULL, 0);
 	else
 		rq->done = 1;
+	/* A connection whose answers stopped (a server stopped, a reply that
+	 * never ends) is dropped and made again, rather than kept up with
+	 * every command timing out. <rq> is freed by the drop. */
+	if (++fw->timeouts >= fleet.brk_failures && fw->conn.ac)
+		fleet_conn_drop(&fw->conn, "commands past redis-timeout in a row");
 }
 
 /* A decision from decoded value <v>: shareable (no Set-Cookie), one reference. */
@@ -558,6 +576,8 @@ static void fleet_get_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	enum fleetval_res res;
 
 	(void)ac;
+	if (r)
+		rq->fw->timeouts = 0;
 	if (!rq->done)
 		ev_timer_stop(rq->fw->conn.loop, &rq->budget);
 	if (rq->done || rq->fw->conn.freeing)
@@ -686,6 +706,8 @@ static void fleet_set_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	redisReply *r = reply;
 
 	(void)ac;
+	if (r)
+		rq->fw->timeouts = 0;
 	if (!rq->done) {
 		ev_timer_stop(rq->fw->conn.loop, &rq->budget);
 		if (!rq->fw->conn.freeing)
