@@ -50,6 +50,7 @@
 #define FLEET_REVOKE_QUEUE 4096      /* revocations kept while disconnected */
 #define FLEET_ID_MAX 48              /* "<ms>-<seq>" */
 #define FLEET_ONE_DAY_MS 86400000u
+#define FLEET_SHAPE_MAX_COPY 256         /* copy-header names bound at most */
 
 static const char fleet_lua_get[] =
 	"return redis.call('GET', KEYS[1] .. ':' .. (redis.call('GET', KEYS[2]) or '0'))";
@@ -1270,6 +1271,46 @@ static char *fleet_dup(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
+/* Binds the value names to what shapes a stored answer beyond the local key
+ * (fleetval_keys_bind()): each field length-prefixed. Returns 0 or -1. */
+static int fleet_bind_shape(const struct cfg *cfg)
+{
+	size_t cap = 64, len = 0;
+	char *buf = malloc(cap), *nb;
+	const char *parts[3 + FLEET_SHAPE_MAX_COPY];
+	char frame[16];
+	size_t n = 0;
+	int rc;
+
+	if (!buf)
+		return -1;
+	snprintf(frame, sizeof(frame), "%u", (unsigned)cfg->max_frame_size);
+	parts[n++] = cfg->var_prefix;
+	parts[n++] = cfg->subject_claim ? cfg->subject_claim : "";
+	parts[n++] = frame;
+	for (size_t i = 0; i < cfg->n_copy_headers && n < sizeof(parts) / sizeof(parts[0]); i++)
+		parts[n++] = cfg->copy_headers[i];
+	for (size_t i = 0; i < n; i++) {
+		size_t pl = strlen(parts[i]);
+
+		if (len + pl + 16 > cap) {
+			cap = (len + pl + 16) * 2;
+			nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				return -1;
+			}
+			buf = nb;
+		}
+		len += (size_t)snprintf(buf + len, cap - len, "%zu:", pl);
+		memcpy(buf + len, parts[i], pl);
+		len += pl;
+	}
+	rc = fleetval_keys_bind(&fleet.keys, buf, len);
+	free(buf);
+	return rc;
+}
+
 int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t errlen)
 {
 	if (!cfg->redis_address)
@@ -1279,6 +1320,10 @@ int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t er
 	                         cfg->redis_key_secret_len) < 0) {
 		snprintf(err, errlen, "key 'redis-key-secret': cannot derive the fleet keys");
 		return -1;
+	}
+	if (fleet_bind_shape(cfg) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
 	}
 	fleet.prefix = fleet_dup(cfg->redis_prefix);
 	fleet.host = fleet_dup(cfg->redis_host);
