@@ -50,6 +50,7 @@
 #define FLEET_REVOKE_QUEUE 4096      /* revocations kept while disconnected */
 #define FLEET_ID_MAX 48              /* "<ms>-<seq>" */
 #define FLEET_ONE_DAY_MS 86400000u
+#define FLEET_SHAPE_MAX_COPY 256         /* copy-header names bound at most */
 
 static const char fleet_lua_get[] =
 	"return redis.call('GET', KEYS[1] .. ':' .. (redis.call('GET', KEYS[2]) or '0'))";
@@ -92,6 +93,7 @@ struct fleet_conn {
 
 struct fleet_worker {
 	struct fleet_conn conn;
+	unsigned timeouts;           /* commands past their budget in a row */
 };
 
 /* One command in flight on a worker connection. Freed by its reply
@@ -440,8 +442,18 @@ static void fleet_conn_close(struct fleet_conn *fc)
 
 static void fleet_worker_up(struct fleet_conn *fc)
 {
-	(void)fc;
+	struct fleet_worker *fw = (struct fleet_worker *)(void *)fc;
+
+	fw->timeouts = 0;
 	atomic_fetch_add(&fleet.n_up, 1);
+	/* A new connection that answered PING is a successful probe: without
+	 * this, write-backs (never sent while it is not closed) would wait for
+	 * the next read to probe it. */
+	if (breaker_state_get(&fleet.breaker) != BREAKER_CLOSED && breaker_close(&fleet.breaker)) {
+		static struct log_rl rl;
+
+		log_ratelimited(LOG_LVL_INFO, &rl, "redis: breaker closed: a new connection answers");
+	}
 }
 
 static void fleet_worker_down(struct fleet_conn *fc)
@@ -520,6 +532,8 @@ static void fleet_req_budget_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct fleet_req *rq = (struct fleet_req *)(void *)((char *)t -
 	                       offsetof(struct fleet_req, budget));
 
+	struct fleet_worker *fw = rq->fw;
+
 	(void)loop;
 	(void)revents;
 	FLEET_COUNT(fleet.commands[rq->cmd][FLEET_CR_TIMEOUT]);
@@ -528,6 +542,11 @@ static void fleet_req_budget_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		fleet_req_deliver(rq, FLEET_L2_ERROR, NULL, 0);
 	else
 		rq->done = 1;
+	/* A connection whose answers stopped (a server stopped, a reply that
+	 * never ends) is dropped and made again, rather than kept up with
+	 * every command timing out. <rq> is freed by the drop. */
+	if (++fw->timeouts >= fleet.brk_failures && fw->conn.ac)
+		fleet_conn_drop(&fw->conn, "commands past redis-timeout in a row");
 }
 
 /* A decision from decoded value <v>: shareable (no Set-Cookie), one reference. */
@@ -558,6 +577,8 @@ static void fleet_get_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	enum fleetval_res res;
 
 	(void)ac;
+	if (r)
+		rq->fw->timeouts = 0;
 	if (!rq->done)
 		ev_timer_stop(rq->fw->conn.loop, &rq->budget);
 	if (rq->done || rq->fw->conn.freeing)
@@ -686,6 +707,8 @@ static void fleet_set_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	redisReply *r = reply;
 
 	(void)ac;
+	if (r)
+		rq->fw->timeouts = 0;
 	if (!rq->done) {
 		ev_timer_stop(rq->fw->conn.loop, &rq->budget);
 		if (!rq->fw->conn.freeing)
@@ -1248,6 +1271,46 @@ static char *fleet_dup(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
+/* Binds the value names to what shapes a stored answer beyond the local key
+ * (fleetval_keys_bind()): each field length-prefixed. Returns 0 or -1. */
+static int fleet_bind_shape(const struct cfg *cfg)
+{
+	size_t cap = 64, len = 0;
+	char *buf = malloc(cap), *nb;
+	const char *parts[3 + FLEET_SHAPE_MAX_COPY];
+	char frame[16];
+	size_t n = 0;
+	int rc;
+
+	if (!buf)
+		return -1;
+	snprintf(frame, sizeof(frame), "%u", (unsigned)cfg->max_frame_size);
+	parts[n++] = cfg->var_prefix;
+	parts[n++] = cfg->subject_claim ? cfg->subject_claim : "";
+	parts[n++] = frame;
+	for (size_t i = 0; i < cfg->n_copy_headers && n < sizeof(parts) / sizeof(parts[0]); i++)
+		parts[n++] = cfg->copy_headers[i];
+	for (size_t i = 0; i < n; i++) {
+		size_t pl = strlen(parts[i]);
+
+		if (len + pl + 16 > cap) {
+			cap = (len + pl + 16) * 2;
+			nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				return -1;
+			}
+			buf = nb;
+		}
+		len += (size_t)snprintf(buf + len, cap - len, "%zu:", pl);
+		memcpy(buf + len, parts[i], pl);
+		len += pl;
+	}
+	rc = fleetval_keys_bind(&fleet.keys, buf, len);
+	free(buf);
+	return rc;
+}
+
 int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t errlen)
 {
 	if (!cfg->redis_address)
@@ -1257,6 +1320,10 @@ int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t er
 	                         cfg->redis_key_secret_len) < 0) {
 		snprintf(err, errlen, "key 'redis-key-secret': cannot derive the fleet keys");
 		return -1;
+	}
+	if (fleet_bind_shape(cfg) < 0) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
 	}
 	fleet.prefix = fleet_dup(cfg->redis_prefix);
 	fleet.host = fleet_dup(cfg->redis_host);

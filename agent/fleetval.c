@@ -89,6 +89,17 @@ int fleetval_keys_derive(struct fleetval_keys *k, const uint8_t *secret, size_t 
 	return 0;
 }
 
+int fleetval_keys_bind(struct fleetval_keys *k, const void *shape, size_t len)
+{
+	uint8_t out[32];
+
+	if (fleetval_hmac2(k->key, sizeof(k->key), "shape", 5, shape, len, out) < 0)
+		return -1;
+	memcpy(k->key, out, sizeof(out));
+	OPENSSL_cleanse(out, sizeof(out));
+	return 0;
+}
+
 int fleetval_cred_tag(const struct fleetval_keys *k, const uint8_t cred[32],
                       char out[FLEETVAL_HEX_LEN + 1])
 {

@@ -67,6 +67,13 @@ enum fleetval_res {
  * bytes). Returns 0, or -1 (too short, OpenSSL failed). */
 int fleetval_keys_derive(struct fleetval_keys *k, const uint8_t *secret, size_t len);
 
+/* Binds the value names to <shape>/<len>: what shapes a stored answer but is
+ * not in the local cache key (var-prefix, copy-header, subject-claim,
+ * max-frame-size), so that agents configured differently never read each
+ * other's values. Credential tags (tombstones, index) stay fleet-wide.
+ * Returns 0 or -1. */
+int fleetval_keys_bind(struct fleetval_keys *k, const void *shape, size_t len);
+
 /* Writes the value name for local cache <key> and credential <cred> (32
  * bytes each) under <prefix> into <out> (FLEETVAL_NAME_MAX bytes): the
  * credential tag is the hash tag, so one credential's values share a slot.

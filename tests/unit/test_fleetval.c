@@ -110,6 +110,19 @@ int main(void)
 		longp[sizeof(longp) - 1] = 0;
 		ok(fleetval_name_value(&k, longp, key, cred, name2) < 0, "prefix too long refused");
 	}
+	{
+		struct fleetval_keys kb = k, kc = k;
+		char nb[FLEETVAL_NAME_MAX], nc[FLEETVAL_NAME_MAX], tb[FLEETVAL_HEX_LEN + 1];
+
+		ok(fleetval_keys_bind(&kb, "5:auth", 6) == 0 && fleetval_keys_bind(&kc, "5:authz", 7) == 0,
+		   "bind two shapes");
+		ok(fleetval_name_value(&kb, "spoa-auth:", key, cred, nb) == n &&
+		   fleetval_name_value(&kc, "spoa-auth:", key, cred, nc) == n &&
+		   strcmp(nb, nc) != 0 && strcmp(nb, name) != 0,
+		   "another answer shape, another value name");
+		ok(fleetval_cred_tag(&kb, cred, tb) == 0 && strcmp(tb, tag) == 0 &&
+		   memcmp(nb, name, 13 + 65) == 0, "the credential tag stays fleet-wide");
+	}
 	memset(key, 0x12, sizeof(key));
 	n2 = fleetval_name_value(&k, "spoa-auth:", key, cred, name2);
 	ok(n2 == n && memcmp(name, name2, 13 + 65) == 0 && memcmp(name, name2, (size_t)n) != 0,
