@@ -719,5 +719,6 @@ def percentile(values, p):
     s = sorted(values)
     if not s:
         return None
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    import math
+    k = max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))
     return s[k]
