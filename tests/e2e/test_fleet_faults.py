@@ -26,6 +26,8 @@ RECONNECT_DEADLINE_S = 15.0
 RECOVER_DEADLINE_S = 10.0
 REFUSE_DEADLINE_S = 5.0
 PATH = "/api/business/fleet-faults"
+STREAM_MAXLEN = 100             # the smallest the agent takes
+TRIM_LOGOUTS = 500              # > MAXLEN + a stream node (100 entries): MAXLEN ~ trims whole nodes
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +226,13 @@ def test_baseline_load_without_fault(fleet, capsys):
 
 
 def test_redis_sigkill_then_restart(fleet, redis, capsys):
+    # Both agents have applied a stream entry: an empty stream after the
+    # restart cannot be what they read.
+    check_revocation(fleet, fleet[0], fleet[1])
+    for n in fleet:
+        assert wait_metric(n.admin_port, "spoa_auth_redis_revocations_total", 1,
+                           RECONNECT_DEADLINE_S, direction="received") >= 1
+    flushes = [metric(n.admin_port, "spoa_auth_redis_local_flushes_total") or 0 for n in fleet]
     load = Load(fleet, fleet[0].user).start()
     time.sleep(LOAD_S / 3)
     redis.kill()
@@ -237,6 +246,9 @@ def test_redis_sigkill_then_restart(fleet, redis, capsys):
     check_load(load, fleet, "redis down", capsys)
     redis.restart()
     wait_connected(fleet)
+    # The stream came back empty: what was revoked meanwhile cannot be known.
+    for n, before in zip(fleet, flushes):
+        assert metric(n.admin_port, "spoa_auth_redis_local_flushes_total") > before, n.name
     check_shared(fleet)
     check_revocation(fleet, fleet[0], fleet[1])
     check_revocation(fleet, fleet[1], fleet[0])
@@ -313,3 +325,60 @@ def test_revocation_missed_while_disconnected_is_applied(fleet, proxy):
     after_flushes = metric(b.admin_port, "spoa_auth_redis_local_flushes_total") or 0
     assert after_received > received or after_flushes > flushes, (
         "B refused, but neither replayed a revocation nor flushed its cache")
+
+
+# Fails on the fleet code as of this writing: Redis 7.0's XINFO STREAM leaves
+# max-deleted-entry-id at 0-0 when XADD MAXLEN ~ trims, so the agent does not
+# see that entries past its last id are gone, keeps its local cache, and the
+# session revoked meanwhile stays allowed. strict: once fixed, this XPASS
+# fails the run and the marker must go.
+@pytest.mark.xfail(strict=True, reason="a trimmed revocation stream is not detected on "
+                   "reconnect (max-deleted-entry-id stays 0-0 under MAXLEN trimming)")
+def test_stream_trimmed_while_disconnected_flushes(fleet_agent, haproxy_bin, fake_user,
+                                                   demo_services, logdir):
+    """B is cut off while A's logouts trim the revocation stream past what B
+    read (redis-stream-maxlen STREAM_MAXLEN): once back, B cannot replay, so
+    it flushes its local cache; a session revoked meanwhile is refused."""
+    redis = RedisServer(logdir, name="redis-trim").start()
+    proxy = FakeResp(redis.port)
+    nodes = []
+    extra = ["--redis-stream-maxlen", str(STREAM_MAXLEN)]
+    try:
+        for name, addr in (("ta", redis.address), ("tb", proxy.address)):
+            nodes.append(start_fleet_node(logdir, haproxy_bin, fleet_agent, name, fake_user.url,
+                                          fake_user.port, demo_services["biz_port"], addr,
+                                          extra=extra))
+            nodes[-1].user = fake_user
+        wait_connected(nodes)
+        a, b = nodes
+        case = new_case()
+        fake_user.program(case, status=200, body="tok-" + case)
+        assert a.get(PATH, cookie(case)).status == 200
+        assert b.get(PATH, cookie(case)).status == 200
+        assert b.get(PATH, cookie(case)).header("X-Auth-Cache") == "hit"
+        flushes = metric(b.admin_port, "spoa_auth_redis_local_flushes_total") or 0
+        proxy.set_mode("close")
+        proxy.drop_connections()
+        try:
+            assert wait_metric(b.admin_port, "spoa_auth_redis_stream_up", 0,
+                               RECONNECT_DEADLINE_S) == 0
+            fake_user.program(case, status=401, body='{"error":"logged out"}',
+                              content_type="application/json")
+            assert a.request("POST", "/api/user/logout", cookie(case), body="").status == 200
+            # Enough other logouts that the approximate MAXLEN trims the entry above.
+            for _ in range(TRIM_LOGOUTS):
+                other = new_case()
+                assert a.request("POST", "/api/user/logout", cookie(other), body="").status == 200
+            assert redis.cmd("XLEN", "spoa-auth:revocations") < TRIM_LOGOUTS
+        finally:
+            proxy.set_mode("pass")
+        wait_connected(nodes)
+        assert wait_metric(b.admin_port, "spoa_auth_redis_local_flushes_total", flushes + 1,
+                           RECONNECT_DEADLINE_S) >= flushes + 1
+        r, waited, _ = wait_status(b, PATH, cookie(case), 401, REFUSE_DEADLINE_S)
+        assert r.status == 401, "B still allows after reconnecting: %r" % r
+    finally:
+        procs = [p for n in nodes for p in n.procs]
+        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
+        proxy.stop()
+        redis.stop()
