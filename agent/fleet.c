@@ -48,7 +48,7 @@
 #define FLEET_XREAD_COUNT "256"
 #define FLEET_REVOKE_BUDGET_MS 2000  /* revocations are off the request path */
 #define FLEET_REVOKE_QUEUE 4096      /* revocations kept while disconnected */
-#define FLEET_ID_MAX 48              /* "<ms>-<seq>" */
+#define FLEET_ID_MAX FLEETVAL_ID_MAX
 #define FLEET_ONE_DAY_MS 86400000u
 #define FLEET_SHAPE_MAX_COPY 256         /* copy-header names bound at most */
 
@@ -791,36 +791,6 @@ static void fleet_flush(const char *why)
 	log_ratelimited(LOG_LVL_WARN, &rl, "redis: local cache flushed: %s", why);
 }
 
-/* "<ms>-<seq>" -> two numbers; 0 on success. */
-static int fleet_id_parse(const char *s, uint64_t *ms, uint64_t *seq)
-{
-	char *end;
-
-	errno = 0;
-	*ms = strtoull(s, &end, 10);
-	if (errno || end == s || *end != '-')
-		return -1;
-	s = end + 1;
-	*seq = strtoull(s, &end, 10);
-	if (errno || end == s || *end)
-		return -1;
-	return 0;
-}
-
-/* -1, 0, 1 as <a> is before, equal to, after <b>; unparsable ids sort first. */
-static int fleet_id_cmp(const char *a, const char *b)
-{
-	uint64_t am = 0, as = 0, bm = 0, bs = 0;
-
-	if (fleet_id_parse(a, &am, &as) < 0)
-		am = as = 0;
-	if (fleet_id_parse(b, &bm, &bs) < 0)
-		bm = bs = 0;
-	if (am != bm)
-		return am < bm ? -1 : 1;
-	return as < bs ? -1 : as > bs;
-}
-
 static void fleet_stream_read(void);
 
 static void fleet_stream_apply(const redisReply *e)
@@ -959,23 +929,21 @@ static void fleet_xinfo_cb(redisAsyncContext *ac, void *reply, void *priv)
 		redisAsyncDisconnect(ac);
 		return;
 	}
-	if (first) {
+	{
 		struct cache_stats cs;
+		char resume[FLEETVAL_ID_MAX];
 
-		/* Revocations sent while this agent never had the stream are
-		 * unknowable: whatever it cached meanwhile goes. */
 		memset(&cs, 0, sizeof(cs));
-		cache_stats(fleet.cache, &cs);
-		if (cs.entries)
-			fleet_flush("revocation stream reached late: events before it are unknown");
-		snprintf(fleet.last_id, sizeof(fleet.last_id), "%s", last_gen);
-	} else if (absent ? strcmp(fleet.last_id, "0-0") != 0
-	                  : (fleet_id_cmp(max_del, fleet.last_id) > 0 ||
-	                     fleet_id_cmp(last_gen, fleet.last_id) < 0)) {
-		fleet_flush(absent ? "the revocation stream is gone"
-		                   : "revocation events were trimmed or the stream was recreated "
-		                     "while disconnected");
-		snprintf(fleet.last_id, sizeof(fleet.last_id), "%s", last_gen);
+		if (first)
+			cache_stats(fleet.cache, &cs);
+		if (fleetval_stream_resume(first ? "" : fleet.last_id, absent, last_gen, max_del,
+		                           cs.entries > 0, resume))
+			fleet_flush(first ? "revocation stream reached late: events before it are "
+			                    "unknown"
+			                  : absent ? "the revocation stream is gone"
+			                  : "revocation events were trimmed or the stream was "
+			                    "recreated while disconnected");
+		snprintf(fleet.last_id, sizeof(fleet.last_id), "%s", resume);
 	}
 	fleet.stream_connects++;
 	atomic_store(&fleet.stream_up, 1);
@@ -1313,6 +1281,8 @@ static int fleet_bind_shape(const struct cfg *cfg)
 
 int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t errlen)
 {
+	int rc;
+
 	if (!cfg->redis_address)
 		return 0;
 	memset(&fleet.keys, 0, sizeof(fleet.keys));
@@ -1363,8 +1333,9 @@ int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t er
 	ev_async_init(&fleet.wake, fleet_wake_cb);
 	ev_async_start(fleet.loop, &fleet.wake);
 	fleet.on = 1;
-	if (pthread_create(&fleet.thread, NULL, fleet_thread_main, NULL) != 0) {
-		snprintf(err, errlen, "redis: cannot start the fleet thread: %s", strerror(errno));
+	rc = pthread_create(&fleet.thread, NULL, fleet_thread_main, NULL);
+	if (rc != 0) {
+		snprintf(err, errlen, "redis: cannot start the fleet thread: %s", strerror(rc));
 		fleet.on = 0;
 		ev_async_stop(fleet.loop, &fleet.wake);
 		ev_loop_destroy(fleet.loop);
