@@ -986,20 +986,23 @@ static void fleet_rev_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	redisReply *r = reply;
 
 	(void)ac;
-	if (!rq->done) {
+	if (!rq->done)
 		ev_timer_stop(fleet.loop, &rq->budget);
-		if (!r) {
-			if (!fleet.cmd.freeing)
-				fleet_requeue(&rq->rv);  /* connection lost: send it again */
-		} else if (r->type == REDIS_REPLY_ERROR) {
-			static struct log_rl rl;
+	if (!r) {
+		/* Connection lost (or dropped after a timeout): whether Redis ran
+		 * it is unknown, and running it twice is harmless (a second DEL,
+		 * tombstone and event): send it again. */
+		if (!fleet.cmd.freeing)
+			fleet_requeue(&rq->rv);
+	} else if (!rq->done && r->type == REDIS_REPLY_ERROR) {
+		static struct log_rl rl;
 
-			FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_ERROR]);
-			log_ratelimited(LOG_LVL_WARN, &rl, "redis: revocation refused: %.80s", r->str);
-		} else {
+		FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_ERROR]);
+		log_ratelimited(LOG_LVL_WARN, &rl, "redis: revocation refused: %.80s", r->str);
+	} else if (r->type != REDIS_REPLY_ERROR) {
+		if (!rq->done)
 			FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_OK]);
-			FLEET_COUNT(fleet.revocations_sent);
-		}
+		FLEET_COUNT(fleet.revocations_sent);
 	}
 	free(rq);
 }
@@ -1012,6 +1015,11 @@ static void fleet_rev_budget_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	(void)revents;
 	rq->done = 1;
 	FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_TIMEOUT]);
+	/* Redis stopped answering: make the connection again; the pending
+	 * revocations come back to the queue (NULL replies) and are resent
+	 * once it answers. <rq> is freed by the drop. */
+	if (fleet.cmd.ac)
+		fleet_conn_drop(&fleet.cmd, "a revocation got no answer in time");
 }
 
 /* Sends <rv>; returns 0, or -1 if it could not be queued in hiredis. */
