@@ -49,6 +49,7 @@
 #define FLEET_REVOKE_BUDGET_MS 2000  /* revocations are off the request path */
 #define FLEET_REVOKE_QUEUE 4096      /* revocations kept while disconnected */
 #define FLEET_ID_MAX FLEETVAL_ID_MAX
+#define FLEET_LOG_EVERY_FAILS 50      /* a failing reconnect loop logs once per this many */
 #define FLEET_ONE_DAY_MS 86400000u
 #define FLEET_SHAPE_MAX_COPY 256         /* copy-header names bound at most */
 
@@ -243,7 +244,7 @@ static void fleet_conn_lost(struct fleet_conn *fc, const char *why)
 		log_ratelimited(LOG_LVL_WARN, &rl, "redis: %s connection down: %s", fc->what, why);
 		if (fc->on_down)
 			fc->on_down(fc);
-	} else if (fc->fails == 1 || fc->fails % 50 == 0) {
+	} else if (fc->fails == 1 || fc->fails % FLEET_LOG_EVERY_FAILS == 0) {
 		static struct log_rl rl;
 
 		log_ratelimited(LOG_LVL_WARN, &rl, "redis: %s connection to %s failed: %s "
