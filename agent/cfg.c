@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -681,8 +682,9 @@ static int cfg_p_redis_address(struct cfg_builder *b, const char *val, char *why
 	if (strcmp(val, "none") == 0 || strcmp(val, "off") == 0)
 		return 0;
 	if (strncmp(val, "unix:", 5) == 0) {
-		if (val[5] != '/' || strlen(val + 5) >= 108)
-			return cfg_why(why, "unix: needs an absolute socket path (< 108 bytes)");
+		if (val[5] != '/' || strlen(val + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return cfg_why(why, "unix: needs an absolute socket path (< %zu bytes)",
+			               sizeof(((struct sockaddr_un *)0)->sun_path));
 		if (cfg_strdup(&c->redis_path, val + 5, why) < 0)
 			return -1;
 		return cfg_strdup(&c->redis_address, val, why);

@@ -48,7 +48,8 @@
 #define FLEET_XREAD_COUNT "256"
 #define FLEET_REVOKE_BUDGET_MS 2000  /* revocations are off the request path */
 #define FLEET_REVOKE_QUEUE 4096      /* revocations kept while disconnected */
-#define FLEET_ID_MAX 48              /* "<ms>-<seq>" */
+#define FLEET_ID_MAX FLEETVAL_ID_MAX
+#define FLEET_LOG_EVERY_FAILS 50      /* a failing reconnect loop logs once per this many */
 #define FLEET_ONE_DAY_MS 86400000u
 #define FLEET_SHAPE_MAX_COPY 256         /* copy-header names bound at most */
 
@@ -243,7 +244,7 @@ static void fleet_conn_lost(struct fleet_conn *fc, const char *why)
 		log_ratelimited(LOG_LVL_WARN, &rl, "redis: %s connection down: %s", fc->what, why);
 		if (fc->on_down)
 			fc->on_down(fc);
-	} else if (fc->fails == 1 || fc->fails % 50 == 0) {
+	} else if (fc->fails == 1 || fc->fails % FLEET_LOG_EVERY_FAILS == 0) {
 		static struct log_rl rl;
 
 		log_ratelimited(LOG_LVL_WARN, &rl, "redis: %s connection to %s failed: %s "
@@ -791,36 +792,6 @@ static void fleet_flush(const char *why)
 	log_ratelimited(LOG_LVL_WARN, &rl, "redis: local cache flushed: %s", why);
 }
 
-/* "<ms>-<seq>" -> two numbers; 0 on success. */
-static int fleet_id_parse(const char *s, uint64_t *ms, uint64_t *seq)
-{
-	char *end;
-
-	errno = 0;
-	*ms = strtoull(s, &end, 10);
-	if (errno || end == s || *end != '-')
-		return -1;
-	s = end + 1;
-	*seq = strtoull(s, &end, 10);
-	if (errno || end == s || *end)
-		return -1;
-	return 0;
-}
-
-/* -1, 0, 1 as <a> is before, equal to, after <b>; unparsable ids sort first. */
-static int fleet_id_cmp(const char *a, const char *b)
-{
-	uint64_t am = 0, as = 0, bm = 0, bs = 0;
-
-	if (fleet_id_parse(a, &am, &as) < 0)
-		am = as = 0;
-	if (fleet_id_parse(b, &bm, &bs) < 0)
-		bm = bs = 0;
-	if (am != bm)
-		return am < bm ? -1 : 1;
-	return as < bs ? -1 : as > bs;
-}
-
 static void fleet_stream_read(void);
 
 static void fleet_stream_apply(const redisReply *e)
@@ -959,23 +930,21 @@ static void fleet_xinfo_cb(redisAsyncContext *ac, void *reply, void *priv)
 		redisAsyncDisconnect(ac);
 		return;
 	}
-	if (first) {
+	{
 		struct cache_stats cs;
+		char resume[FLEETVAL_ID_MAX];
 
-		/* Revocations sent while this agent never had the stream are
-		 * unknowable: whatever it cached meanwhile goes. */
 		memset(&cs, 0, sizeof(cs));
-		cache_stats(fleet.cache, &cs);
-		if (cs.entries)
-			fleet_flush("revocation stream reached late: events before it are unknown");
-		snprintf(fleet.last_id, sizeof(fleet.last_id), "%s", last_gen);
-	} else if (absent ? strcmp(fleet.last_id, "0-0") != 0
-	                  : (fleet_id_cmp(max_del, fleet.last_id) > 0 ||
-	                     fleet_id_cmp(last_gen, fleet.last_id) < 0)) {
-		fleet_flush(absent ? "the revocation stream is gone"
-		                   : "revocation events were trimmed or the stream was recreated "
-		                     "while disconnected");
-		snprintf(fleet.last_id, sizeof(fleet.last_id), "%s", last_gen);
+		if (first)
+			cache_stats(fleet.cache, &cs);
+		if (fleetval_stream_resume(first ? "" : fleet.last_id, absent, last_gen, max_del,
+		                           cs.entries > 0, resume))
+			fleet_flush(first ? "revocation stream reached late: events before it are "
+			                    "unknown"
+			                  : absent ? "the revocation stream is gone"
+			                  : "revocation events were trimmed or the stream was "
+			                    "recreated while disconnected");
+		snprintf(fleet.last_id, sizeof(fleet.last_id), "%s", resume);
 	}
 	fleet.stream_connects++;
 	atomic_store(&fleet.stream_up, 1);
@@ -1018,20 +987,23 @@ static void fleet_rev_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	redisReply *r = reply;
 
 	(void)ac;
-	if (!rq->done) {
+	if (!rq->done)
 		ev_timer_stop(fleet.loop, &rq->budget);
-		if (!r) {
-			if (!fleet.cmd.freeing)
-				fleet_requeue(&rq->rv);  /* connection lost: send it again */
-		} else if (r->type == REDIS_REPLY_ERROR) {
-			static struct log_rl rl;
+	if (!r) {
+		/* Connection lost (or dropped after a timeout): whether Redis ran
+		 * it is unknown, and running it twice is harmless (a second DEL,
+		 * tombstone and event): send it again. */
+		if (!fleet.cmd.freeing)
+			fleet_requeue(&rq->rv);
+	} else if (!rq->done && r->type == REDIS_REPLY_ERROR) {
+		static struct log_rl rl;
 
-			FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_ERROR]);
-			log_ratelimited(LOG_LVL_WARN, &rl, "redis: revocation refused: %.80s", r->str);
-		} else {
+		FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_ERROR]);
+		log_ratelimited(LOG_LVL_WARN, &rl, "redis: revocation refused: %.80s", r->str);
+	} else if (r->type != REDIS_REPLY_ERROR) {
+		if (!rq->done)
 			FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_OK]);
-			FLEET_COUNT(fleet.revocations_sent);
-		}
+		FLEET_COUNT(fleet.revocations_sent);
 	}
 	free(rq);
 }
@@ -1044,6 +1016,11 @@ static void fleet_rev_budget_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	(void)revents;
 	rq->done = 1;
 	FLEET_COUNT(fleet.commands[FLEET_CMD_REVOKE][FLEET_CR_TIMEOUT]);
+	/* Redis stopped answering: make the connection again; the pending
+	 * revocations come back to the queue (NULL replies) and are resent
+	 * once it answers. <rq> is freed by the drop. */
+	if (fleet.cmd.ac)
+		fleet_conn_drop(&fleet.cmd, "a revocation got no answer in time");
 }
 
 /* Sends <rv>; returns 0, or -1 if it could not be queued in hiredis. */
@@ -1313,6 +1290,8 @@ static int fleet_bind_shape(const struct cfg *cfg)
 
 int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t errlen)
 {
+	int rc;
+
 	if (!cfg->redis_address)
 		return 0;
 	memset(&fleet.keys, 0, sizeof(fleet.keys));
@@ -1363,8 +1342,9 @@ int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t er
 	ev_async_init(&fleet.wake, fleet_wake_cb);
 	ev_async_start(fleet.loop, &fleet.wake);
 	fleet.on = 1;
-	if (pthread_create(&fleet.thread, NULL, fleet_thread_main, NULL) != 0) {
-		snprintf(err, errlen, "redis: cannot start the fleet thread: %s", strerror(errno));
+	rc = pthread_create(&fleet.thread, NULL, fleet_thread_main, NULL);
+	if (rc != 0) {
+		snprintf(err, errlen, "redis: cannot start the fleet thread: %s", strerror(rc));
 		fleet.on = 0;
 		ev_async_stop(fleet.loop, &fleet.wake);
 		ev_loop_destroy(fleet.loop);

@@ -5,6 +5,7 @@
  * whoever wrote to it, returned); never reads a clock, never logs, allocates
  * only OpenSSL's cipher and digest contexts. GCM checks the tag.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -282,4 +283,60 @@ void fleetval_event_format(const uint8_t *cred, char out[FLEETVAL_HEX_LEN + 1])
 		return;
 	}
 	fleetval_hex(cred, 32, out);
+}
+
+/* "<ms>-<seq>" -> two numbers; 0 on success. */
+static int fleetval_id_parse(const char *s, uint64_t *ms, uint64_t *seq)
+{
+	uint64_t v[2] = { 0, 0 };
+
+	for (int part = 0; part < 2; part++) {
+		const char *start = s;
+
+		while (*s >= '0' && *s <= '9') {
+			if (v[part] > (UINT64_MAX - 9) / 10)
+				return -1;
+			v[part] = v[part] * 10 + (uint64_t)(*s++ - '0');
+		}
+		if (s == start || *s != (part == 0 ? '-' : 0))
+			return -1;
+		s++;
+	}
+	*ms = v[0];
+	*seq = v[1];
+	return 0;
+}
+
+int fleetval_id_cmp(const char *a, const char *b)
+{
+	uint64_t am = 0, as = 0, bm = 0, bs = 0;
+
+	if (fleetval_id_parse(a, &am, &as) < 0)
+		am = as = 0;
+	if (fleetval_id_parse(b, &bm, &bs) < 0)
+		bm = bs = 0;
+	if (am != bm)
+		return am < bm ? -1 : 1;
+	return as < bs ? -1 : as > bs;
+}
+
+int fleetval_stream_resume(const char *last, int absent, const char *last_gen,
+                           const char *max_del, int has_entries,
+                           char resume[FLEETVAL_ID_MAX])
+{
+	const char *gen = absent ? "0-0" : last_gen;
+	int flush;
+
+	if (!last[0]) {
+		/* First connection: what was revoked before it is unknowable. */
+		flush = has_entries;
+	} else if (absent) {
+		flush = fleetval_id_cmp(last, "0-0") != 0;
+	} else {
+		/* An entry after <last> was trimmed, or the stream was recreated
+		 * (its ids restarted below what was applied). */
+		flush = fleetval_id_cmp(max_del, last) > 0 || fleetval_id_cmp(last_gen, last) < 0;
+	}
+	snprintf(resume, FLEETVAL_ID_MAX, "%s", flush || !last[0] ? gen : last);
+	return flush;
 }

@@ -119,4 +119,24 @@ int fleetval_event_parse(const char *s, size_t len, uint8_t cred[32]);
 /* Writes the event text of <cred> (NULL: "*") into <out> (65 bytes). */
 void fleetval_event_format(const uint8_t *cred, char out[FLEETVAL_HEX_LEN + 1]);
 
+/* ---- the revocation stream's replay rule ---- */
+
+#define FLEETVAL_ID_MAX 48     /* a stream id "<ms>-<seq>" and its NUL */
+
+/* -1, 0, 1 as stream id <a> is before, equal to, after <b>, compared as
+ * numbers; an id that does not parse sorts as "0-0". */
+int fleetval_id_cmp(const char *a, const char *b);
+
+/* What the stream reader does on (re)connect, from XINFO STREAM:
+ * <last> the last id it applied ("" before its first connection), <absent>
+ * 1 if the stream does not exist, <last_gen> / <max_del> its
+ * last-generated-id and max-deleted-entry-id, <has_entries> whether the
+ * local cache holds anything. Writes where to resume into <resume>.
+ * Returns 1 if it must flush its local cache first (revocations may have
+ * been missed: trimmed, stream deleted or recreated, or a first connection
+ * after entries were cached without it), else 0. */
+int fleetval_stream_resume(const char *last, int absent, const char *last_gen,
+                           const char *max_del, int has_entries,
+                           char resume[FLEETVAL_ID_MAX]);
+
 #endif /* SPOA_FLEETVAL_H */

@@ -1,4 +1,4 @@
-"""Fleet smoke (the agent side of issue 10): two gateways (HAProxy + agent
+"""Fleet smoke (the agent side): two gateways (HAProxy + agent
 each) sharing one real redis-server on a free loopback port. A session
 answered on A is a hit on B without a user-service call; a logout on A makes
 B ask the user service again; Redis holds no credential; a wrong Redis
