@@ -359,15 +359,19 @@ class RedisServer:
     <users>: {name: (password, "ACL rules")}, e.g. a user limited to the
     agent's key prefix: {"agent": ("pw", "~spoa-auth:* +@all -@dangerous")}.
     <unixsocket>: a path to listen on too (the TCP port stays, for cmd()).
+    <ipv6>: listen on [::1] too, same port (self.address6).
     kill() (SIGKILL), pause()/resume() (SIGSTOP/SIGCONT) and restart() (on
     the same port, empty) are the faults; cmd() talks to it as the admin."""
 
-    def __init__(self, logdir, password=None, users=None, name="redis", unixsocket=None):
+    def __init__(self, logdir, password=None, users=None, name="redis", unixsocket=None,
+                 ipv6=False):
         self.logdir, self.password, self.users, self.name = Path(logdir), password, users or {}, name
         self.port = free_ports(1)[0]
         self.address = "%s:%d" % (HOST, self.port)
+        self.address6 = "[::1]:%d" % self.port
         self.conf = self.logdir / ("%s-%d.conf" % (name, self.port))
-        lines = ["port %d" % self.port, "bind %s" % HOST, 'save ""', "appendonly no",
+        lines = ["port %d" % self.port, "bind %s%s" % (HOST, " ::1" if ipv6 else ""),
+                 'save ""', "appendonly no",
                  "dir %s" % self.logdir, "dbfilename %s-%d.rdb" % (name, self.port),
                  "daemonize no", "loglevel notice"]
         if password:

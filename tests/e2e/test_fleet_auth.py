@@ -4,6 +4,7 @@ naming the key, within a bounded wait, not a hang), and Redis unreachable at
 start (the agent starts as a single node and joins the fleet once Redis is
 there, without a restart)."""
 import secrets
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -170,21 +171,40 @@ def test_unreachable_at_start_then_joins(env):
         redis.stop()
 
 
-def test_unix_socket(env):
-    """redis-address unix:/path: the fleet works over a unix socket."""
+def ipv6_loopback():
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["unix", "ipv6"])
+def test_other_addresses(env, kind):
+    """redis-address unix:/path and [::1]:port: the fleet works over both."""
+    if kind == "ipv6" and not ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
     sock = Path(env["logdir"]) / ("redis-%s.sock" % secrets.token_hex(4))
-    redis = RedisServer(env["logdir"], name="redis-unix", unixsocket=sock).start()
+    redis = RedisServer(env["logdir"], name="redis-" + kind,
+                        unixsocket=sock if kind == "unix" else None,
+                        ipv6=kind == "ipv6").start()
+    address = "unix:%s" % sock if kind == "unix" else redis.address6
     nodes = []
     try:
-        for name in ("ua", "ub"):
+        for name in ("xa", "xb"):
             nodes.append(start_fleet_node(env["logdir"], env["haproxy_bin"], env["agent_bin"],
                                           name, env["user"].url, env["user"].port,
-                                          env["biz_port"], "unix:%s" % sock))
+                                          env["biz_port"], address))
         for n in nodes:
             assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
                                CONNECT_DEADLINE_S) == 1, n.agent.describe()
         shared(nodes, env["user"])
-        assert redis.dump(), "nothing written through the unix socket"
+        assert redis.dump(), "nothing written through " + address
+        # The agents are connected the way asked (unix clients carry flag U).
+        clients = redis.cmd("CLIENT", "LIST").decode()
+        assert ("addr=[::1]:" if kind == "ipv6" else "flags=U") in clients, clients
     finally:
         procs = [p for n in nodes for p in n.procs]
         stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
