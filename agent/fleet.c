@@ -904,7 +904,7 @@ static const redisReply *fleet_info_field(const redisReply *r, const char *name)
 static void fleet_xinfo_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
 	redisReply *r = reply;
-	char last_gen[FLEET_ID_MAX] = "0-0", max_del[FLEET_ID_MAX] = "0-0";
+	char last_gen[FLEET_ID_MAX] = "0-0", max_del[FLEET_ID_MAX] = "0-0", first_id[FLEET_ID_MAX] = "";
 	int absent = 0, first = fleet.stream_connects == 0;
 
 	(void)priv;
@@ -919,8 +919,18 @@ static void fleet_xinfo_cb(redisAsyncContext *ac, void *reply, void *priv)
 
 		if (g && g->type == REDIS_REPLY_STRING && g->len < FLEET_ID_MAX)
 			snprintf(last_gen, sizeof(last_gen), "%s", g->str);
+		const redisReply *f = fleet_info_field(r, "recorded-first-entry-id");
+		const redisReply *fe = fleet_info_field(r, "first-entry");
+
 		if (m && m->type == REDIS_REPLY_STRING && m->len < FLEET_ID_MAX)
 			snprintf(max_del, sizeof(max_del), "%s", m->str);
+		/* Redis 7 records the first id; older ones give the first entry */
+		if (f && f->type == REDIS_REPLY_STRING && f->len < FLEET_ID_MAX)
+			snprintf(first_id, sizeof(first_id), "%s", f->str);
+		else if (fe && fe->type == REDIS_REPLY_ARRAY && fe->elements >= 1 &&
+		         fe->element[0]->type == REDIS_REPLY_STRING &&
+		         fe->element[0]->len < FLEET_ID_MAX)
+			snprintf(first_id, sizeof(first_id), "%s", fe->element[0]->str);
 	} else {
 		static struct log_rl rl;
 
@@ -938,7 +948,7 @@ static void fleet_xinfo_cb(redisAsyncContext *ac, void *reply, void *priv)
 		if (first)
 			cache_stats(fleet.cache, &cs);
 		if (fleetval_stream_resume(first ? "" : fleet.last_id, absent, last_gen, max_del,
-		                           cs.entries > 0, resume))
+		                           first_id, cs.entries > 0, resume))
 			fleet_flush(first ? "revocation stream reached late: events before it are "
 			                    "unknown"
 			                  : absent ? "the revocation stream is gone"

@@ -321,7 +321,7 @@ int fleetval_id_cmp(const char *a, const char *b)
 }
 
 int fleetval_stream_resume(const char *last, int absent, const char *last_gen,
-                           const char *max_del, int has_entries,
+                           const char *max_del, const char *first, int has_entries,
                            char resume[FLEETVAL_ID_MAX])
 {
 	const char *gen = absent ? "0-0" : last_gen;
@@ -333,9 +333,11 @@ int fleetval_stream_resume(const char *last, int absent, const char *last_gen,
 	} else if (absent) {
 		flush = fleetval_id_cmp(last, "0-0") != 0;
 	} else {
-		/* An entry after <last> was trimmed, or the stream was recreated
-		 * (its ids restarted below what was applied). */
-		flush = fleetval_id_cmp(max_del, last) > 0 || fleetval_id_cmp(last_gen, last) < 0;
+		/* Entries after <last> were trimmed (the first retained one is
+		 * past it) or deleted, or the stream was recreated (its ids
+		 * restarted below what was applied). */
+		flush = (first[0] && fleetval_id_cmp(first, last) > 0) ||
+		        fleetval_id_cmp(max_del, last) > 0 || fleetval_id_cmp(last_gen, last) < 0;
 	}
 	snprintf(resume, FLEETVAL_ID_MAX, "%s", flush || !last[0] ? gen : last);
 	return flush;

@@ -129,14 +129,18 @@ int fleetval_id_cmp(const char *a, const char *b);
 
 /* What the stream reader does on (re)connect, from XINFO STREAM:
  * <last> the last id it applied ("" before its first connection), <absent>
- * 1 if the stream does not exist, <last_gen> / <max_del> its
- * last-generated-id and max-deleted-entry-id, <has_entries> whether the
- * local cache holds anything. Writes where to resume into <resume>.
- * Returns 1 if it must flush its local cache first (revocations may have
- * been missed: trimmed, stream deleted or recreated, or a first connection
- * after entries were cached without it), else 0. */
+ * 1 if the stream does not exist, <last_gen> / <max_del> / <first> its
+ * last-generated-id, max-deleted-entry-id and first retained entry's id
+ * (recorded-first-entry-id; "" when empty), <has_entries> whether the local
+ * cache holds anything. Writes where to resume into <resume>. Returns 1 if
+ * it must flush its local cache first (revocations may have been missed:
+ * trimmed past <last> (MAXLEN moves the first entry, not max-deleted-entry-id),
+ * deleted with XDEL, the stream deleted or recreated, or a first connection
+ * after entries were cached without it), else 0. A first retained entry
+ * after <last> counts as a gap even when it is <last>'s direct successor:
+ * the stream cannot tell, and a flush is the safe side. */
 int fleetval_stream_resume(const char *last, int absent, const char *last_gen,
-                           const char *max_del, int has_entries,
+                           const char *max_del, const char *first, int has_entries,
                            char resume[FLEETVAL_ID_MAX]);
 
 #endif /* SPOA_FLEETVAL_H */

@@ -209,6 +209,26 @@ def test_a_value_moved_to_another_session_is_refused(fleet2):
     assert metric(b.admin_port, 'spoa_auth_redis_l2_results_total{result="bad_value"}') == bad + 1
 
 
+def test_set_cookie_answer_is_never_written(fleet2):
+    """A login redirect carrying a per-call nonce cookie belongs to the one
+    request that asked: never written to Redis, B asks for its own. A plain
+    answer right after does reach Redis (the check can fail)."""
+    a, b, redis_port = fleet2
+    case = new_case()
+    a.user.program(case, status=302, headers=[("Location", "/login")],
+                   nonce_cookie="oauth_state")
+    before = value_names(redis_port)
+    r = a.get("/api/business/login", cookie(case))
+    assert r.status == 302 and r.header("Set-Cookie"), r
+    plain = new_case()
+    a.user.program(plain, status=200, body="tok-" + plain)
+    assert a.get("/api/business/login", cookie(plain)).status == 200
+    wait_new_name(redis_port, before)      # exactly one new value: the plain answer
+    r = b.get("/api/business/login", cookie(case))
+    assert (r.status, r.header("X-Auth-Cache")) == (302, "miss"), r
+    assert len(a.user.calls(case)) == 2
+
+
 def test_wrong_password_stops_the_start(agent_bin, fake_user, logdir):
     redis_port, agent_port = free_ports(2)
     r = start_redis(logdir, redis_port, "--requirepass", "right-" + secrets.token_hex(8))

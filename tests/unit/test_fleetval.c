@@ -223,25 +223,27 @@ int main(void)
 		ok(fleetval_id_cmp("junk", "0-0") == 0 && fleetval_id_cmp("1-", "0-0") == 0 &&
 		   fleetval_id_cmp("99999999999999999999999-0", "0-0") == 0,
 		   "unparsable ids sort as 0-0");
-		is_int(fleetval_stream_resume("", 0, "50-0", "10-0", 0, r), 0,
+		is_int(fleetval_stream_resume("", 0, "50-0", "0-0", "10-0", 0, r), 0,
 		       "first connection, empty cache: no flush");
 		ok(strcmp(r, "50-0") == 0, "first connection resumes after the newest event");
-		is_int(fleetval_stream_resume("", 1, "", "", 1, r), 1,
+		is_int(fleetval_stream_resume("", 1, "", "", "", 1, r), 1,
 		       "first connection with entries cached meanwhile: flush");
 		ok(strcmp(r, "0-0") == 0, "absent stream: resume from 0-0");
-		is_int(fleetval_stream_resume("40-0", 0, "50-0", "30-0", 1, r), 0,
+		is_int(fleetval_stream_resume("40-0", 0, "50-0", "0-0", "30-0", 1, r), 0,
 		       "reconnect, nothing trimmed after the last applied: replay");
 		ok(strcmp(r, "40-0") == 0, "replay from the last applied id");
-		is_int(fleetval_stream_resume("40-0", 0, "50-0", "40-0", 1, r), 0,
-		       "the last applied one itself trimmed: nothing missed");
-		is_int(fleetval_stream_resume("40-0", 0, "50-0", "41-0", 1, r), 1,
-		       "an entry after the last applied trimmed: flush");
+		is_int(fleetval_stream_resume("40-0", 0, "50-0", "0-0", "40-0", 1, r), 0,
+		       "the last applied is still the first retained: nothing missed");
+		is_int(fleetval_stream_resume("40-0", 0, "50-0", "0-0", "45-0", 1, r), 1,
+		       "MAXLEN trimmed past the last applied (max-deleted stays 0-0): flush");
+		is_int(fleetval_stream_resume("40-0", 0, "50-0", "41-0", "30-0", 1, r), 1,
+		       "an entry after the last applied deleted (XDEL): flush");
 		ok(strcmp(r, "50-0") == 0, "after a flush, resume after the newest");
-		is_int(fleetval_stream_resume("40-0", 1, "", "", 1, r), 1,
+		is_int(fleetval_stream_resume("40-0", 1, "", "", "", 1, r), 1,
 		       "stream deleted while away: flush");
-		is_int(fleetval_stream_resume("0-0", 1, "", "", 1, r), 0,
+		is_int(fleetval_stream_resume("0-0", 1, "", "", "", 1, r), 0,
 		       "stream still absent, nothing ever applied: no flush");
-		is_int(fleetval_stream_resume("40-0", 0, "3-0", "0-0", 1, r), 1,
+		is_int(fleetval_stream_resume("40-0", 0, "3-0", "0-0", "1-0", 1, r), 1,
 		       "stream recreated (ids below the last applied): flush");
 		ok(strcmp(r, "3-0") == 0, "resume after the recreated stream's newest");
 	}
