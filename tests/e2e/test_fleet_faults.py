@@ -327,13 +327,6 @@ def test_revocation_missed_while_disconnected_is_applied(fleet, proxy):
         "B refused, but neither replayed a revocation nor flushed its cache")
 
 
-# Fails on the fleet code as of this writing: Redis 7.0's XINFO STREAM leaves
-# max-deleted-entry-id at 0-0 when XADD MAXLEN ~ trims, so the agent does not
-# see that entries past its last id are gone, keeps its local cache, and the
-# session revoked meanwhile stays allowed. strict: once fixed, this XPASS
-# fails the run and the marker must go.
-@pytest.mark.xfail(strict=True, reason="a trimmed revocation stream is not detected on "
-                   "reconnect (max-deleted-entry-id stays 0-0 under MAXLEN trimming)")
 def test_stream_trimmed_while_disconnected_flushes(fleet_agent, haproxy_bin, fake_user,
                                                    demo_services, logdir):
     """B is cut off while A's logouts trim the revocation stream past what B
