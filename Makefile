@@ -3,6 +3,7 @@
 #   make            build build/spoa-auth (never runs apt-get; make deps installs the
 #                   missing Debian packages, and run, test, unit, e2e, bench, chaos do first)
 #   make run        start HAProxy + agent + demo services on localhost
+#   make fleet-demo two gateways (HAProxy + agent each) sharing one Redis (docs/fleet.md)
 #   make test       unit tests, fuzz smoke run, end-to-end tests (release and ASan/UBSan)
 #   make unit       C unit tests only          make e2e    pytest suite only
 #   make asan       unit + e2e in an ASan/UBSan build (build-asan/)
@@ -47,8 +48,8 @@ SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-p
 LDFLAGS += -fsanitize=$(SANITIZER)
 endif
 
-DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack libmicrohttpd libnghttp2 2>/dev/null)
-DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack libmicrohttpd libnghttp2 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc -lmicrohttpd -lnghttp2)
+DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack libmicrohttpd libnghttp2 hiredis 2>/dev/null)
+DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack libmicrohttpd libnghttp2 hiredis 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc -lmicrohttpd -lnghttp2 -lhiredis)
 EV_CFLAGS  ?=
 EV_LIBS    ?= -lev
 # Debian's libhttp-parser-dev (nodejs/http-parser) has no .pc file.
@@ -194,6 +195,10 @@ fuzz-smoke:
 
 run: deps $(BIN)
 	@sh scripts/run-demo
+
+.PHONY: fleet-demo
+fleet-demo: deps $(BIN)
+	@sh scripts/fleet-demo
 
 # Benchmarks (not tests: nothing in make test runs them). Knobs: bench/run.
 BENCH_TOOLS := $(BUILD)/bench/null-agent $(BUILD)/bench/spop-load

@@ -35,6 +35,7 @@
 #include "cfg.h"
 #include "exchange.h"
 #include "hapi.h"
+#include "fleet.h"
 #include "hex.h"
 #include "log.h"
 #include "metrics.h"
@@ -133,6 +134,47 @@ static void admin_out_scalar(struct admin_out *o, const char *name, const char *
 	admin_out_head(o, name, type, help);
 	admin_out_printf(o, "%s %llu\n", name, (unsigned long long)v);
 }
+
+/* The fleet's Redis metrics (fleet.h); all zero with the fleet off. */
+static void admin_fleet_metrics(struct admin_out *o)
+{
+	struct fleet_stats fs;
+
+	fleet_stats_get(&fs);
+	admin_out_scalar(o, "spoa_auth_redis_up", "gauge",
+	                 "1 when every worker's Redis command connection is up (0 with the "
+	                 "fleet off).", (uint64_t)fs.up);
+	admin_out_scalar(o, "spoa_auth_redis_stream_up", "gauge",
+	                 "1 while the revocation stream is read (local TTLs are capped to "
+	                 "redis-disconnected-max-ttl otherwise).", (uint64_t)fs.stream_up);
+	admin_out_head(o, "spoa_auth_redis_commands_total", "counter",
+	               "Redis commands by command and result (timeout: past redis-timeout).");
+	for (int c = 0; c < FLEET_CMD_ENTRIES; c++)
+		for (int r = 0; r < FLEET_CR_ENTRIES; r++)
+			admin_out_printf(o, "spoa_auth_redis_commands_total{command=\"%s\","
+			                 "result=\"%s\"} %llu\n", fleet_cmd_to_str(c),
+			                 fleet_cres_to_str(r), (unsigned long long)fs.commands[c][r]);
+	admin_out_head(o, "spoa_auth_redis_l2_results_total", "counter",
+	               "Local misses that consulted Redis, by result (skipped: Redis down, "
+	               "connecting or its breaker open; bad_value: did not decode or verify).");
+	for (int r = 0; r < FLEET_L2_ENTRIES; r++)
+		admin_out_printf(o, "spoa_auth_redis_l2_results_total{result=\"%s\"} %llu\n",
+		                 fleet_l2_to_str(r), (unsigned long long)fs.l2[r]);
+	admin_out_head(o, "spoa_auth_redis_revocations_total", "counter",
+	               "Fleet revocations written to the stream (sent) and applied from it "
+	               "(received, this agent's own included).");
+	admin_out_printf(o, "spoa_auth_redis_revocations_total{direction=\"sent\"} %llu\n",
+	                 (unsigned long long)fs.revocations_sent);
+	admin_out_printf(o, "spoa_auth_redis_revocations_total{direction=\"received\"} %llu\n",
+	                 (unsigned long long)fs.revocations_received);
+	admin_out_scalar(o, "spoa_auth_redis_breaker_state", "gauge",
+	                 "Redis breaker: 0 closed, 1 open (Redis skipped), 2 half-open.",
+	                 (uint64_t)fs.breaker_state);
+	admin_out_scalar(o, "spoa_auth_redis_local_flushes_total", "counter",
+	                 "Local cache flushes because revocations may have been missed "
+	                 "(stream trimmed, deleted, or reached late).", fs.local_flushes);
+}
+
 
 size_t admin_render_metrics(char *buf, size_t size)
 {
@@ -299,6 +341,7 @@ size_t admin_render_metrics(char *buf, size_t size)
 		                 "Exchanges answered outcome=error by the open breaker, without "
 		                 "calling the user service.", atomic_load(&b->rejected));
 	}
+	admin_fleet_metrics(&o);
 	admin_out_scalar(&o, "spoa_auth_draining", "gauge",
 	                 "1 once the agent is draining (SIGTERM/SIGINT), else 0.",
 	                 (uint64_t)atomic_load(&admin.draining));
@@ -583,6 +626,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		const char *l1 = admin_l1_invalidate(cfg, 1, NULL, 0);
 
 		cache_invalidate_all(admin.cache);
+		fleet_revoke(NULL);  /* every agent of the fleet, through Redis */
 		log_info("admin: every cached decision invalidated (L1: %s)", l1);
 		ret = admin_reply_inval(conn, "all", l1);
 		goto out;
@@ -619,6 +663,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		cache_invalidate_cred(admin.cache, cred,
 		                      (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+		fleet_revoke(cred);
 	}
 	{
 		const char *l1 = admin_param_get(conn, ps, np, "cookie", &v, &vlen)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -27,6 +28,7 @@
 #include "breaker.h"
 #include "cachekey.h"
 #include "cfg.h"
+#include "fleetval.h"
 #include "h1c.h"
 #include "hapi.h"
 #include "log.h"
@@ -727,6 +729,149 @@ static int cfg_p_cache_key_cookies(struct cfg_builder *b, const char *val, char 
 	return 0;
 }
 
+/* redis-address: host:port, [v6]:port, unix:/path, or none. A host name is
+ * resolved here, once (the worker loops never block on DNS). */
+static int cfg_p_redis_address(struct cfg_builder *b, const char *val, char *why)
+{
+	struct cfg *c = b->c;
+	struct addrinfo hints, *res = NULL;
+	char host[256], num[INET6_ADDRSTRLEN];
+	const char *colon, *h = val;
+	size_t hlen;
+	char *endp;
+	long port;
+	int rc;
+
+	free(c->redis_address); c->redis_address = NULL;
+	free(c->redis_host); c->redis_host = NULL;
+	free(c->redis_path); c->redis_path = NULL;
+	if (strcmp(val, "none") == 0 || strcmp(val, "off") == 0)
+		return 0;
+	if (strncmp(val, "unix:", 5) == 0) {
+		if (val[5] != '/' || strlen(val + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+			return cfg_why(why, "unix: needs an absolute socket path (< %zu bytes)",
+			               sizeof(((struct sockaddr_un *)0)->sun_path));
+		if (cfg_strdup(&c->redis_path, val + 5, why) < 0)
+			return -1;
+		return cfg_strdup(&c->redis_address, val, why);
+	}
+	colon = strrchr(val, ':');
+	if (!colon || colon == val)
+		return cfg_why(why, "'%s': expected host:port, [v6]:port or unix:/path", val);
+	hlen = (size_t)(colon - val);
+	if (val[0] == '[') {
+		if (hlen < 3 || val[hlen - 1] != ']')
+			return cfg_why(why, "'%s': expected [v6]:port", val);
+		h = val + 1;
+		hlen -= 2;
+	}
+	if (hlen >= sizeof(host))
+		return cfg_why(why, "host name too long");
+	memcpy(host, h, hlen);
+	host[hlen] = 0;
+	errno = 0;
+	port = strtol(colon + 1, &endp, 10);
+	if (!isdigit((unsigned char)colon[1]) || *endp || errno || port < 1 || port > 65535)
+		return cfg_why(why, "'%s': port must be 1..65535", val);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	rc = getaddrinfo(host, NULL, &hints, &res);
+	if (rc != 0 || !res)
+		return cfg_why(why, "cannot resolve '%s': %s", host, gai_strerror(rc));
+	rc = getnameinfo(res->ai_addr, res->ai_addrlen, num, sizeof(num), NULL, 0, NI_NUMERICHOST);
+	freeaddrinfo(res);
+	if (rc != 0)
+		return cfg_why(why, "cannot format the address of '%s'", host);
+	c->redis_port = (int)port;
+	if (cfg_strdup(&c->redis_host, num, why) < 0)
+		return -1;
+	return cfg_strdup(&c->redis_address, val, why);
+}
+
+/* Visible ASCII without spaces: sent in AUTH; never echoed in errors. */
+static int cfg_redis_visible(const char *val, char *why)
+{
+	for (const char *p = val; *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return cfg_why(why, "only visible ASCII characters, no spaces");
+	return 0;
+}
+
+static int cfg_p_redis_user(struct cfg_builder *b, const char *val, char *why)
+{
+	if (cfg_redis_visible(val, why) < 0)
+		return -1;
+	return cfg_strdup(&b->c->redis_user, val, why);
+}
+
+static int cfg_p_redis_password(struct cfg_builder *b, const char *val, char *why)
+{
+	if (cfg_redis_visible(val, why) < 0)
+		return -1;
+	if (b->c->redis_password)
+		OPENSSL_cleanse(b->c->redis_password, strlen(b->c->redis_password));
+	return cfg_strdup(&b->c->redis_password, val, why);
+}
+
+static int cfg_p_redis_prefix(struct cfg_builder *b, const char *val, char *why)
+{
+	if (strlen(val) > FLEETVAL_PREFIX_MAX)
+		return cfg_why(why, "longer than %d bytes", FLEETVAL_PREFIX_MAX);
+	if (cfg_redis_visible(val, why) < 0)
+		return -1;
+	if (strpbrk(val, "{}"))
+		return cfg_why(why, "no '{' or '}' (they delimit Redis hash tags)");
+	return cfg_strdup(&b->c->redis_prefix, val, why);
+}
+
+/* redis-key-secret: the value itself or file:PATH (one final newline
+ * dropped), at least CFG_REDIS_SECRET_MIN bytes. Never echoed. */
+static int cfg_p_redis_key_secret(struct cfg_builder *b, const char *val, char *why)
+{
+	char buf[CFG_LOG_HASH_KEY_FILE_MAX + 1];
+	const char *k = val;
+	size_t n = strlen(val);
+	uint8_t *copy;
+	int ok;
+
+	if (strncmp(val, "file:", 5) == 0) {
+		FILE *f = fopen(val + 5, "rb");
+
+		if (!f)
+			return cfg_why(why, "cannot open '%s': %s", val + 5, strerror(errno));
+		n = fread(buf, 1, sizeof(buf), f);
+		ok = !ferror(f);
+		fclose(f);
+		if (!ok || n > CFG_LOG_HASH_KEY_FILE_MAX) {
+			OPENSSL_cleanse(buf, sizeof(buf));
+			return cfg_why(why, "cannot read '%s' (at most %d bytes)", val + 5,
+			               CFG_LOG_HASH_KEY_FILE_MAX);
+		}
+		if (n && buf[n - 1] == '\n')
+			n--;
+		if (n && buf[n - 1] == '\r')
+			n--;
+		k = buf;
+	}
+	if (n < CFG_REDIS_SECRET_MIN) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		return cfg_why(why, "too short: at least %d bytes", CFG_REDIS_SECRET_MIN);
+	}
+	copy = malloc(n);
+	if (!copy) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		return cfg_why(why, "out of memory");
+	}
+	memcpy(copy, k, n);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (b->c->redis_key_secret)
+		OPENSSL_cleanse(b->c->redis_key_secret, b->c->redis_key_secret_len);
+	free(b->c->redis_key_secret);
+	b->c->redis_key_secret = copy;
+	b->c->redis_key_secret_len = n;
+	return 0;
+}
+
 /* Parses a CFG_K_UINT/SIZE/DUR/BOOL key <k> into its field of <c>. */
 static int cfg_p_num(struct cfg *c, const struct cfg_key *k, const char *val, char *why)
 {
@@ -923,6 +1068,30 @@ static const struct cfg_key cfg_keys[] = {
 	  CFG_FN(cfg_p_hapi_map) },
 	{ "haproxy-l1-tombstones", "l1_tomb",
 	  "name of the L1 tombstone stick table on the runtime socket", CFG_FN(cfg_p_hapi_tomb) },
+	{ "redis-address", "none",
+	  "fleet: Redis as a second cache level and revocation stream (host:port, [v6]:port, "
+	  "unix:/path, or none = single node); read at start only", CFG_FN(cfg_p_redis_address) },
+	{ "redis-user", NULL, "fleet: Redis ACL user (AUTH user password)", CFG_FN(cfg_p_redis_user) },
+	{ "redis-password", NULL, "fleet: Redis password (AUTH); unset = no AUTH",
+	  CFG_FN(cfg_p_redis_password) },
+	{ "redis-prefix", "spoa-auth:", "fleet: prefix of every Redis key the agent uses",
+	  CFG_FN(cfg_p_redis_prefix) },
+	{ "redis-timeout", "5ms",
+	  "fleet: per-command budget; a command past it counts as failed (a read is then a miss)",
+	  CFG_NUM(CFG_K_DUR, redis_timeout_ms, 1, 10000) },
+	{ "redis-key-secret", NULL,
+	  "fleet: shared secret (>= 32 bytes, or file:PATH) keying Redis names, value tags "
+	  "and cache keys; the same on every agent; required with redis-address",
+	  CFG_FN(cfg_p_redis_key_secret) },
+	{ "redis-stream-maxlen", "100000", "fleet: approximate length bound of the revocation stream",
+	  CFG_NUM(CFG_K_UINT, redis_stream_maxlen, 100, 100000000) },
+	{ "redis-disconnected-max-ttl", "5s",
+	  "fleet: cap on local cache TTLs while the revocation stream is disconnected",
+	  CFG_NUM(CFG_K_DUR, redis_disconnected_max_ttl_ms, 0, CFG_CACHE_DUR_MAX) },
+	{ "redis-breaker-failures", "5", "fleet: consecutive Redis command failures that skip Redis",
+	  CFG_NUM(CFG_K_UINT, redis_breaker_failures, 1, 1000000) },
+	{ "redis-breaker-open-time", "2s", "fleet: how long Redis is skipped before one probe command",
+	  CFG_NUM(CFG_K_DUR, redis_breaker_open_ms, 1, 3600000) },
 };
 
 #define CFG_NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
@@ -953,6 +1122,17 @@ static void cfg_free(struct cfg *c)
 	free(c->haproxy_l1_tombstones); c->haproxy_l1_tombstones = NULL;
 	OPENSSL_cleanse(c->log_hash_key, sizeof(c->log_hash_key));
 	cfg_free_list(&c->cache_key_cookies, &c->n_cache_key_cookies);
+	free(c->redis_address); c->redis_address = NULL;
+	free(c->redis_host); c->redis_host = NULL;
+	free(c->redis_path); c->redis_path = NULL;
+	free(c->redis_user); c->redis_user = NULL;
+	if (c->redis_password)
+		OPENSSL_cleanse(c->redis_password, strlen(c->redis_password));
+	free(c->redis_password); c->redis_password = NULL;
+	free(c->redis_prefix); c->redis_prefix = NULL;
+	if (c->redis_key_secret)
+		OPENSSL_cleanse(c->redis_key_secret, c->redis_key_secret_len);
+	free(c->redis_key_secret); c->redis_key_secret = NULL;
 	free(c->user_service_url); c->user_service_url = NULL;
 	free(c->upstream_proxy); c->upstream_proxy = NULL;
 	free(c->upstream_host); c->upstream_host = NULL;
@@ -1010,6 +1190,28 @@ int cfg_cache_key_changed(const struct cfg *a, const struct cfg *b)
 	       a->cache_key_client != b->cache_key_client ||
 	       !cfg_lists_equal(a->cache_key_cookies, a->n_cache_key_cookies,
 	                        b->cache_key_cookies, b->n_cache_key_cookies);
+}
+
+static int cfg_str_eq0(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+int cfg_redis_changed(const struct cfg *a, const struct cfg *b)
+{
+	return !cfg_str_eq0(a->redis_address, b->redis_address) ||
+	       !cfg_str_eq0(a->redis_user, b->redis_user) ||
+	       !cfg_str_eq0(a->redis_password, b->redis_password) ||
+	       !cfg_str_eq0(a->redis_prefix, b->redis_prefix) ||
+	       a->redis_key_secret_len != b->redis_key_secret_len ||
+	       (a->redis_key_secret && b->redis_key_secret &&
+	        CRYPTO_memcmp(a->redis_key_secret, b->redis_key_secret,
+	                      a->redis_key_secret_len) != 0) ||
+	       a->redis_timeout_ms != b->redis_timeout_ms ||
+	       a->redis_stream_maxlen != b->redis_stream_maxlen ||
+	       a->redis_disconnected_max_ttl_ms != b->redis_disconnected_max_ttl_ms ||
+	       a->redis_breaker_failures != b->redis_breaker_failures ||
+	       a->redis_breaker_open_ms != b->redis_breaker_open_ms;
 }
 
 int cfg_forwards_header(const struct cfg *c, const char *name, size_t len)
@@ -1161,6 +1363,20 @@ static int cfg_validate_late(struct cfg *c, char *err, size_t errlen)
 			snprintf(err, errlen, "key 'upstream-http-version': h2c: %s", why);
 			return -1;
 		}
+	}
+	if (c->redis_address && !c->redis_key_secret) {
+		snprintf(err, errlen, "key 'redis-key-secret': required with redis-address (the "
+		         "fleet's shared secret, >= %d bytes)", CFG_REDIS_SECRET_MIN);
+		return -1;
+	}
+	if (c->redis_address && !c->cache) {
+		snprintf(err, errlen, "key 'redis-address': the fleet is a second level of the "
+		         "decision cache: set cache on");
+		return -1;
+	}
+	if (c->redis_user && !c->redis_password) {
+		snprintf(err, errlen, "key 'redis-user': needs redis-password (AUTH user password)");
+		return -1;
 	}
 	if (c->subject_claim && c->subject_header) {
 		snprintf(err, errlen, "key 'subject-header': set either subject-claim or "

@@ -21,6 +21,7 @@
 #define CFG_LOG_HASH_KEY_LEN 32        /* SHA-256 of the configured log-hash-key */
 #define CFG_LOG_HASH_KEY_MIN 16        /* bytes of secret at least */
 #define CFG_LOG_HASH_KEY_FILE_MAX 4096 /* bytes read from file:PATH at most */
+#define CFG_REDIS_SECRET_MIN 32        /* bytes of redis-key-secret at least */
 
 /* upstream-client: which HTTP client calls the user service. */
 enum cfg_upstream_client {
@@ -126,7 +127,25 @@ struct cfg {
 	char *haproxy_runtime_socket;   /* unix path or host:port; NULL = off */
 	char *haproxy_l1_map;           /* the L1 map's name on that socket */
 	char *haproxy_l1_tombstones;    /* the tombstone table's name */
+	/* Fleet: Redis as a second level (docs/fleet.md). Read once at start. */
+	char *redis_address;            /* as given; NULL = fleet off */
+	char *redis_host;               /* numeric address (resolved at load); NULL for unix */
+	int redis_port;
+	char *redis_path;               /* unix socket path; NULL for TCP */
+	char *redis_user;               /* ACL user; NULL = AUTH with the password only */
+	char *redis_password;           /* NULL = no AUTH */
+	char *redis_prefix;
+	unsigned redis_timeout_ms;      /* per-command budget */
+	uint8_t *redis_key_secret;      /* the fleet secret's bytes; NULL = unset */
+	size_t redis_key_secret_len;
+	unsigned redis_stream_maxlen;
+	unsigned redis_disconnected_max_ttl_ms;
+	unsigned redis_breaker_failures;
+	unsigned redis_breaker_open_ms;
 };
+
+/* Returns 1 if <a> and <b> differ in a redis-* key (they apply at start only). */
+int cfg_redis_changed(const struct cfg *a, const struct cfg *b);
 
 /* Loads <path> (NULL: defaults only), then applies the command-line options
  * <argv>[0..<argc>-1], each "--key=value" or "--key" followed by its value as

@@ -44,6 +44,7 @@
 #include "conn.h"
 #include "decision.h"
 #include "exchange.h"
+#include "fleet.h"
 #include "httpcc.h"
 #include "log.h"
 #include "metrics.h"
@@ -472,6 +473,8 @@ static void exchange_release(struct worker *w, struct exchange *x)
 {
 	free(x->own_args);
 	x->own_args = NULL;
+	free(x->l2);
+	x->l2 = NULL;
 	if (!w->x_spare)
 		w->x_spare = x;
 	else
@@ -552,7 +555,11 @@ static enum exchange_label exchange_leader_done(struct exchange *x, long status,
 		                          (*d)->outcome == DECISION_ALLOW ? body_len : 0,
 		                          exchange_wall_ms());
 
-		cache_complete(w->cache, x->key, *d, ttl, now, NULL);
+		/* Redis gets the TTL of the local rules; this agent's own copy is
+		 * capped while it cannot hear revocations. */
+		cache_complete(w->cache, x->key, *d, fleet_local_ttl(ttl), now, NULL);
+		if (ttl && w->fw && decision_shareable(*d))
+			fleet_put(w->fw, x->key, x->cred, *d, ttl);
 	} else {
 		/* No answer, 5xx, or an answer we could not use: never cached;
 		 * an entry within cache-stale-grace may stand in. */
@@ -722,10 +729,18 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
  * fail; if it ever did, the flight gets an all-zero cred, which no logout
  * matches: that flight's answer would then be stored despite a concurrent
  * logout of the same credential, like any answer stored just before it. */
+struct exchange_cred_arg {
+	struct cachekey *ck;
+	uint8_t *out;          /* a copy for the fleet's names */
+};
+
 static void exchange_cred_fn(void *arg, uint8_t cred[CACHE_KEY_LEN])
 {
-	if (cachekey_cred(arg, cred) < 0)
+	struct exchange_cred_arg *ca = arg;
+
+	if (cachekey_cred(ca->ck, cred) < 0)
 		memset(cred, 0, CACHE_KEY_LEN);
+	memcpy(ca->out, cred, CACHE_KEY_LEN);
 }
 
 /* Cache hit: ACK at once; no exchange, no copy of the actions. Consumes the
@@ -832,6 +847,75 @@ static void exchange_own_call(struct exchange *x)
 	exchange_call(x, &a, &tr);
 }
 
+/* ---- the fleet's second level (fleet.h) ---- */
+
+/* A leader's arguments while Redis is asked: the frame is gone by the time
+ * the answer comes, and a miss still needs them for its own call. The trace
+ * decided at the start is kept as is (a new span id is drawn once). */
+struct exchange_l2 {
+	struct exchange_trace tr;
+	size_t state_off;           /* tr.state's offset into args */
+	unsigned nargs;
+	size_t len;
+	uint8_t args[];
+};
+
+static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uint32_t ttl_ms)
+{
+	struct exchange *x = arg;
+	struct exchange_l2 *l2 = x->l2;
+	const uint8_t *p = l2->args;
+	struct args a;
+
+	if (res == FLEET_L2_HIT) {
+		uint32_t ttl = ttl_ms;
+
+		if (x->cfg->cache_max_ttl_ms && ttl > x->cfg->cache_max_ttl_ms)
+			ttl = x->cfg->cache_max_ttl_ms;
+		cache_complete(x->w->cache, x->key, d, fleet_local_ttl(ttl), exchange_mono_ms(),
+		               NULL);
+		METRICS_INC(x->w->met.cache_hit);
+		exchange_complete(x, d, EXCHANGE_L_HIT);
+		return;
+	}
+	decision_put(d);
+	if (l2->tr.state)
+		l2->tr.state = (const char *)l2->args + l2->state_off;
+	if (args_classify(&a, x->cfg, &p, l2->args + l2->len, l2->nargs) < 0) {
+		/* Classified once already: cannot fail on the same bytes. */
+		struct decision *e = decision_error();
+		enum exchange_label label = exchange_leader_done(x, 0, NULL, NULL, 0, &e);
+
+		exchange_complete(x, e, label);
+		return;
+	}
+	exchange_call(x, &a, &l2->tr);
+	/* upstream_start() copied what it needs; x may be gone already. */
+}
+
+/* Asks the fleet's second level for leader <x> before the user service.
+ * Returns 0 if the answer will come through exchange_l2_cb(), -1 if the
+ * caller must call the user service now (fleet skipped, or no memory). */
+static int exchange_l2_start(struct exchange *x, const uint8_t *args, size_t len,
+                             unsigned nargs, const struct exchange_trace *tr)
+{
+	struct exchange_l2 *l2 = malloc(sizeof(*l2) + (len ? len : 1));
+
+	if (!l2)
+		return -1;
+	memcpy(l2->args, args, len);
+	l2->len = len;
+	l2->nargs = nargs;
+	l2->tr = *tr;
+	l2->state_off = tr->state ? (size_t)((const uint8_t *)tr->state - args) : 0;
+	x->l2 = l2;
+	if (fleet_get(x->w->fw, x->key, x->cred, x->cfg->max_frame_size, exchange_l2_cb, x) == 0)
+		return 0;
+	x->l2 = NULL;
+	free(l2);
+	return -1;
+}
+
 /* Starts the exchange for the `exchange` message whose <nargs> arguments are
  * at <*p>: classified once; the key, the log hash and the request are built
  * from the same struct args. Returns 0, or -(enum spop_error). */
@@ -888,13 +972,16 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	}
 
 	if (role == EXCHANGE_CACHE_LEADER) {
+		struct exchange_cred_arg ca;
 		struct decision *d = NULL;
 		enum cache_res res;
 
 		/* Set before the lookup: once queued, the leader's thread may
 		 * call it at any time. */
 		x->waiter.cb = exchange_waiter_cb;
-		res = cache_lookup_lazy(w->cache, key, exchange_cred_fn, w->ck, exchange_mono_ms(),
+		ca.ck = w->ck;
+		ca.out = x->cred;
+		res = cache_lookup_lazy(w->cache, key, exchange_cred_fn, &ca, exchange_mono_ms(),
 		                        &d, &x->waiter);
 		if (res == CACHE_HIT) {
 			exchange_hit(c, f, d, x->cred_hash, x->trace_id, x->l1_ok);
@@ -931,6 +1018,9 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	conn_track(c, x);
 	w->n_exchanges++;
 	METRICS_INC(w->met.inflight);
+	if (x->cache_role == EXCHANGE_CACHE_LEADER && w->fw &&
+	    exchange_l2_start(x, args_at, (size_t)(*p - args_at), nargs, &tr) == 0)
+		return 0;
 	exchange_call(x, &a, &tr);
 	return 0;
 }
@@ -954,6 +1044,7 @@ static int exchange_logout(struct conn *c, const struct spop_frame *f,
 		return -SPOP_ERR_INVALID;
 	if (w->cache && w->ck && w->cfg->cache && args_key(&a, w->ck, key, cred) == 0) {
 		cache_invalidate_cred(w->cache, cred, exchange_mono_ms());
+		fleet_revoke(cred);  /* every other agent, through Redis */
 		if (log_enabled(LOG_LVL_ACCESS)) {
 			exchange_log_hash(&a, w->cfg, cred_hash);
 			log_access("sid=%llu fid=%llu logout: session entries invalidated cred=%s",

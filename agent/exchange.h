@@ -21,6 +21,7 @@ struct cachekey;
 struct cfg;
 struct conn;
 struct decision;
+struct exchange_l2;
 struct spop_frame;
 struct worker;
 
@@ -42,6 +43,9 @@ struct exchange {
 	uint8_t key[CACHE_KEY_LEN];     /* LEADER: the key it must complete */
 	char scope[ARGS_SCOPE_MAX + 1]; /* LEADER: the decision scope <key> holds
 	                                 * (args.scope), "" when keyed on the URI */
+	uint8_t cred[CACHE_KEY_LEN];    /* LEADER: its credential hash (fleet names) */
+	struct exchange_l2 *l2;         /* LEADER, owned: its arguments while the fleet's
+	                                 * second level is asked (fleet.h); else NULL */
 	struct cache_waiter waiter;     /* WAITER: queued in the cache */
 	struct decision *cache_d;       /* WAITER: the delivered answer (a reference) */
 	int cache_stale;                /* WAITER: how cache_d came (CACHE_ANS_*) */

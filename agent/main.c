@@ -21,6 +21,7 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "decision.h"
+#include "fleet.h"
 #include "log.h"
 #include "sdnotify.h"
 #include "worker.h"
@@ -198,6 +199,8 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_warn("reload: 'workers' changed: requires a restart, ignored");
 	if (strcmp(nc->admin_listen, st->cfg->admin_listen) != 0)
 		log_warn("reload: 'admin-listen' changed: requires a restart, ignored");
+	if (cfg_redis_changed(st->cfg, nc))
+		log_warn("reload: a redis-* key changed: requires a restart, ignored");
 	log_set_level((enum log_level)nc->log_level);
 	main_cache_reload(st, nc);
 	admin_set_cfg(nc);
@@ -299,6 +302,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "spoa-auth: %s\n", err);
 		goto out_free_workers;
 	}
+	/* Before the workers: their key builders take the fleet's salt, so
+	 * that every agent of the fleet computes the same keys. */
+	if (fleet_start(st.cfg, st.cache, err, sizeof(err)) < 0) {
+		fprintf(stderr, "spoa-auth: %s\n", err);
+		goto out_free_workers;
+	}
+	if (fleet_cache_salt())
+		memcpy(st.salt, fleet_cache_salt(), sizeof(st.salt));
 	claim_fd = worker_claim_listen(st.cfg, err, sizeof(err));
 	if (claim_fd < 0) {
 		fprintf(stderr, "spoa-auth: %s\n", err);
@@ -364,6 +375,7 @@ out_free_workers:
 	admin_stop();
 	admin_set_cache(NULL, NULL);
 	admin_set_cfg(NULL);
+	fleet_stop();  /* its thread evicts from the cache */
 	cache_free(st.cache);
 	st.cache = NULL;
 	/* Held until every listener is closed. */

@@ -26,6 +26,7 @@
 #include "cfg.h"
 #include "conn.h"
 #include "exchange.h"
+#include "fleet.h"
 #include "log.h"
 #include "spop.h"
 #include "upstream.h"
@@ -542,6 +543,7 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
 	 * worker_start() is never lost. */
 	ev_async_start(w->loop, &w->inbox_w);
 	ev_io_start(w->loop, &w->accept_w);
+	w->fw = fleet_worker_new(w->loop);  /* NULL: fleet off, or single node */
 	if (metrics_register(&w->met) < 0) {
 		snprintf(err, errlen, "too many workers for the metrics registry");
 		goto out_free_up;
@@ -549,6 +551,8 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
 	return w;
 
 out_free_up:
+	fleet_worker_free(w->fw);
+	w->fw = NULL;
 	ev_io_stop(w->loop, &w->accept_w);
 	ev_async_stop(w->loop, &w->inbox_w);
 	pthread_mutex_destroy(&w->inbox_lock);
@@ -632,6 +636,8 @@ void worker_free(struct worker *w)
 	}
 	pthread_mutex_destroy(&w->inbox_lock);
 	metrics_unregister(&w->met);
+	fleet_worker_free(w->fw);
+	w->fw = NULL;
 	ev_loop_destroy(w->loop);
 	w->loop = NULL;
 	cfg_put(w->cfg);

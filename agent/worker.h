@@ -21,6 +21,7 @@ struct cachekey;
 struct cfg;
 struct conn;
 struct exchange;
+struct fleet_worker;
 struct upstream;
 struct worker_msg;
 
@@ -49,6 +50,7 @@ struct worker {
 	struct cache *cache;            /* shared by every worker; NULL = cache off */
 	const uint8_t *salt;            /* process-wide key salt (main's storage) */
 	struct cachekey *ck;            /* owned, per-worker key builder; NULL = bypass */
+	struct fleet_worker *fw;        /* owned: Redis command connection; NULL = fleet off */
 	struct exchange *x_spare;       /* owned: one preallocated exchange, so that a
 	                                 * cache hit allocates nothing */
 	struct conn *conns;             /* owned */

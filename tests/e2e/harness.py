@@ -370,3 +370,439 @@ def biz_requests(gw):
 def sha256_hex(text):
     import hashlib
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+# ---- fleet: Redis, a fake RESP server, two gateways ------------------------
+# (tests/e2e/test_fleet*.py, scripts/fleet-demo's test)
+REDIS_SERVER_BIN = os.environ.get("REDIS_SERVER_BIN", "redis-server")
+REDIS_READY_TIMEOUT_S = 10.0
+FLEET_KEY_SECRET = "fleet-test-" + secrets.token_hex(16)
+FLEET_ADMIN_TOKEN = "fleet-admin-" + secrets.token_hex(16)
+
+
+class RespError(Exception):
+    """An error reply (-ERR ...) from a RESP server."""
+
+
+def resp_encode(*args):
+    """One RESP2 command (an array of bulk strings)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if not isinstance(a, bytes):
+            a = str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class RespClient:
+    """A blocking RESP2 client, enough for tests: command() returns bytes,
+    int, None, a list, or raises RespError for an error reply."""
+
+    def __init__(self, port, host=HOST, timeout=5.0):
+        self.s = socket.create_connection((host, port), timeout=timeout)
+        self.f = self.s.makefile("rb")
+
+    def close(self):
+        self.f.close()
+        self.s.close()
+
+    def command(self, *args):
+        self.s.sendall(resp_encode(*args))
+        return self._reply()
+
+    def _reply(self):
+        line = self.f.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("RESP reply cut short: %r" % line)
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            raise RespError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise ConnectionError("not RESP: %r" % line)
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, no persistence, started
+    by the harness. <password>: requirepass (the default user's password).
+    <users>: {name: (password, "ACL rules")}, e.g. a user limited to the
+    agent's key prefix: {"agent": ("pw", "~spoa-auth:* +@all -@dangerous")}.
+    <unixsocket>: a path to listen on too (the TCP port stays, for cmd()).
+    <ipv6>: listen on [::1] too, same port (self.address6).
+    kill() (SIGKILL), pause()/resume() (SIGSTOP/SIGCONT) and restart() (on
+    the same port, empty) are the faults; cmd() talks to it as the admin."""
+
+    def __init__(self, logdir, password=None, users=None, name="redis", unixsocket=None,
+                 ipv6=False):
+        self.logdir, self.password, self.users, self.name = Path(logdir), password, users or {}, name
+        self.port = free_ports(1)[0]
+        self.address = "%s:%d" % (HOST, self.port)
+        self.address6 = "[::1]:%d" % self.port
+        self.conf = self.logdir / ("%s-%d.conf" % (name, self.port))
+        lines = ["port %d" % self.port, "bind %s%s" % (HOST, " ::1" if ipv6 else ""),
+                 'save ""', "appendonly no",
+                 "dir %s" % self.logdir, "dbfilename %s-%d.rdb" % (name, self.port),
+                 "daemonize no", "loglevel notice"]
+        if password:
+            lines.append("requirepass %s" % password)
+        if unixsocket:
+            lines += ["unixsocket %s" % unixsocket, "unixsocketperm 700"]
+        for user, (pw, rules) in self.users.items():
+            lines.append("user %s on >%s %s" % (user, pw, rules))
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc = None
+        self.paused = False
+
+    def start(self):
+        self.proc = Proc(self.name, [REDIS_SERVER_BIN, self.conf], self.logdir)
+        deadline = time.monotonic() + REDIS_READY_TIMEOUT_S
+        while True:
+            try:
+                if self.cmd("PING") == b"PONG":
+                    return self
+            except (OSError, RespError, ConnectionError):
+                pass
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise AssertionError("redis-server not ready on %s\n%s" % (
+                    self.address, self.proc.describe()))
+            time.sleep(0.05)
+
+    def client(self, user=None, password=None):
+        """A RespClient, authenticated as <user> (default: the admin)."""
+        c = RespClient(self.port)
+        if user is not None:
+            c.command("AUTH", user, password)
+        elif self.password:
+            c.command("AUTH", self.password)
+        return c
+
+    def cmd(self, *args):
+        c = self.client()
+        try:
+            return c.command(*args)
+        finally:
+            c.close()
+
+    def kill(self):
+        """SIGKILL: every connection drops at once, the data is gone."""
+        if self.paused:
+            self.resume()
+        self.proc.p.kill()
+        self.proc.p.wait()
+        self.proc.stop()
+
+    def pause(self):
+        """SIGSTOP: connections stay open, nothing answers."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
+    def restart(self):
+        """A fresh, empty server on the same port (after kill() or stop())."""
+        if self.proc is not None and self.proc.alive():
+            self.stop()
+        return self.start()
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        if self.paused:
+            self.resume()
+        return self.proc.stop()
+
+    def dump(self):
+        """Every key and every value, as bytes: [(key, type, [values])], for
+        scanning a dump for credentials."""
+        c = self.client()
+        out = []
+        try:
+            cursor = b"0"
+            while True:
+                cursor, keys = c.command("SCAN", cursor, "COUNT", 1000)
+                for k in keys:
+                    t = c.command("TYPE", k)
+                    if t == b"string":
+                        vals = [c.command("GET", k) or b""]
+                    elif t == b"stream":
+                        vals = []
+                        for entry_id, fields in c.command("XRANGE", k, "-", "+"):
+                            vals.append(entry_id)
+                            vals.extend(fields)
+                    elif t == b"hash":
+                        vals = c.command("HGETALL", k)
+                    elif t in (b"set",):
+                        vals = c.command("SMEMBERS", k)
+                    elif t == b"list":
+                        vals = c.command("LRANGE", k, 0, -1)
+                    elif t == b"zset":
+                        vals = c.command("ZRANGE", k, 0, -1, "WITHSCORES")
+                    else:
+                        vals = []
+                    out.append((k, t, [v for v in vals if v is not None]))
+                if cursor == b"0":
+                    return out
+        finally:
+            c.close()
+
+
+FAKE_RESP_MODES = ("pass", "garbage", "wrongtype", "error", "partial", "silent", "close")
+
+
+class FakeResp:
+    """A TCP server that speaks (or breaks) RESP, in front of a real Redis.
+    Mode (set_mode, applies to connections already open too):
+      pass       forwards both ways to <upstream> (a RedisServer's port)
+      garbage    answers every command with bytes that are not RESP
+      wrongtype  answers every command with a well-formed reply of the wrong
+                 type (an integer, a nested array)
+      error      answers every command with -ERR
+      partial    answers with the start of a bulk string, never the rest
+      silent     reads commands, never answers
+      close      closes the connection on the first command
+    counts: connections accepted, commands seen (chunks) in a bad mode."""
+
+    GARBAGE = b"\x00\xff\xfegarbage{}\r\n%%%\r\n"
+    WRONGTYPE = b"*2\r\n:42\r\n*1\r\n$3\r\nodd\r\n"
+
+    def __init__(self, upstream_port=None, mode="pass"):
+        import threading
+        self.threading = threading
+        self.upstream_port = upstream_port
+        self.mode = mode
+        self.lock = threading.Lock()
+        self.socks = []
+        self.accepted = 0
+        self.bad_answers = 0
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind((HOST, 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.address = "%s:%d" % (HOST, self.port)
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set_mode(self, mode):
+        assert mode in FAKE_RESP_MODES, mode
+        self.mode = mode
+
+    def drop_connections(self):
+        """Resets every open connection (the agent must reconnect)."""
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def stop(self):
+        self.running = False
+        self.ls.close()
+        self.drop_connections()
+
+    def _accept(self):
+        while self.running:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            up = None
+            if self.upstream_port is not None:
+                try:
+                    up = socket.create_connection((HOST, self.upstream_port), timeout=2)
+                    up.settimeout(None)
+                except OSError:
+                    up = None
+            with self.lock:
+                self.accepted += 1
+                self.socks.append(c)
+                if up is not None:
+                    self.socks.append(up)
+            self.threading.Thread(target=self._client, args=(c, up), daemon=True).start()
+            if up is not None:
+                self.threading.Thread(target=self._upstream, args=(up, c), daemon=True).start()
+
+    def _upstream(self, up, c):
+        """Upstream replies reach the client only in pass mode."""
+        try:
+            while True:
+                data = up.recv(65536)
+                if not data:
+                    break
+                if self.mode == "pass":
+                    c.sendall(data)
+        except OSError:
+            pass
+        for s in (c, up):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _client(self, c, up):
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                mode = self.mode
+                if mode == "pass":
+                    if up is None:
+                        break
+                    up.sendall(data)
+                    continue
+                with self.lock:
+                    self.bad_answers += 1
+                if mode == "garbage":
+                    c.sendall(self.GARBAGE)
+                elif mode == "wrongtype":
+                    c.sendall(self.WRONGTYPE)
+                elif mode == "error":
+                    c.sendall(b"-ERR fake says no\r\n")
+                elif mode == "partial":
+                    c.sendall(b"$100\r\nabc")
+                elif mode == "close":
+                    break
+                # silent: nothing
+        except OSError:
+            pass
+        for s in (c, up):
+            if s is None:
+                continue
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def agent_help(agent_bin):
+    """The agent's --help text (which options this build knows)."""
+    r = subprocess.run([agent_bin, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=10)
+    return r.stdout.decode("utf-8", "replace")
+
+
+def agent_has_redis(agent_bin):
+    return "redis-address" in agent_help(agent_bin)
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, ((label, value), ...)): float}."""
+    import re
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)', line)
+        if not m:
+            continue
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
+                                         m.group(2) or "")))
+        try:
+            out[(m.group(1), labels)] = float(m.group(3))
+        except ValueError:
+            pass
+    return out
+
+
+def metric(admin_port, name, **labels):
+    """The sum of the series <name> whose labels include <labels>, from the
+    agent's GET /metrics; None when no such series exists."""
+    r = http(admin_port, "GET", "/metrics", timeout=5)
+    assert r.status == 200, r
+    total, found = 0.0, False
+    for (n, ls), v in parse_metrics(r.body.decode()).items():
+        if n == name and all((k, str(val)) in ls for k, val in labels.items()):
+            total += v
+            found = True
+    return total if found else None
+
+
+def wait_metric(admin_port, name, want, timeout=10.0, **labels):
+    """Polls until metric(...) == <want> (bounded); returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = metric(admin_port, name, **labels)
+        if v == want or time.monotonic() > deadline:
+            return v
+        time.sleep(0.05)
+
+
+def fleet_agent_args(redis_address, admin_port, extra=()):
+    return ["--cache", "on", "--redis-address", redis_address,
+            "--redis-key-secret", FLEET_KEY_SECRET,
+            "--admin-listen", "%s:%d" % (HOST, admin_port), "--admin-token", FLEET_ADMIN_TOKEN,
+            *extra]
+
+
+def start_fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, biz_port,
+                     redis_address, extra=(), env=None):
+    """One gateway of a fleet: an agent (cache on, Redis second level at
+    <redis_address>, admin listener with FLEET_ADMIN_TOKEN) and its HAProxy.
+    Returns a Gateway with .agent, .haproxy, .admin_port, .name."""
+    gw_port, agent_port, admin_port = free_ports(3)
+    procs = []
+    try:
+        agent = Proc("agent-" + name, [agent_bin, "--listen", "%s:%d" % (HOST, agent_port),
+                                       "--user-service-url", user_url, "--workers", "2",
+                                       "--timeout", "500ms",
+                                       *fleet_agent_args(redis_address, admin_port, extra)],
+                     logdir, env=env)
+        procs.append(agent)
+        wait_port(agent_port, agent)
+        wait_port(admin_port, agent)
+        hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port)
+        hap.name = "haproxy-" + name
+        procs.append(hap)
+        wait_agent_up(gw_port, procs)
+    except BaseException:
+        stop_all(procs)
+        raise
+    return Gateway(gw_port, procs, agent=agent, haproxy=hap, agent_port=agent_port,
+                   admin_port=admin_port, name=name, user_port=user_port, biz_port=biz_port)
+
+
+def fleet_invalidate(gw, body, token=FLEET_ADMIN_TOKEN):
+    """POST /cache/invalidate on <gw>'s agent (form-encoded <body>)."""
+    return http(gw.admin_port, "POST", "/cache/invalidate",
+                [("Content-Type", "application/x-www-form-urlencoded"),
+                 ("Authorization", "Bearer " + token)], body)
+
+
+def wait_status(gw, path, headers, want, timeout=5.0):
+    """Polls <gw> until <path> answers <want> (bounded). Returns (response,
+    seconds waited, polls); the response is the last one seen."""
+    t0 = time.monotonic()
+    polls = 0
+    while True:
+        r = gw.get(path, headers)
+        polls += 1
+        if r.status == want or time.monotonic() - t0 > timeout:
+            return r, time.monotonic() - t0, polls
+
+
+def percentile(values, p):
+    """The <p>th percentile (nearest rank) of <values>."""
+    s = sorted(values)
+    if not s:
+        return None
+    import math
+    k = max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))
+    return s[k]

@@ -335,6 +335,68 @@ static void test_cache_keys(void)
 	}
 }
 
+/* The fleet's redis-* keys: defaults, values, and every bad value naming its key. */
+static void test_redis_keys(void)
+{
+	static const char secret[] = "redis-key-secret 0123456789abcdef0123456789abcdef\n";
+	char err[512], text[1024];
+	struct cfg *c;
+
+	c = load(NULL, 0, NULL, err, sizeof(err));
+	ok(c && !c->redis_address && !c->redis_key_secret && strcmp(c->redis_prefix, "spoa-auth:") == 0 &&
+	   c->redis_timeout_ms == 5 && c->redis_stream_maxlen == 100000 &&
+	   c->redis_disconnected_max_ttl_ms == 5000 && c->redis_breaker_failures == 5 &&
+	   c->redis_breaker_open_ms == 2000, "redis defaults: fleet off");
+	cfg_put(c);
+
+	snprintf(text, sizeof(text), "cache on\nredis-address 127.0.0.1:6390\n%sredis-user u\n"
+	         "redis-password p4ss\nredis-prefix gw:\nredis-timeout 20ms\n"
+	         "redis-stream-maxlen 1000\nredis-disconnected-max-ttl 1s\n", secret);
+	c = load(text, 0, NULL, err, sizeof(err));
+	if (!ok(c != NULL, "every redis key parses"))
+		diag("  err: %s", err);
+	ok(c && strcmp(c->redis_host, "127.0.0.1") == 0 && c->redis_port == 6390 && !c->redis_path &&
+	   c->redis_key_secret_len == 32 && strcmp(c->redis_user, "u") == 0 &&
+	   strcmp(c->redis_prefix, "gw:") == 0 && c->redis_timeout_ms == 20 &&
+	   c->redis_stream_maxlen == 1000 && c->redis_disconnected_max_ttl_ms == 1000,
+	   "redis values");
+	cfg_put(c);
+	snprintf(text, sizeof(text), "cache on\nredis-address [::1]:6390\n%s", secret);
+	c = load(text, 0, NULL, err, sizeof(err));
+	ok(c && strcmp(c->redis_host, "::1") == 0 && c->redis_port == 6390, "redis-address [v6]:port");
+	cfg_put(c);
+	snprintf(text, sizeof(text), "cache on\nredis-address unix:/run/redis.sock\n%s", secret);
+	c = load(text, 0, NULL, err, sizeof(err));
+	ok(c && c->redis_path && strcmp(c->redis_path, "/run/redis.sock") == 0 && !c->redis_host,
+	   "redis-address unix:/path");
+	cfg_put(c);
+
+	fails("cache on\nredis-address 127.0.0.1:6390\n", 0, NULL, "key 'redis-key-secret'",
+	      "redis-address without a secret: refused, naming redis-key-secret");
+	fails("cache on\nredis-key-secret short\n", 0, NULL, "key 'redis-key-secret': too short",
+	      "a short secret: refused");
+	snprintf(text, sizeof(text), "redis-address 127.0.0.1:6390\n%s", secret);
+	fails(text, 0, NULL, "key 'redis-address'", "fleet without the cache: refused");
+	fails("redis-address 127.0.0.1\n", 0, NULL, "key 'redis-address'", "no port: refused");
+	fails("redis-address 127.0.0.1:0\n", 0, NULL, "key 'redis-address'", "port 0: refused");
+	fails("redis-address 127.0.0.1:70000\n", 0, NULL, "key 'redis-address'", "port too big");
+	fails("redis-address unix:relative\n", 0, NULL, "key 'redis-address'", "relative unix path");
+	fails("redis-prefix a{b}\n", 0, NULL, "key 'redis-prefix'", "a prefix with braces");
+	fails("redis-timeout 0\n", 0, NULL, "key 'redis-timeout'", "redis-timeout 0: refused");
+	snprintf(text, sizeof(text), "cache on\nredis-address 127.0.0.1:6390\n%sredis-user u\n",
+	         secret);
+	fails(text, 0, NULL, "key 'redis-user'", "redis-user without redis-password: refused");
+	{
+		char *argv[] = { "--redis-key-secret", "short-secret-value" };
+		char out[512];
+		struct cfg *x = load(NULL, 2, argv, out, sizeof(out));
+
+		ok(!x && strstr(out, "redis-key-secret") && !strstr(out, "short-secret-value"),
+		   "a refused secret is not echoed");
+		cfg_put(x);
+	}
+}
+
 static void test_help(void)
 {
 	char *buf = NULL;
@@ -422,6 +484,7 @@ int main(void)
 	test_values();
 	test_errors();
 	test_cache_keys();
+	test_redis_keys();
 	test_help();
 	test_wire_keys();
 	if (tmpl[0])
