@@ -884,7 +884,7 @@ static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uin
 	if (args_classify(&a, x->cfg, &p, l2->args + l2->len, l2->nargs) < 0) {
 		/* Classified once already: cannot fail on the same bytes. */
 		struct decision *e = decision_error();
-		enum exchange_label label = exchange_leader_done(x, 0, NULL, NULL, 0, &e);
+		enum exchange_label label = exchange_leader_done(x, 0, NULL, NULL, NULL, 0, &e);
 
 		exchange_complete(x, e, label);
 		return;
