@@ -1076,7 +1076,7 @@ static const struct cfg_key cfg_keys[] = {
 	  CFG_FN(cfg_p_redis_password) },
 	{ "redis-prefix", "spoa-auth:", "fleet: prefix of every Redis key the agent uses",
 	  CFG_FN(cfg_p_redis_prefix) },
-	{ "redis-timeout", "5ms",
+	{ "redis-timeout", "20ms",
 	  "fleet: per-command budget; a command past it counts as failed (a read is then a miss)",
 	  CFG_NUM(CFG_K_DUR, redis_timeout_ms, 1, 10000) },
 	{ "redis-key-secret", NULL,

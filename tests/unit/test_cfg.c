@@ -344,7 +344,7 @@ static void test_redis_keys(void)
 
 	c = load(NULL, 0, NULL, err, sizeof(err));
 	ok(c && !c->redis_address && !c->redis_key_secret && strcmp(c->redis_prefix, "spoa-auth:") == 0 &&
-	   c->redis_timeout_ms == 5 && c->redis_stream_maxlen == 100000 &&
+	   c->redis_timeout_ms == 20 && c->redis_stream_maxlen == 100000 &&
 	   c->redis_disconnected_max_ttl_ms == 5000 && c->redis_breaker_failures == 5 &&
 	   c->redis_breaker_open_ms == 2000, "redis defaults: fleet off");
 	cfg_put(c);
