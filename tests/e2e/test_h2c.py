@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -223,10 +224,12 @@ def until_agent_answers(gw):
     """The first answer HAProxy gets with the agent's verdict (it may take a
     moment before HAProxy sees the agent up)."""
     r = None
-    for _ in range(50):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
         r = gw.get("/api/business/x", [("Cookie", "session=ok")])
         if r.header("X-Auth-Cache") is not None:
             return r
+        time.sleep(0.05)
     return r
 
 
