@@ -626,7 +626,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		const char *l1 = admin_l1_invalidate(cfg, 1, NULL, 0);
 
 		cache_invalidate_all(admin.cache);
-		fleet_revoke(NULL);  /* every agent of the fleet, through Redis */
+		fleet_revoke(NULL, NULL);  /* every agent of the fleet, through Redis */
 		log_info("admin: every cached decision invalidated (L1: %s)", l1);
 		ret = admin_reply_inval(conn, "all", l1);
 		goto out;
@@ -659,11 +659,16 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 	}
 	{
 		struct timespec ts;
+		char l1[HAPI_L1_CRED_HEX + 1];
+		int has_l1 = admin_param_get(conn, ps, np, "cookie", &v, &vlen) &&
+		             hapi_l1_cred(v, vlen, l1) == 0;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		cache_invalidate_cred(admin.cache, cred,
 		                      (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
-		fleet_revoke(cred);
+		/* the other agents, and their HAProxy L1s, through Redis */
+		fleet_revoke(cred, has_l1 ? l1 : NULL);
+		OPENSSL_cleanse(l1, sizeof(l1));
 	}
 	{
 		const char *l1 = admin_param_get(conn, ps, np, "cookie", &v, &vlen)

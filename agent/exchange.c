@@ -34,6 +34,7 @@
 #include <time.h>
 #include <arpa/inet.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "args.h"
@@ -45,6 +46,7 @@
 #include "decision.h"
 #include "exchange.h"
 #include "fleet.h"
+#include "hapi.h"
 #include "httpcc.h"
 #include "log.h"
 #include "metrics.h"
@@ -872,6 +874,10 @@ static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uin
 
 		if (x->cfg->cache_max_ttl_ms && ttl > x->cfg->cache_max_ttl_ms)
 			ttl = x->cfg->cache_max_ttl_ms;
+		/* The writer's L1 mark, within what this agent keeps it: the
+		 * request's own checks (x->l1_ok) apply at the ACK. */
+		if (d->l1_until_ms && d->l1_until_ms > exchange_wall_ms() + (int64_t)ttl)
+			d->l1_until_ms = exchange_wall_ms() + (int64_t)ttl;
 		cache_complete(x->w->cache, x->key, d, fleet_local_ttl(ttl), exchange_mono_ms(),
 		               NULL);
 		METRICS_INC(x->w->met.cache_hit);
@@ -1025,6 +1031,25 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	return 0;
 }
 
+/* The L1 session hash (hapi_l1_cred()) of <a>'s Cookie into <out>, when it
+ * is one name=value pair (what haproxy.cfg sends for an L1 candidate, and
+ * the bytes HAProxy hashes). Returns 0, or -1: no such cookie (the event
+ * then carries no hash). */
+static int exchange_l1_hash(const struct args *a, char out[HAPI_L1_CRED_HEX + 1])
+{
+	for (size_t i = 0; i < a->n_hdrs; i++) {
+		const struct args_hdr *h = &a->hdrs[i];
+
+		if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
+			continue;
+		if (h->value_len > 1 && h->value[0] != '=' && memchr(h->value, '=', h->value_len) &&
+		    !memchr(h->value, ';', h->value_len))
+			return hapi_l1_cred(h->value, h->value_len, out);
+		return -1;
+	}
+	return -1;
+}
+
 /* The `logout` message (same credential arguments as `exchange`): drops the
  * session's entries, whatever their URI, and holds new ones back for
  * cache-logout-hold. ACKs `invalidated=1`, or noop when the cache is off.
@@ -1043,8 +1068,14 @@ static int exchange_logout(struct conn *c, const struct spop_frame *f,
 	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
 		return -SPOP_ERR_INVALID;
 	if (w->cache && w->ck && w->cfg->cache && args_key(&a, w->ck, key, cred) == 0) {
+		char l1[HAPI_L1_CRED_HEX + 1];
+		int has_l1 = fleet_on() && exchange_l1_hash(&a, l1) == 0;
+
 		cache_invalidate_cred(w->cache, cred, exchange_mono_ms());
-		fleet_revoke(cred);  /* every other agent, through Redis */
+		/* every other agent (and their HAProxy L1s), through Redis */
+		fleet_revoke(cred, has_l1 ? l1 : NULL);
+		if (has_l1)
+			OPENSSL_cleanse(l1, sizeof(l1));
 		if (log_enabled(LOG_LVL_ACCESS)) {
 			exchange_log_hash(&a, w->cfg, cred_hash);
 			log_access("sid=%llu fid=%llu logout: session entries invalidated cred=%s",

@@ -15,6 +15,10 @@
  *            value under the credential;
  *   revoke:  deletes the credential's values, sets its tombstone, XADDs;
  *   all:     bumps the epoch (every value becomes unreachable), XADDs.
+ * An event applied from the stream also reaches this node's HAProxy L1
+ * when haproxy-runtime-socket is set: the session's tombstone (the event's
+ * sealed `l` field) or a cleared map, one bounded runtime-API exchange on
+ * the fleet thread (never a worker loop).
  * Logs are rate-limited and never carry a key, a value or a credential.
  */
 #include <errno.h>
@@ -37,6 +41,8 @@
 #include "decision.h"
 #include "fleet.h"
 #include "fleetval.h"
+#include "hapi.h"
+#include "hex.h"
 #include "log.h"
 
 #define FLEET_HANDSHAKE_MS 1000      /* connect + AUTH + PING */
@@ -52,6 +58,8 @@
 #define FLEET_LOG_EVERY_FAILS 50      /* a failing reconnect loop logs once per this many */
 #define FLEET_ONE_DAY_MS 86400000u
 #define FLEET_SHAPE_MAX_COPY 256         /* copy-header names bound at most */
+#define FLEET_HAPI_TIMEOUT_MS 200        /* one runtime-API exchange on the fleet thread */
+#define FLEET_HAPI_BACKOFF_MS 1000       /* after a failed one: L1 writes not tried */
 
 static const char fleet_lua_get[] =
 	"return redis.call('GET', KEYS[1] .. ':' .. (redis.call('GET', KEYS[2]) or '0'))";
@@ -68,6 +76,9 @@ static const char fleet_lua_revoke[] =
 	"for i = 1, #m do redis.call('DEL', m[i]) end "
 	"redis.call('DEL', KEYS[1]) "
 	"redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) "
+	"if ARGV[4] ~= '' then "
+	"return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'c', ARGV[3], 'l', ARGV[4]) "
+	"end "
 	"return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'c', ARGV[3])";
 static const char fleet_lua_all[] =
 	"redis.call('INCR', KEYS[1]) "
@@ -115,7 +126,9 @@ struct fleet_req {
 
 struct fleet_revocation {
 	int all;
+	int has_l1;                  /* <l1> holds the L1 session hash */
 	uint8_t cred[32];
+	uint8_t l1[FLEETVAL_L1_LEN];
 };
 
 static struct {
@@ -129,6 +142,9 @@ static struct {
 	char epoch_name[FLEETVAL_PREFIX_MAX + 16];
 	struct cache *cache;
 	struct breaker breaker;
+	/* HAProxy's L1 (hapi.h), read at start; NULL socket = not reached */
+	char *hapi_socket, *hapi_map, *hapi_tombs;
+	uint64_t hapi_skip_until;    /* fleet thread: mono ms of the backoff's end */
 
 	/* the fleet thread */
 	pthread_t thread;
@@ -562,6 +578,9 @@ static struct decision *fleet_decision_new(const struct fleetval *v)
 	d->outcome = (enum decision_outcome)v->outcome;
 	d->claims_skipped = v->claims_skipped;
 	d->set_cookie = 0;
+	/* the writer's L1 mark, never past the value's own expiry */
+	d->l1_until_ms = (int64_t)(v->l1_until_ms < v->expires_ms ? v->l1_until_ms
+	                                                          : v->expires_ms);
 	d->actions_len = v->actions_len;
 	memcpy(d->actions, v->actions, v->actions_len);
 	return d;
@@ -749,6 +768,9 @@ void fleet_put(struct fleet_worker *fw, const uint8_t key[32], const uint8_t cre
 		goto out;
 	rq->name_len = (size_t)n;
 	v.expires_ms = fleet_wall_ms() + ttl_ms;
+	v.l1_until_ms = d->l1_until_ms > 0 ? (uint64_t)d->l1_until_ms : 0;
+	if (v.l1_until_ms > v.expires_ms)
+		v.l1_until_ms = v.expires_ms;
 	v.status = d->status;
 	v.outcome = (int)d->outcome;
 	v.claims_skipped = d->claims_skipped;
@@ -794,10 +816,62 @@ static void fleet_flush(const char *why)
 
 static void fleet_stream_read(void);
 
+/* Carries a revocation applied from the stream to this node's HAProxy L1:
+ * a tombstone under the session hash <l1> (NULL: none known), or, <all>, a
+ * cleared map. Nothing without haproxy-runtime-socket. Fleet thread only:
+ * one blocking exchange bounded by FLEET_HAPI_TIMEOUT_MS; after a failure
+ * the writes of the next FLEET_HAPI_BACKOFF_MS are not tried (a stopped
+ * HAProxy never holds the stream back), and count as failed too. Failures
+ * are logged rate-limited, without the hash; the L1 TTL cap bounds what
+ * they leave. */
+static void fleet_l1_apply(int all, const uint8_t *l1)
+{
+	char cmd[HAPI_CMD_MAX], hex[HAPI_L1_CRED_HEX + 1], reply[256], err[128];
+	static const char hx[] = "0123456789ABCDEF";
+	size_t rlen;
+	uint64_t now;
+	int rc;
+
+	if (!fleet.hapi_socket || (!all && !l1))
+		return;
+	now = fleet_mono_ms();
+	if (now < fleet.hapi_skip_until) {
+		hapi_count(-1);
+		return;
+	}
+	if (all) {
+		rc = hapi_cmd_clear_map(cmd, sizeof(cmd), fleet.hapi_map);
+	} else {
+		for (int i = 0; i < FLEETVAL_L1_LEN; i++) {
+			hex[2 * i] = hx[l1[i] >> 4];
+			hex[2 * i + 1] = hx[l1[i] & 15];
+		}
+		hex[HAPI_L1_CRED_HEX] = 0;
+		rc = hapi_cmd_tombstone(cmd, sizeof(cmd), fleet.hapi_tombs, hex);
+		OPENSSL_cleanse(hex, sizeof(hex));
+	}
+	if (rc < 0)
+		snprintf(err, sizeof(err), "cannot build the command");
+	else
+		rc = hapi_exec(fleet.hapi_socket, cmd, FLEET_HAPI_TIMEOUT_MS, reply, sizeof(reply),
+		               &rlen, err, sizeof(err));
+	OPENSSL_cleanse(cmd, sizeof(cmd));
+	hapi_count(rc);
+	if (rc < 0) {
+		static struct log_rl rl;
+
+		fleet.hapi_skip_until = fleet_mono_ms() + FLEET_HAPI_BACKOFF_MS;
+		log_ratelimited(LOG_LVL_WARN, &rl, "redis: a fleet revocation did not reach the "
+		                "HAProxy L1 through the runtime API: %s (the L1 TTL cap bounds "
+		                "the entry)", err);
+	}
+}
+
 static void fleet_stream_apply(const redisReply *e)
 {
-	const redisReply *id, *fields;
-	uint8_t cred[32];
+	const redisReply *id, *fields, *l1v = NULL;
+	uint8_t cred[32], l1[FLEETVAL_L1_LEN];
+	int rc = -1;
 
 	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
 		return;
@@ -811,19 +885,28 @@ static void fleet_stream_apply(const redisReply *e)
 		return;
 	for (size_t i = 0; i + 1 < fields->elements; i += 2) {
 		const redisReply *k = fields->element[i], *v = fields->element[i + 1];
-		int rc;
 
-		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-		    k->len != 1 || k->str[0] != 'c')
+		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || k->len != 1)
 			continue;
-		rc = fleetval_event_parse(v->str, v->len, cred);
-		if (rc < 0)
-			continue;
-		FLEET_COUNT(fleet.revocations_received);
-		if (rc == 0)
-			cache_invalidate_all(fleet.cache);
-		else
-			cache_invalidate_cred(fleet.cache, cred, fleet_mono_ms());
+		if (k->str[0] == 'l')
+			l1v = v;
+		else if (k->str[0] == 'c' && rc < 0)
+			rc = fleetval_event_parse(v->str, v->len, cred);
+	}
+	if (rc < 0)
+		return;
+	FLEET_COUNT(fleet.revocations_received);
+	if (rc == 0) {
+		cache_invalidate_all(fleet.cache);
+		fleet_l1_apply(1, NULL);
+		return;
+	}
+	cache_invalidate_cred(fleet.cache, cred, fleet_mono_ms());
+	/* A hash that does not open (no secret, moved from another event) is
+	 * ignored: the local eviction above stands either way. */
+	if (l1v && fleetval_l1ev_open(&fleet.keys, cred, l1v->str, l1v->len, l1) == 0) {
+		fleet_l1_apply(0, l1);
+		OPENSSL_cleanse(l1, sizeof(l1));
 	}
 }
 
@@ -1039,8 +1122,10 @@ static int fleet_rev_send(const struct fleet_revocation *rv)
 	char tag[FLEETVAL_HEX_LEN + 1], ev[FLEETVAL_HEX_LEN + 1], px[24];
 	char tomb[FLEETVAL_PREFIX_MAX + 8 + FLEETVAL_HEX_LEN];
 	char index[FLEETVAL_PREFIX_MAX + 8 + FLEETVAL_HEX_LEN];
-	const char *argv[9];
-	size_t lens[9];
+	char l1ev[FLEETVAL_L1EV_HEX + 1] = "";
+	uint8_t nonce[FLEETVAL_NONCE_LEN];
+	const char *argv[10];
+	size_t lens[10];
 	struct fleet_rev_req *rq;
 	int n, rc;
 
@@ -1058,13 +1143,18 @@ static int fleet_rev_send(const struct fleet_revocation *rv)
 			return 0;
 		}
 		fleetval_event_format(rv->cred, ev);
+		/* No hash if it cannot be sealed: the event still evicts. */
+		if (rv->has_l1 && (RAND_bytes(nonce, sizeof(nonce)) != 1 ||
+		                   fleetval_l1ev_seal(&fleet.keys, rv->cred, rv->l1, nonce,
+		                                      l1ev) < 0))
+			l1ev[0] = 0;
 		snprintf(tomb, sizeof(tomb), "%st:{%s}", fleet.prefix, tag);
 		snprintf(index, sizeof(index), "%si:{%s}", fleet.prefix, tag);
 		snprintf(px, sizeof(px), "%u", fleet.tomb_ms);
 		argv[0] = "EVAL"; argv[1] = fleet_lua_revoke; argv[2] = "3";
 		argv[3] = index; argv[4] = tomb; argv[5] = fleet.stream_name;
-		argv[6] = px; argv[7] = fleet.maxlen; argv[8] = ev;
-		n = 9;
+		argv[6] = px; argv[7] = fleet.maxlen; argv[8] = ev; argv[9] = l1ev;
+		n = 10;
 	}
 	for (int i = 0; i < n; i++)
 		lens[i] = strlen(argv[i]);
@@ -1132,7 +1222,7 @@ static void fleet_queue_drain(void)
 	}
 }
 
-void fleet_revoke(const uint8_t *cred)
+void fleet_revoke(const uint8_t *cred, const char *l1_hex)
 {
 	struct fleet_revocation rv;
 
@@ -1142,7 +1232,20 @@ void fleet_revoke(const uint8_t *cred)
 	rv.all = cred == NULL;
 	if (cred)
 		memcpy(rv.cred, cred, sizeof(rv.cred));
+	if (cred && l1_hex && strlen(l1_hex) == HAPI_L1_CRED_HEX) {
+		rv.has_l1 = 1;
+		for (size_t i = 0; i < FLEETVAL_L1_LEN && rv.has_l1; i++) {
+			int hi = hex_digit((unsigned char)l1_hex[2 * i]);
+			int lo = hex_digit((unsigned char)l1_hex[2 * i + 1]);
+
+			if (hi < 0 || lo < 0)
+				rv.has_l1 = 0;
+			else
+				rv.l1[i] = (uint8_t)(hi << 4 | lo);
+		}
+	}
 	fleet_queue_push(&rv, 0);
+	OPENSSL_cleanse(&rv, sizeof(rv));
 	ev_async_send(fleet.loop, &fleet.wake);
 }
 
@@ -1332,6 +1435,16 @@ int fleet_start(const struct cfg *cfg, struct cache *cache, char *err, size_t er
 		fleet.tomb_ms = cfg->cache_logout_hold_ms;
 	fleet.brk_failures = cfg->redis_breaker_failures;
 	fleet.brk_open_ms = cfg->redis_breaker_open_ms;
+	if (cfg->haproxy_runtime_socket) {
+		fleet.hapi_socket = fleet_dup(cfg->haproxy_runtime_socket);
+		fleet.hapi_map = fleet_dup(cfg->haproxy_l1_map);
+		fleet.hapi_tombs = fleet_dup(cfg->haproxy_l1_tombstones);
+		if (!fleet.hapi_socket || !fleet.hapi_map || !fleet.hapi_tombs) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+	}
+	fleet.hapi_skip_until = 0;
 	snprintf(fleet.maxlen, sizeof(fleet.maxlen), "%u", cfg->redis_stream_maxlen);
 	snprintf(fleet.stream_name, sizeof(fleet.stream_name), "%srevocations", fleet.prefix);
 	snprintf(fleet.epoch_name, sizeof(fleet.epoch_name), "%sepoch", fleet.prefix);
@@ -1392,6 +1505,9 @@ void fleet_stop(void)
 	free(fleet.host); fleet.host = NULL;
 	free(fleet.path); fleet.path = NULL;
 	free(fleet.user); fleet.user = NULL;
+	free(fleet.hapi_socket); fleet.hapi_socket = NULL;
+	free(fleet.hapi_map); fleet.hapi_map = NULL;
+	free(fleet.hapi_tombs); fleet.hapi_tombs = NULL;
 	OPENSSL_cleanse(&fleet.keys, sizeof(fleet.keys));
 }
 

@@ -80,8 +80,12 @@ void fleet_put(struct fleet_worker *fw, const uint8_t key[32], const uint8_t cre
 
 /* Fleet-wide revocation of credential <cred> (NULL: every entry): queued to
  * the stream thread, which deletes the shared values, sets the tombstone and
- * appends the event every agent evicts on. Any thread; never blocks. */
-void fleet_revoke(const uint8_t *cred);
+ * appends the event every agent evicts on. <l1_hex>: the session's L1 hash
+ * (hapi_l1_cred(), 64 hex chars) when the revoker knows the session cookie,
+ * else NULL; the event carries it sealed, and every agent with
+ * haproxy-runtime-socket tombstones it in its HAProxy's L1 ("*" events clear
+ * the L1 map). Any thread; never blocks. */
+void fleet_revoke(const uint8_t *cred, const char *l1_hex);
 
 /* <ttl_ms> capped to redis-disconnected-max-ttl while the revocation stream
  * is not connected (fleet on), else <ttl_ms>. Any thread. */

@@ -16,10 +16,13 @@
 #include "hex.h"
 #include "spop.h"
 
-#define FLEETVAL_VERSION 1
+#define FLEETVAL_VERSION 2
 #define FLEETVAL_STATUS_MAX 999
 
 static const uint8_t fleetval_magic[3] = { 'S', 'A', 'F' };
+/* The additional data's 4 bytes after the credential in a sealed L1 hash:
+ * never a value's header ("SAF"), so neither opens as the other. */
+static const uint8_t fleetval_l1ev_label[FLEETVAL_MAGIC_LEN] = { 'S', 'A', 'E', 1 };
 
 #define FLEETVAL_HMAC_BLOCK 64  /* SHA-256 block size */
 
@@ -198,10 +201,11 @@ long fleetval_encode(const struct fleetval_keys *k, const char *name, size_t nam
 	out[3] = FLEETVAL_VERSION;
 	memcpy(out + FLEETVAL_MAGIC_LEN, nonce, FLEETVAL_NONCE_LEN);
 	fleetval_put_be(body, v->expires_ms, 8);
-	fleetval_put_be(body + 8, (uint64_t)v->status, 2);
-	body[10] = (uint8_t)v->outcome;
-	fleetval_put_be(body + 11, v->claims_skipped, 4);
-	fleetval_put_be(body + 15, v->actions_len, 4);
+	fleetval_put_be(body + 8, v->l1_until_ms, 8);
+	fleetval_put_be(body + 16, (uint64_t)v->status, 2);
+	body[18] = (uint8_t)v->outcome;
+	fleetval_put_be(body + 19, v->claims_skipped, 4);
+	fleetval_put_be(body + 23, v->actions_len, 4);
 	if (v->actions_len)
 		memcpy(body + FLEETVAL_BODY_HDR_LEN, v->actions, v->actions_len);
 	/* in place: GCM is a stream mode */
@@ -242,15 +246,16 @@ enum fleetval_res fleetval_decode(const struct fleetval_keys *k, const char *nam
 	if (fleetval_gcm(k, 0, buf + FLEETVAL_MAGIC_LEN, name, name_len, buf, sealed, blen,
 	                 plain, tag) < 0)
 		return FLEETVAL_BAD;
-	alen = fleetval_get_be(plain + 15, 4);
-	status = fleetval_get_be(plain + 8, 2);
+	alen = fleetval_get_be(plain + 23, 4);
+	status = fleetval_get_be(plain + 16, 2);
 	if (alen != blen - FLEETVAL_BODY_HDR_LEN || status > FLEETVAL_STATUS_MAX ||
-	    plain[10] >= DECISION_OUTCOME_ENTRIES)
+	    plain[18] >= DECISION_OUTCOME_ENTRIES)
 		return FLEETVAL_BAD;
 	d.expires_ms = fleetval_get_be(plain, 8);
+	d.l1_until_ms = fleetval_get_be(plain + 8, 8);
 	d.status = (int)status;
-	d.outcome = plain[10];
-	d.claims_skipped = (uint32_t)fleetval_get_be(plain + 11, 4);
+	d.outcome = plain[18];
+	d.claims_skipped = (uint32_t)fleetval_get_be(plain + 19, 4);
 	d.actions = plain + FLEETVAL_BODY_HDR_LEN;
 	d.actions_len = (size_t)alen;
 	if (!fleetval_actions_ok(d.actions, d.actions_len))
@@ -283,6 +288,48 @@ void fleetval_event_format(const uint8_t *cred, char out[FLEETVAL_HEX_LEN + 1])
 		return;
 	}
 	fleetval_hex(cred, 32, out);
+}
+
+int fleetval_l1ev_seal(const struct fleetval_keys *k, const uint8_t cred[32],
+                       const uint8_t l1[FLEETVAL_L1_LEN], const uint8_t nonce[FLEETVAL_NONCE_LEN],
+                       char out[FLEETVAL_L1EV_HEX + 1])
+{
+	uint8_t raw[FLEETVAL_NONCE_LEN + FLEETVAL_L1_LEN + FLEETVAL_TAG_LEN];
+	int rc;
+
+	memcpy(raw, nonce, FLEETVAL_NONCE_LEN);
+	rc = fleetval_gcm(k, 1, nonce, (const char *)cred, 32, fleetval_l1ev_label, l1,
+	                  FLEETVAL_L1_LEN, raw + FLEETVAL_NONCE_LEN,
+	                  raw + FLEETVAL_NONCE_LEN + FLEETVAL_L1_LEN);
+	if (rc == 0)
+		fleetval_hex(raw, sizeof(raw), out);
+	OPENSSL_cleanse(raw, sizeof(raw));
+	return rc;
+}
+
+int fleetval_l1ev_open(const struct fleetval_keys *k, const uint8_t cred[32], const char *s,
+                       size_t len, uint8_t l1[FLEETVAL_L1_LEN])
+{
+	uint8_t raw[FLEETVAL_NONCE_LEN + FLEETVAL_L1_LEN + FLEETVAL_TAG_LEN];
+	uint8_t plain[FLEETVAL_L1_LEN];
+	int rc;
+
+	if (len != FLEETVAL_L1EV_HEX)
+		return -1;
+	for (size_t i = 0; i < sizeof(raw); i++) {
+		int hi = hex_digit((unsigned char)s[2 * i]), lo = hex_digit((unsigned char)s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		raw[i] = (uint8_t)(hi << 4 | lo);
+	}
+	rc = fleetval_gcm(k, 0, raw, (const char *)cred, 32, fleetval_l1ev_label,
+	                  raw + FLEETVAL_NONCE_LEN, FLEETVAL_L1_LEN, plain,
+	                  raw + FLEETVAL_NONCE_LEN + FLEETVAL_L1_LEN);
+	if (rc == 0)
+		memcpy(l1, plain, FLEETVAL_L1_LEN);
+	OPENSSL_cleanse(plain, sizeof(plain));
+	return rc;
 }
 
 /* "<ms>-<seq>" -> two numbers; 0 on success. */

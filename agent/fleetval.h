@@ -10,10 +10,12 @@
  * they are neither readable (the token, the claims) nor forgeable, nor
  * movable between keys, without the secret.
  *
- * Value, version 1 (integers big-endian):
- *   "SAF" 0x01 | 12-byte nonce | sealed body | 16-byte GCM tag
- *   body = u64 expires_ms (wall) | u16 status | u8 outcome |
+ * Value, version 2 (integers big-endian):
+ *   "SAF" 0x02 | 12-byte nonce | sealed body | 16-byte GCM tag
+ *   body = u64 expires_ms (wall) | u64 l1_until_ms (wall, 0 = not
+ *          L1-eligible) | u16 status | u8 outcome |
  *          u32 claims_skipped | u32 actions_len | actions
+ * A value of version 1 (no l1_until_ms) or any other is FLEETVAL_BAD.
  * The additional data is the value's Redis name and the 4-byte header. The
  * actions are the decision's encoded ACK actions (decision.h) and must parse
  * as set-var/unset-var actions (spop_action_next()).
@@ -27,7 +29,7 @@
 #define FLEETVAL_MAGIC_LEN 4             /* "SAF" + version */
 #define FLEETVAL_NONCE_LEN 12
 #define FLEETVAL_TAG_LEN 16
-#define FLEETVAL_BODY_HDR_LEN 19         /* expires .. actions_len */
+#define FLEETVAL_BODY_HDR_LEN 27         /* expires .. actions_len */
 #define FLEETVAL_OVERHEAD (FLEETVAL_MAGIC_LEN + FLEETVAL_NONCE_LEN + FLEETVAL_BODY_HDR_LEN + \
                            FLEETVAL_TAG_LEN)
 #define FLEETVAL_SUBKEY_LEN 32
@@ -50,6 +52,8 @@ struct fleetval_keys {
  * fleetval_decode() (or, to fleetval_encode(), the caller's bytes). */
 struct fleetval {
 	uint64_t expires_ms;
+	uint64_t l1_until_ms;      /* until when HAProxy's L1 may keep it; 0 = never
+	                            * (the writer's decision.l1_until_ms) */
 	int status;
 	int outcome;               /* enum decision_outcome */
 	uint32_t claims_skipped;
@@ -118,6 +122,27 @@ int fleetval_event_parse(const char *s, size_t len, uint8_t cred[32]);
 
 /* Writes the event text of <cred> (NULL: "*") into <out> (65 bytes). */
 void fleetval_event_format(const uint8_t *cred, char out[FLEETVAL_HEX_LEN + 1]);
+
+/* The stream event's optional `l` field: the L1 session hash (hapi.h, the
+ * 32 bytes of hapi_l1_cred()) sealed with AES-256-GCM under the value seal
+ * key, the event's credential as additional data (with a label apart from
+ * the values'), as lowercase hex of nonce | ciphertext | tag. Redis never
+ * sees the hash; without the secret an event cannot be given a hash, nor a
+ * sealed hash be moved to another event's credential. */
+#define FLEETVAL_L1_LEN 32
+#define FLEETVAL_L1EV_HEX (2 * (FLEETVAL_NONCE_LEN + FLEETVAL_L1_LEN + FLEETVAL_TAG_LEN))
+
+/* Seals <l1> for the event of <cred> with <nonce> (random, never reused)
+ * into <out> (FLEETVAL_L1EV_HEX chars + NUL). Returns 0, or -1 (OpenSSL
+ * failed). */
+int fleetval_l1ev_seal(const struct fleetval_keys *k, const uint8_t cred[32],
+                       const uint8_t l1[FLEETVAL_L1_LEN], const uint8_t nonce[FLEETVAL_NONCE_LEN],
+                       char out[FLEETVAL_L1EV_HEX + 1]);
+
+/* Opens the field <s>/<len> of the event of <cred> into <l1>. Accepts any
+ * bytes; returns 0, or -1 (wrong length, not hex, not authentic). */
+int fleetval_l1ev_open(const struct fleetval_keys *k, const uint8_t cred[32], const char *s,
+                       size_t len, uint8_t l1[FLEETVAL_L1_LEN]);
 
 /* ---- the revocation stream's replay rule ---- */
 

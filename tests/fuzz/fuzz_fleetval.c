@@ -71,6 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in.status = (data[8] << 8 | data[9]) % 1000;
 	in.outcome = data[10] % DECISION_OUTCOME_ENTRIES;
 	in.claims_skipped = data[0];
+	in.l1_until_ms = in.expires_ms >> (data[1] & 63);
 	in.actions = data + 11;
 	in.actions_len = size - 11;
 	val = malloc(fleetval_size(in.actions_len));
@@ -83,7 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (res != FLEETVAL_BAD) {
 		fuzz_check_actions(&v);
 		CHECK(v.expires_ms == in.expires_ms && v.status == in.status &&
-		      v.outcome == in.outcome && v.claims_skipped == in.claims_skipped);
+		      v.outcome == in.outcome && v.claims_skipped == in.claims_skipped &&
+		      v.l1_until_ms == in.l1_until_ms);
 		CHECK(v.actions_len == in.actions_len &&
 		      memcmp(v.actions, in.actions, in.actions_len) == 0);
 		CHECK((res == FLEETVAL_EXPIRED) == (in.expires_ms <= FUZZ_NOW));

@@ -6,7 +6,11 @@
  * truncation, a value moved to another name, another secret, another
  * version: all refused; expiry; the actions bound; malformed actions under
  * a valid seal; the names and tags against HMAC-SHA256 computed by OpenSSL
- * (EVP_Q_mac); that no name or value contains its inputs; event parsing.
+ * (EVP_Q_mac); that no name or value contains its inputs; event parsing;
+ * a genuine version-1 value (sealed here with OpenSSL, the old layout) is
+ * refused; the L1 mark survives; the sealed L1 hash of an event: round
+ * trip, not in clear, bound to its credential and secret, every change and
+ * truncation refused.
  *
  * What it never does: talk to Redis, read a clock (times are parameters).
  */
@@ -50,6 +54,46 @@ static void hex(const uint8_t *p, size_t n, char *out)
 static int contains(const void *hay, size_t hn, const void *needle, size_t nn)
 {
 	return memmem(hay, hn, needle, nn) != NULL;
+}
+
+/* A value in the version-1 layout (no l1_until_ms) for <name>, sealed under
+ * <k>'s seal key exactly as version 1 did, into <out>. Returns its length,
+ * or -1. */
+static long v1_value(const struct fleetval_keys *k, const char *name, size_t name_len,
+                     const uint8_t *acts, size_t alen, uint8_t *out)
+{
+	static const uint8_t hdr[FLEETVAL_MAGIC_LEN] = { 'S', 'A', 'F', 1 };
+	uint8_t body[19 + 256];
+	size_t blen = 19 + alen;
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	int len = 0;
+	long r = -1;
+	uint64_t exp = NOW + 5000;
+
+	if (!c || alen > 256)
+		goto out;
+	for (int i = 0; i < 8; i++)
+		body[i] = (uint8_t)(exp >> (56 - 8 * i));
+	body[8] = 0; body[9] = 200;                    /* status */
+	body[10] = DECISION_ALLOW;
+	memset(body + 11, 0, 4);                       /* claims_skipped */
+	body[15] = 0; body[16] = 0; body[17] = (uint8_t)(alen >> 8); body[18] = (uint8_t)alen;
+	memcpy(body + 19, acts, alen);
+	memcpy(out, hdr, sizeof(hdr));
+	memcpy(out + FLEETVAL_MAGIC_LEN, nonce, FLEETVAL_NONCE_LEN);
+	if (EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, FLEETVAL_NONCE_LEN, NULL) != 1 ||
+	    EVP_EncryptInit_ex(c, NULL, NULL, k->seal, nonce) != 1 ||
+	    EVP_EncryptUpdate(c, NULL, &len, (const uint8_t *)name, (int)name_len) != 1 ||
+	    EVP_EncryptUpdate(c, NULL, &len, hdr, sizeof(hdr)) != 1 ||
+	    EVP_EncryptUpdate(c, out + 16, &len, body, (int)blen) != 1 ||
+	    EVP_EncryptFinal_ex(c, out + 16 + blen, &len) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, FLEETVAL_TAG_LEN, out + 16 + blen) != 1)
+		goto out;
+	r = (long)(16 + blen + FLEETVAL_TAG_LEN);
+out:
+	EVP_CIPHER_CTX_free(c);
+	return r;
 }
 
 int main(void)
@@ -132,6 +176,7 @@ int main(void)
 	alen = one_action(acts, sizeof(acts), "secret-token-value");
 	ok(alen > 0, "actions encoded");
 	v.expires_ms = NOW + 5000;
+	v.l1_until_ms = NOW + 3000;
 	v.status = 200;
 	v.outcome = DECISION_ALLOW;
 	v.claims_skipped = 3;
@@ -144,7 +189,20 @@ int main(void)
 	       FLEETVAL_OK, "decodes");
 	ok(out.expires_ms == v.expires_ms && out.status == 200 && out.outcome == DECISION_ALLOW &&
 	   out.claims_skipped == 3, "fields survive");
+	ok(out.l1_until_ms == NOW + 3000, "the L1 mark survives");
 	is_mem(out.actions, out.actions_len, acts, alen, "actions survive");
+	is_int(val[3], 2, "version 2 in the header");
+	{
+		uint8_t v1[512];
+		long l1len = v1_value(&k, name, (size_t)n, acts, alen, v1);
+
+		ok(l1len > 0, "a version-1 value sealed with the same key");
+		is_int(fleetval_decode(&k, name, (size_t)n, v1, (size_t)l1len, NOW, 4096, plain,
+		                       &out), FLEETVAL_BAD, "an authentic version-1 value: refused");
+		v1[3] = 2;
+		is_int(fleetval_decode(&k, name, (size_t)n, v1, (size_t)l1len, NOW, 4096, plain,
+		                       &out), FLEETVAL_BAD, "relabelled version 2: refused (the seal)");
+	}
 	is_int(fleetval_decode(&k, name, (size_t)n, val, (size_t)vlen, NOW + 5000, 4096, plain,
 	                       &out), FLEETVAL_EXPIRED, "expired at its expiry");
 	is_int(fleetval_decode(&k, name, (size_t)n, val, (size_t)vlen, NOW, alen - 1, plain, &out),
@@ -213,6 +271,63 @@ int main(void)
 		is_int(fleetval_event_parse("zz", 2, back), -1, "event: malformed");
 		memset(ev, 'g', 64);
 		is_int(fleetval_event_parse(ev, 64, back), -1, "event: not hex");
+	}
+	/* the sealed L1 hash of an event */
+	{
+		uint8_t l1[FLEETVAL_L1_LEN], back[FLEETVAL_L1_LEN], cred2[32];
+		char sl[FLEETVAL_L1EV_HEX + 1], sl2[FLEETVAL_L1EV_HEX + 1], l1hex[65], l1HEX[65];
+		static const uint8_t nonce2[FLEETVAL_NONCE_LEN] = { 9 };
+		int all_bad = 1;
+
+		for (int i = 0; i < FLEETVAL_L1_LEN; i++)
+			l1[i] = (uint8_t)(0xa0 + i);
+		hex(l1, sizeof(l1), l1hex);
+		for (int i = 0; i < 64; i++)
+			l1HEX[i] = (char)(l1hex[i] >= 'a' ? l1hex[i] - 32 : l1hex[i]);
+		l1HEX[64] = 0;
+		ok(fleetval_l1ev_seal(&k, cred, l1, nonce, sl) == 0, "L1 hash sealed");
+		is_int((long long)strlen(sl), FLEETVAL_L1EV_HEX, "sealed L1 hash length");
+		ok(!strstr(sl, l1hex) && !strstr(sl, l1HEX), "the L1 hash is not in clear");
+		ok(fleetval_l1ev_open(&k, cred, sl, strlen(sl), back) == 0, "opens");
+		is_mem(back, sizeof(back), l1, sizeof(l1), "L1 hash round trip");
+		ok(fleetval_l1ev_seal(&k, cred, l1, nonce2, sl2) == 0 && strcmp(sl, sl2) != 0,
+		   "another nonce, another field");
+		memcpy(cred2, cred, 32);
+		cred2[0] ^= 1;
+		ok(fleetval_l1ev_open(&k, cred2, sl, strlen(sl), back) < 0,
+		   "moved to another credential's event: refused");
+		ok(fleetval_l1ev_open(&k2, cred, sl, strlen(sl), back) < 0,
+		   "another fleet's secret: refused");
+		for (size_t i = 0; i < strlen(sl); i++) {
+			char c = sl[i];
+
+			sl[i] = c == '0' ? '1' : '0';
+			if (fleetval_l1ev_open(&k, cred, sl, strlen(sl), back) == 0)
+				all_bad = 0;
+			sl[i] = c;
+		}
+		ok(all_bad, "every hex digit changed: refused");
+		all_bad = 1;
+		for (size_t l = 0; l < strlen(sl); l++)
+			if (fleetval_l1ev_open(&k, cred, sl, l, back) == 0)
+				all_bad = 0;
+		ok(all_bad, "every truncation: refused");
+		sl[0] = 'g';
+		ok(fleetval_l1ev_open(&k, cred, sl, strlen(sl), back) < 0, "not hex: refused");
+		{
+			uint8_t raw[FLEETVAL_L1EV_HEX / 2];
+
+			ok(fleetval_l1ev_seal(&k, cred, l1, nonce, sl) == 0, "sealed again");
+			for (size_t i = 0; i < sizeof(raw); i++) {
+				unsigned b;
+
+				sscanf(sl + 2 * i, "%2x", &b);
+				raw[i] = (uint8_t)b;
+			}
+			is_int(fleetval_decode(&k, (const char *)cred, 32, raw, sizeof(raw), NOW, 4096,
+			                       plain, &out), FLEETVAL_BAD,
+			       "a sealed L1 hash never opens as a value");
+		}
 	}
 	/* the stream's replay rule */
 	{
