@@ -753,9 +753,10 @@ def fleet_agent_args(redis_address, admin_port, extra=()):
 
 
 def start_fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, biz_port,
-                     redis_address, extra=(), env=None):
+                     redis_address, extra=(), env=None, haproxy_env=None):
     """One gateway of a fleet: an agent (cache on, Redis second level at
-    <redis_address>, admin listener with FLEET_ADMIN_TOKEN) and its HAProxy.
+    <redis_address>, admin listener with FLEET_ADMIN_TOKEN; its environment
+    <env>) and its HAProxy (more environment: <haproxy_env>).
     Returns a Gateway with .agent, .haproxy, .admin_port, .name."""
     gw_port, agent_port, admin_port = free_ports(3)
     procs = []
@@ -768,7 +769,8 @@ def start_fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, 
         procs.append(agent)
         wait_port(agent_port, agent)
         wait_port(admin_port, agent)
-        hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port)
+        hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port,
+                            env_extra=haproxy_env)
         hap.name = "haproxy-" + name
         procs.append(hap)
         wait_agent_up(gw_port, procs)
