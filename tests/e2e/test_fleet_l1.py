@@ -241,6 +241,43 @@ def test_admin_all_on_a_clears_b_l1(fleet):
         assert r.status == 200, r
 
 
+def test_unreachable_runtime_socket_is_counted_and_never_holds_the_stream(
+        fleet, redis, fleet_agent, haproxy_bin, demo_services, logdir, tmp_path_factory):
+    """Node C's agent names a runtime socket nothing listens on: the L1
+    writes of A's revocations fail and are counted, and C still applies
+    every revocation to its own cache (it refuses the sessions)."""
+    a, b = fleet
+    dead = str(tmp_path_factory.mktemp("fleet-l1-c") / "nobody.sock")
+    c = start_fleet_node(logdir, haproxy_bin, fleet_agent, "c", a.user.url, a.user.port,
+                         demo_services["biz_port"], redis.address,
+                         extra=["--cache-key-client", "off", "--cache-key-cookies", "case",
+                                "--haproxy-runtime-socket", dead])
+    try:
+        assert wait_metric(c.admin_port, "spoa_auth_redis_stream_up", 1,
+                           CONNECT_DEADLINE_S) == 1, c.agent.describe()
+        cases = [session(a.user) for _ in range(3)]
+        for case in cases:
+            r = c.get(PATH, cookie(case))
+            assert (r.status, r.header("X-Auth-Cache")) == (200, "miss"), r
+        ok0 = metric(c.admin_port, "spoa_auth_l1_runtime_commands_total") or 0
+        for case in cases:
+            logged_out(a.user, case)
+            r = a.request("POST", "/api/user/logout", cookie(case), body="")
+            assert r.status == 200, r
+        for case in cases:
+            r, waited, _ = wait_status(c, PATH, cookie(case), 401, DEADLINE_S)
+            assert r.status == 401, "C still allows after %.1fs: %r" % (waited, r)
+        # One per event: the first tried, the others within its backoff.
+        assert (wait_metric(c.admin_port, "spoa_auth_l1_runtime_errors_total", len(cases),
+                            DEADLINE_S) or 0) >= len(cases)
+        assert (metric(c.admin_port, "spoa_auth_l1_runtime_commands_total") or 0) == ok0
+        assert "did not reach the HAProxy L1" in c.agent.tail(1 << 20)
+        for case in cases:
+            assert l1_cred(case) not in c.agent.tail(1 << 20)
+    finally:
+        stop_all(c.procs, strict=[c.agent.name])
+
+
 def test_no_l1_hash_in_redis(fleet, redis):
     """Runs last: the events carried the L1 hashes sealed; no session's L1
     hash (either case), cookie value or token is in a dump of Redis."""
