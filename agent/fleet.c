@@ -52,6 +52,7 @@
 #define FLEET_XREAD_BLOCK_MS 1000    /* XREAD BLOCK; the watchdog allows this plus */
 #define FLEET_XREAD_SLACK_MS 2000
 #define FLEET_XREAD_COUNT "256"
+#define FLEET_XREAD_COUNT_N 256      /* the same, as a number */
 #define FLEET_REVOKE_BUDGET_MS 2000  /* revocations are off the request path */
 #define FLEET_REVOKE_QUEUE 4096      /* revocations kept while disconnected */
 #define FLEET_ID_MAX FLEETVAL_ID_MAX
@@ -60,6 +61,7 @@
 #define FLEET_SHAPE_MAX_COPY 256         /* copy-header names bound at most */
 #define FLEET_HAPI_TIMEOUT_MS 200        /* one runtime-API exchange on the fleet thread */
 #define FLEET_HAPI_BACKOFF_MS 1000       /* after a failed one: L1 writes not tried */
+#define FLEET_HAPI_BATCH_MS 1000         /* L1 writes of one XREAD reply, at most */
 
 static const char fleet_lua_get[] =
 	"return redis.call('GET', KEYS[1] .. ':' .. (redis.call('GET', KEYS[2]) or '0'))";
@@ -145,6 +147,10 @@ static struct {
 	/* HAProxy's L1 (hapi.h), read at start; NULL socket = not reached */
 	char *hapi_socket, *hapi_map, *hapi_tombs;
 	uint64_t hapi_skip_until;    /* fleet thread: mono ms of the backoff's end */
+	/* fleet thread: the L1 writes of the XREAD reply being applied, sent
+	 * after every local eviction of that reply */
+	struct { int all; uint8_t l1[FLEETVAL_L1_LEN]; } l1_pending[FLEET_XREAD_COUNT_N];
+	unsigned n_l1_pending;
 
 	/* the fleet thread */
 	pthread_t thread;
@@ -805,6 +811,11 @@ out:
 
 /* ---- the fleet thread: revocations and the stream ---- */
 
+static void fleet_stream_read(void);
+static void fleet_l1_apply(int all, const uint8_t *l1);
+
+/* Revocations may have been missed: the local cache and, with the runtime
+ * socket, this node's HAProxy L1 are emptied. Fleet thread. */
 static void fleet_flush(const char *why)
 {
 	static struct log_rl rl;
@@ -812,9 +823,8 @@ static void fleet_flush(const char *why)
 	cache_invalidate_all(fleet.cache);
 	FLEET_COUNT(fleet.local_flushes);
 	log_ratelimited(LOG_LVL_WARN, &rl, "redis: local cache flushed: %s", why);
+	fleet_l1_apply(1, NULL);
 }
-
-static void fleet_stream_read(void);
 
 /* Carries a revocation applied from the stream to this node's HAProxy L1:
  * a tombstone under the session hash <l1> (NULL: none known), or, <all>, a
@@ -870,7 +880,7 @@ static void fleet_l1_apply(int all, const uint8_t *l1)
 static void fleet_stream_apply(const redisReply *e)
 {
 	const redisReply *id, *fields, *l1v = NULL;
-	uint8_t cred[32], l1[FLEETVAL_L1_LEN];
+	uint8_t cred[32], l1[FLEETVAL_L1_LEN] = { 0 };
 	int rc = -1;
 
 	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
@@ -896,18 +906,43 @@ static void fleet_stream_apply(const redisReply *e)
 	if (rc < 0)
 		return;
 	FLEET_COUNT(fleet.revocations_received);
-	if (rc == 0) {
+	if (rc == 0)
 		cache_invalidate_all(fleet.cache);
-		fleet_l1_apply(1, NULL);
+	else
+		cache_invalidate_cred(fleet.cache, cred, fleet_mono_ms());
+	if (!fleet.hapi_socket)
 		return;
-	}
-	cache_invalidate_cred(fleet.cache, cred, fleet_mono_ms());
 	/* A hash that does not open (no secret, moved from another event) is
 	 * ignored: the local eviction above stands either way. */
-	if (l1v && fleetval_l1ev_open(&fleet.keys, cred, l1v->str, l1v->len, l1) == 0) {
-		fleet_l1_apply(0, l1);
-		OPENSSL_cleanse(l1, sizeof(l1));
+	if (rc == 1 && !(l1v && fleetval_l1ev_open(&fleet.keys, cred, l1v->str, l1v->len,
+	                                           l1) == 0))
+		return;
+	if (fleet.n_l1_pending == FLEET_XREAD_COUNT_N) {
+		hapi_count(-1);  /* more than one reply's worth: cannot happen */
+	} else {
+		fleet.l1_pending[fleet.n_l1_pending].all = rc == 0;
+		memcpy(fleet.l1_pending[fleet.n_l1_pending].l1, l1, sizeof(l1));
+		fleet.n_l1_pending++;
 	}
+	OPENSSL_cleanse(l1, sizeof(l1));
+}
+
+/* Sends the L1 writes collected while one XREAD reply was applied, in
+ * order, within FLEET_HAPI_BATCH_MS in all: the ones past it are not tried
+ * (counted as failed; the L1 TTL cap bounds them). */
+static void fleet_l1_flush(void)
+{
+	uint64_t end = fleet_mono_ms() + FLEET_HAPI_BATCH_MS;
+
+	for (unsigned i = 0; i < fleet.n_l1_pending; i++) {
+		if (fleet_mono_ms() >= end)
+			hapi_count(-1);
+		else
+			fleet_l1_apply(fleet.l1_pending[i].all,
+			               fleet.l1_pending[i].all ? NULL : fleet.l1_pending[i].l1);
+	}
+	OPENSSL_cleanse(fleet.l1_pending, sizeof(fleet.l1_pending[0]) * fleet.n_l1_pending);
+	fleet.n_l1_pending = 0;
 }
 
 static void fleet_xread_cb(redisAsyncContext *ac, void *reply, void *priv)
@@ -938,6 +973,8 @@ static void fleet_xread_cb(redisAsyncContext *ac, void *reply, void *priv)
 				fleet_stream_apply(s->element[1]->element[j]);
 		}
 	}
+	/* Every local eviction first: HAProxy's answers never delay them. */
+	fleet_l1_flush();
 	fleet_stream_read();
 }
 

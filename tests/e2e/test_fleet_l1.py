@@ -33,6 +33,7 @@ TOMB_EXPIRE = "60s"             # L1_TOMB_EXPIRE, above L1_TTL_S + timeout proce
 LOGOUT_ROUNDS = 30
 DEADLINE_S = 5.0                # bound of every poll (not a latency target)
 CONNECT_DEADLINE_S = 10.0
+RECONNECT_DEADLINE_S = 15.0     # a restarted Redis: reconnect backoff up to 5 s, then XINFO
 PATH = "/api/business/fleet-l1"
 
 USED = []                       # every case this module made
@@ -296,3 +297,20 @@ def test_no_l1_hash_in_redis(fleet, redis):
                 leaked.append(s)
     assert not leaked, "in Redis: %r" % leaked[:5]
     assert FLEET_ADMIN_TOKEN.encode() not in blob
+
+
+def test_redis_restarted_empty_clears_b_l1(fleet, redis):
+    """Runs after the dump: Redis restarted empty, so B cannot know what was
+    revoked meanwhile; its local flush empties its HAProxy L1 too."""
+    a, b = fleet
+    case = session(a.user)
+    in_l1_of_b(a, b, case)
+    flushes = metric(b.admin_port, "spoa_auth_redis_local_flushes_total") or 0
+    redis.restart()
+    got = wait_metric(b.admin_port, "spoa_auth_redis_local_flushes_total", flushes + 1,
+                      RECONNECT_DEADLINE_S)
+    assert got == flushes + 1, b.agent.describe()
+    r, waited = wait_not_l1(b, case)
+    assert r.header("X-Auth-Cache") != "l1", "B's L1 kept a session across its local flush " \
+        "(%.1fs): %r" % (waited, r)
+    assert r.status == 200, r
