@@ -23,7 +23,8 @@
  *             field stands where the URI was, so a scope's key never equals
  *             a URI's, whatever the bytes)
  *   client := [xff-field 'x']                 (cachekey_end: the text sent), or
- *             [xff-field 'y' 'a' kind:u8 vN(absent ? 0 : len + 1) [addr]]
+ *             [xff-field 'y' addr-field tagged by its kind (enum
+ *             cachekey_addr: 0 absent, 4, 6 or 't'; never 'u' or 'o')]
  *                                             (cachekey_end_client: its
  *                                              inputs, not formatted)
  * The per-request part is short on purpose: a request with one Cookie header,
@@ -108,10 +109,10 @@ static int cachekey_feed(struct cachekey *k, const void *p, size_t n)
 	return SHA256_Update(&k->ctx, p, n) == 1 ? 0 : -1;
 }
 
-/* <tag> then <v> as a shortest-form LEB128 varint. */
-static int cachekey_u64(struct cachekey *k, uint8_t tag, uint64_t v)
+/* Writes <tag> and <v> as a shortest-form LEB128 varint at <b> (room for
+ * 1 + CACHEKEY_VARINT_MAX bytes). Returns the bytes written. */
+static size_t cachekey_put_u64(uint8_t *b, uint8_t tag, uint64_t v)
 {
-	uint8_t b[1 + CACHEKEY_VARINT_MAX];
 	size_t n = 1;
 
 	b[0] = tag;
@@ -120,12 +121,37 @@ static int cachekey_u64(struct cachekey *k, uint8_t tag, uint64_t v)
 		v >>= 7;
 	}
 	b[n++] = (uint8_t)v;
-	return cachekey_feed(k, b, n);
+	return n;
 }
 
-/* A field: <p> NULL = absent (length code 0), else length code n + 1. */
+/* <tag> then <v> (a count). */
+static int cachekey_u64(struct cachekey *k, uint8_t tag, uint64_t v)
+{
+	uint8_t b[1 + CACHEKEY_VARINT_MAX];
+
+	if (CACHEKEY_BUF - k->buf_n >= sizeof(b)) {
+		k->buf_n += cachekey_put_u64(k->buf + k->buf_n, tag, v);
+		return 0;
+	}
+	return cachekey_feed(k, b, cachekey_put_u64(b, tag, v));
+}
+
+/* A field: <p> NULL = absent (length code 0), else length code n + 1.
+ * Written straight into the buffer when it has room (the usual case). */
 static int cachekey_field(struct cachekey *k, uint8_t tag, const void *p, size_t n)
 {
+	uint8_t *o;
+
+	if (n <= CACHEKEY_BUF && CACHEKEY_BUF - k->buf_n >= 1 + CACHEKEY_VARINT_MAX + n) {
+		o = k->buf + k->buf_n;
+		o += cachekey_put_u64(o, tag, p ? (uint64_t)n + 1 : 0);
+		if (p) {
+			memcpy(o, p, n);
+			o += n;
+		}
+		k->buf_n = (size_t)(o - k->buf);
+		return 0;
+	}
 	if (cachekey_u64(k, tag, p ? (uint64_t)n + 1 : 0) < 0)
 		return -1;
 	return p ? cachekey_feed(k, p, n) : 0;
@@ -493,17 +519,17 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
  * key's own fields. */
 static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN], uint8_t extra_flags)
 {
-	uint8_t b[2];
-
 	if (cachekey_u64(k, 'E', k->n_headers) < 0 || cachekey_flush(k) < 0)
 		return -1;
 	k->cred = k->ctx;
 	k->cred_pending = 1;
 	if (cred && cachekey_cred(k, cred) < 0)
 		return -1;
-	b[0] = 'K';
-	b[1] = k->flags | extra_flags;
-	return cachekey_feed(k, b, 2);
+	/* the buffer is empty after the flush above */
+	k->buf[0] = 'K';
+	k->buf[1] = k->flags | extra_flags;
+	k->buf_n = 2;
+	return 0;
 }
 
 /* <tag> 'u': <uri> is the URI; 'o': a scope name (cachekey_end_scope()). */
@@ -548,8 +574,8 @@ static int cachekey_end_addr(struct cachekey *k, const char *xff, size_t xff_len
 	                                                                        : 0) < 0)
 		return -1;
 	if (k->flags & CACHEKEY_F_CLIENT) {
-		/* 'a' kind:u8 then the address's length code and bytes */
-		if (cachekey_field(k, 'y', xff, xff_len) < 0 || cachekey_feed(k, "a", 1) < 0 ||
+		/* the address field's tag is its kind: 0, 4, 6 or 't' */
+		if (cachekey_field(k, 'y', xff, xff_len) < 0 ||
 		    cachekey_field(k, (uint8_t)kind, kind == CACHEKEY_ADDR_NONE ? NULL : addr,
 		                   kind == CACHEKEY_ADDR_NONE ? 0 : addr_len) < 0)
 			return -1;
