@@ -6,7 +6,7 @@
  *   field  := tag:u8 vN(absent ? 0 : len + 1) [bytes]
  *   count  := tag:u8 vN(n)
  *   cred   := SHA256("spoa-auth/cred/3" NUL, salt-field 'S', scope-field 's',
- *                    filter, header*, 'E' count, 'C')
+ *                    filter, header*, 'E', 'C')
  *                    (the prefix, up to the filter, ends with 'P' z:u8 and z
  *                    zero bytes: a whole number of SHA-256 blocks)
  *   filter := 'F' count(n or 2^64-1 for none) name-field 'f'...
@@ -16,9 +16,11 @@
  *             'C' (pair* 'c' count | raw-field 'R' | 'c' count(0) when blank),
  *             pair := name-field 'k', value-field 'w'
  *             (the tags that may follow a header, 'n' or 'E', are none of
- *             a header's inner tags, so header boundaries are unambiguous)
- *   key    := SHA256(the same bytes as cred, without restarting, then
- *                    'K' flags:u8 client [uri-field 'u' | scope-field 'o'])
+ *             a header's inner tags, so header boundaries are unambiguous
+ *             and 'E' ends the list without a count)
+ *   key    := SHA256(the same bytes as cred up to 'E', without restarting,
+ *                    then flags:u8 client [uri-field 'u' | scope-field 'o'])
+ *             (flags < 8: never cred's 'C')
  *             (cachekey_end_scope(): flags has CACHEKEY_F_SCOPE and the scope
  *             field stands where the URI was, so a scope's key never equals
  *             a URI's, whatever the bytes)
@@ -37,8 +39,8 @@
  * (a plain struct) and finished as cred, then fed the key's fields. The cred
  * prefix (salt, scope, filter) is hashed once in cachekey_new() and copied
  * per request. cred's input is a strict prefix of key's input, but the two
- * digests live in separate tables and key's input continues with 'K', so
- * neither is ever taken for the other.
+ * digests live in separate tables and key's input continues with a flags
+ * byte where cred's has 'C', so neither is ever taken for the other.
  *
  * The low-level SHA256_* functions (deprecated in OpenSSL 3.0, still shipped)
  * are used on purpose: in 3.0 EVP_MD_CTX_copy_ex()/EVP_DigestInit_ex2()
@@ -74,7 +76,6 @@ struct cachekey {
 	char **cookies;      /* owned: sorted, deduplicated names; NULL = no filter */
 	size_t *cookie_lens; /* owned */
 	size_t n_cookies;
-	uint64_t n_headers;  /* headers fed since cachekey_begin() */
 	uint8_t flags;       /* CACHEKEY_F_* */
 	size_t buf_n;        /* bytes of <buf> not yet fed to <ctx> */
 	uint8_t buf[CACHEKEY_BUF];
@@ -494,7 +495,6 @@ void cachekey_free(struct cachekey *k)
 
 int cachekey_begin(struct cachekey *k)
 {
-	k->n_headers = 0;
 	k->cred_pending = 0;
 	k->ctx = k->prefix;
 	k->buf_n = 0;
@@ -504,7 +504,6 @@ int cachekey_begin(struct cachekey *k)
 int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const char *value,
                     size_t value_len)
 {
-	k->n_headers++;
 	if (cachekey_field_lower(k, 'n', name, name ? name_len : 0) < 0)
 		return -1;
 	if (!value || !k->cookies || !cachekey_is_cookie(name, name_len))
@@ -519,16 +518,18 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
  * key's own fields. */
 static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN], uint8_t extra_flags)
 {
-	if (cachekey_u64(k, 'E', k->n_headers) < 0 || cachekey_flush(k) < 0)
+	/* 'E' ends the header list: every header starts with 'n', and no tag
+	 * inside a header is 'E', so no count is needed */
+	if (cachekey_feed(k, "E", 1) < 0 || cachekey_flush(k) < 0)
 		return -1;
 	k->cred = k->ctx;
 	k->cred_pending = 1;
 	if (cred && cachekey_cred(k, cred) < 0)
 		return -1;
-	/* the buffer is empty after the flush above */
-	k->buf[0] = 'K';
-	k->buf[1] = k->flags | extra_flags;
-	k->buf_n = 2;
+	/* the buffer is empty after the flush above; the flags byte (< 8)
+	 * is never cred's 'C' */
+	k->buf[0] = k->flags | extra_flags;
+	k->buf_n = 1;
 	return 0;
 }
 
