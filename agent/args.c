@@ -31,6 +31,10 @@ void args_init(struct args *a)
 	a->src_kind = CACHEKEY_ADDR_NONE;
 	a->src_text = NULL;
 	a->src_len = 0;
+	a->traceparent = NULL;
+	a->traceparent_len = 0;
+	a->tracestate = NULL;
+	a->tracestate_len = 0;
 	a->n_hdrs = 0;
 	a->n_unsafe = 0;
 	a->unsafe_name = NULL;
@@ -152,6 +156,13 @@ int args_classify(struct args *a, const struct cfg *cfg, const uint8_t **p, cons
 				a->xff_len = v.u.str.len;
 			}
 		} else if (is_str) {
+			if (v.type == SPOP_T_STR && args_name_is(&name, "traceparent", 11)) {
+				a->traceparent = v.u.str.ptr;
+				a->traceparent_len = v.u.str.len;
+			} else if (v.type == SPOP_T_STR && args_name_is(&name, "tracestate", 10)) {
+				a->tracestate = v.u.str.ptr;
+				a->tracestate_len = v.u.str.len;
+			}
 			args_add_header(a, cfg, name.ptr, name.len,
 			                v.u.str.ptr ? v.u.str.ptr : "", v.u.str.len);
 		}

@@ -53,6 +53,13 @@ struct args {
 	uint8_t src_ip[16];          /* IPV4: 4 bytes, IPV6: 16 */
 	const char *src_text;        /* TEXT: the string as sent (no CR/LF/NUL) */
 	size_t src_len;              /* bytes of src_ip or src_text */
+	const char *traceparent;     /* `traceparent`/`tracestate` (strings; the
+	                              * last of each wins), unchecked: trace.c
+	                              * parses them. NULL: none. Also forwarded as
+	                              * headers if <cfg> forwards the names */
+	size_t traceparent_len;
+	const char *tracestate;
+	size_t tracestate_len;
 	struct args_hdr hdrs[ARGS_MAX]; /* forwarded headers, in argument order */
 	size_t n_hdrs;
 	unsigned n_unsafe;           /* forwarded headers dropped: CR, LF or NUL */
@@ -74,9 +81,10 @@ int args_add_header(struct args *a, const struct cfg *cfg, const char *name, siz
  * bytes, each of [A-Za-z0-9._:-]. */
 int args_scope_ok(const char *s, size_t len);
 
-/* Reads the <nargs> arguments at <*p> (advanced past them) into <a>, by name:
- * uri, scope (a string that args_scope_ok() accepts; any other non-null value
- * is counted in n_bad_scope and left out), src, xff, and every header <cfg>
+/* Reads the <nargs> arguments at <*p> (advanced past them) into <a>, by name,
+ * in one walk: uri, scope (a string that args_scope_ok() accepts; any other
+ * non-null value is counted in n_bad_scope and left out), src, xff,
+ * traceparent and tracestate (string values only), and every header <cfg>
  * forwards; other names are skipped. A later `scope` replaces an earlier one.
  * Returns 0, or -1 if the arguments are malformed or more than ARGS_MAX. */
 int args_classify(struct args *a, const struct cfg *cfg, const uint8_t **p, const uint8_t *end,

@@ -1,30 +1,46 @@
 /*
  * cachekey.c: SHA-256 cache keys and credential hashes over request inputs.
  *
- * Encoding (all integers big-endian, every field self-delimiting):
- *   field  := tag:u8 present:u8 [len:u64 bytes]   (present = 0: nothing follows)
- *   cred   := SHA256("spoa-auth/cred/2" NUL, salt-field 'S', scope-field 's',
- *                    filter, header*, 'E' count:u64, 'C')
+ * Encoding (every field self-delimiting; vN is an unsigned LEB128 varint,
+ * 7 bits a byte, low bits first, always in its shortest form):
+ *   field  := tag:u8 vN(absent ? 0 : len + 1) [bytes]
+ *   count  := tag:u8 vN(n)
+ *   cred   := SHA256("spoa-auth/cred/3" NUL, salt-field 'S', scope-field 's',
+ *                    filter, header*, 'E', 'C')
  *                    (the prefix, up to the filter, ends with 'P' z:u8 and z
  *                    zero bytes: a whole number of SHA-256 blocks)
- *   filter := 'F' n:u64 name-field 'f'...        (sorted, deduplicated names)
- *   header := 'H' name-field 'n' (lowercased) then either
- *             value-field 'v', or under a filter for "cookie":
- *             'C' present:u8 [pair* 'c' count:u64], pair := name 'k', value 'w'
- *   key    := SHA256(the same bytes as cred, without restarting, then
- *                    'K' flags:u8 client [uri-field 'u' | scope-field 'o'])
+ *   filter := 'F' count(n or 2^64-1 for none) name-field 'f'...
+ *                                          (sorted, deduplicated names)
+ *   header := name-field 'n' (lowercased) then either value-field 'v', or
+ *             under a filter for a present "cookie" value:
+ *             'C' (pair* 'c' count | raw-field 'R' | 'c' count(0) when blank),
+ *             pair := name-field 'k', value-field 'w'
+ *             (the tags that may follow a header, 'n' or 'E', are none of
+ *             a header's inner tags, so header boundaries are unambiguous
+ *             and 'E' ends the list without a count)
+ *   key    := SHA256(the same bytes as cred up to 'E', without restarting,
+ *                    then flags:u8 client [uri-field 'u' | scope-field 'o'])
+ *             (flags < 8: never cred's 'C')
  *             (cachekey_end_scope(): flags has CACHEKEY_F_SCOPE and the scope
  *             field stands where the URI was, so a scope's key never equals
  *             a URI's, whatever the bytes)
  *   client := [xff-field 'x']                 (cachekey_end: the text sent), or
- *             [xff-field 'y' 'a' kind:u8 addr-field 'a']  (cachekey_end_client:
- *                                              its inputs, not formatted)
+ *             [xff-field 'y' addr-field tagged by its kind (enum
+ *             cachekey_addr: 0 absent, 4, 6 or 't'; never 'u' or 'o')]
+ *                                             (cachekey_end_client: its
+ *                                              inputs, not formatted)
+ * The per-request part is short on purpose: a request with one Cookie header,
+ * an IPv4 client and a short URI or scope fits in the single SHA-256 block
+ * after the aligned prefix (at most 55 bytes), so a hit costs one
+ * compression. The bytes are gathered in a small buffer and handed to
+ * SHA256_Update() in one call where possible (each call has a fixed cost
+ * larger than the bytes of a tag).
  * cred and key are one pass: the running state after the headers is copied
  * (a plain struct) and finished as cred, then fed the key's fields. The cred
  * prefix (salt, scope, filter) is hashed once in cachekey_new() and copied
  * per request. cred's input is a strict prefix of key's input, but the two
- * digests live in separate tables and key's input continues with 'K', so
- * neither is ever taken for the other.
+ * digests live in separate tables and key's input continues with a flags
+ * byte where cred's has 'C', so neither is ever taken for the other.
  *
  * The low-level SHA256_* functions (deprecated in OpenSSL 3.0, still shipped)
  * are used on purpose: in 3.0 EVP_MD_CTX_copy_ex()/EVP_DigestInit_ex2()
@@ -49,6 +65,8 @@
 #define CACHEKEY_F_URI    0x01
 #define CACHEKEY_F_CLIENT 0x02
 #define CACHEKEY_F_SCOPE  0x04  /* per request: the key holds a scope, not the URI */
+#define CACHEKEY_BUF      128   /* bytes gathered before a SHA256_Update() */
+#define CACHEKEY_VARINT_MAX 10  /* LEB128 bytes of a uint64_t */
 
 struct cachekey {
 	SHA256_CTX prefix;   /* cred hash with the prefix already fed */
@@ -58,47 +76,86 @@ struct cachekey {
 	char **cookies;      /* owned: sorted, deduplicated names; NULL = no filter */
 	size_t *cookie_lens; /* owned */
 	size_t n_cookies;
-	uint64_t n_headers;  /* headers fed since cachekey_begin() */
 	uint8_t flags;       /* CACHEKEY_F_* */
+	size_t buf_n;        /* bytes of <buf> not yet fed to <ctx> */
+	uint8_t buf[CACHEKEY_BUF];
 };
 
-static void cachekey_be64(uint8_t *p, uint64_t v)
+/* Feeds the gathered bytes to the running hash. Returns 0, or -1 if
+ * OpenSSL failed. */
+static int cachekey_flush(struct cachekey *k)
 {
-	int i;
+	size_t n = k->buf_n;
 
-	for (i = 7; i >= 0; i--) {
-		p[i] = (uint8_t)v;
-		v >>= 8;
+	k->buf_n = 0;
+	return n == 0 || SHA256_Update(&k->ctx, k->buf, n) == 1 ? 0 : -1;
+}
+
+/* Appends <n> bytes at <p> to the running hash's input, through the buffer
+ * (large inputs go to SHA256_Update() directly). */
+static int cachekey_feed(struct cachekey *k, const void *p, size_t n)
+{
+	if (n <= CACHEKEY_BUF - k->buf_n) {
+		memcpy(k->buf + k->buf_n, p, n);
+		k->buf_n += n;
+		return 0;
 	}
-}
-
-static int cachekey_feed(SHA256_CTX *ctx, const void *p, size_t n)
-{
-	return n == 0 || SHA256_Update(ctx, p, n) == 1 ? 0 : -1;
-}
-
-static int cachekey_u64(SHA256_CTX *ctx, uint8_t tag, uint64_t v)
-{
-	uint8_t b[9];
-
-	b[0] = tag;
-	cachekey_be64(b + 1, v);
-	return cachekey_feed(ctx, b, sizeof(b));
-}
-
-/* A field: <p> NULL = absent. */
-static int cachekey_field(SHA256_CTX *ctx, uint8_t tag, const void *p, size_t n)
-{
-	uint8_t b[10];
-
-	b[0] = tag;
-	b[1] = p != NULL;
-	if (!p)
-		return cachekey_feed(ctx, b, 2);
-	cachekey_be64(b + 2, n);
-	if (cachekey_feed(ctx, b, sizeof(b)) < 0)
+	if (cachekey_flush(k) < 0)
 		return -1;
-	return cachekey_feed(ctx, p, n);
+	if (n <= CACHEKEY_BUF) {
+		memcpy(k->buf, p, n);
+		k->buf_n = n;
+		return 0;
+	}
+	return SHA256_Update(&k->ctx, p, n) == 1 ? 0 : -1;
+}
+
+/* Writes <tag> and <v> as a shortest-form LEB128 varint at <b> (room for
+ * 1 + CACHEKEY_VARINT_MAX bytes). Returns the bytes written. */
+static size_t cachekey_put_u64(uint8_t *b, uint8_t tag, uint64_t v)
+{
+	size_t n = 1;
+
+	b[0] = tag;
+	while (v >= 0x80) {
+		b[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	b[n++] = (uint8_t)v;
+	return n;
+}
+
+/* <tag> then <v> (a count). */
+static int cachekey_u64(struct cachekey *k, uint8_t tag, uint64_t v)
+{
+	uint8_t b[1 + CACHEKEY_VARINT_MAX];
+
+	if (CACHEKEY_BUF - k->buf_n >= sizeof(b)) {
+		k->buf_n += cachekey_put_u64(k->buf + k->buf_n, tag, v);
+		return 0;
+	}
+	return cachekey_feed(k, b, cachekey_put_u64(b, tag, v));
+}
+
+/* A field: <p> NULL = absent (length code 0), else length code n + 1.
+ * Written straight into the buffer when it has room (the usual case). */
+static int cachekey_field(struct cachekey *k, uint8_t tag, const void *p, size_t n)
+{
+	uint8_t *o;
+
+	if (n <= CACHEKEY_BUF && CACHEKEY_BUF - k->buf_n >= 1 + CACHEKEY_VARINT_MAX + n) {
+		o = k->buf + k->buf_n;
+		o += cachekey_put_u64(o, tag, p ? (uint64_t)n + 1 : 0);
+		if (p) {
+			memcpy(o, p, n);
+			o += n;
+		}
+		k->buf_n = (size_t)(o - k->buf);
+		return 0;
+	}
+	if (cachekey_u64(k, tag, p ? (uint64_t)n + 1 : 0) < 0)
+		return -1;
+	return p ? cachekey_feed(k, p, n) : 0;
 }
 
 static unsigned char cachekey_lower(unsigned char c)
@@ -106,22 +163,19 @@ static unsigned char cachekey_lower(unsigned char c)
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
 }
 
-/* A present field, lowercased through a small stack buffer (header names). */
-static int cachekey_field_lower(SHA256_CTX *ctx, uint8_t tag, const char *p, size_t n)
+/* A present field, lowercased while copied into the buffer (header names). */
+static int cachekey_field_lower(struct cachekey *k, uint8_t tag, const char *p, size_t n)
 {
-	unsigned char buf[64];
 	size_t i, j;
 
-	buf[0] = tag;
-	buf[1] = 1;
-	cachekey_be64(buf + 2, n);
-	if (cachekey_feed(ctx, buf, 10) < 0)
+	if (cachekey_u64(k, tag, (uint64_t)n + 1) < 0)
 		return -1;
 	for (i = 0; i < n; i += j) {
-		for (j = 0; j < sizeof(buf) && i + j < n; j++)
-			buf[j] = cachekey_lower((unsigned char)p[i + j]);
-		if (cachekey_feed(ctx, buf, j) < 0)
+		if (k->buf_n == CACHEKEY_BUF && cachekey_flush(k) < 0)
 			return -1;
+		for (j = 0; j < CACHEKEY_BUF - k->buf_n && i + j < n; j++)
+			k->buf[k->buf_n + j] = cachekey_lower((unsigned char)p[i + j]);
+		k->buf_n += j;
 	}
 	return 0;
 }
@@ -283,9 +337,9 @@ static int cachekey_cookies(struct cachekey *k, const char *v, size_t len)
 
 	switch (cachekey_cookies_certain(k, v, len)) {
 	case 0:
-		return cachekey_field(&k->ctx, 'R', v, len);
+		return cachekey_field(k, 'R', v, len);
 	case 2:
-		return cachekey_u64(&k->ctx, 'c', 0);
+		return cachekey_u64(k, 'c', 0);
 	}
 	while (p < end) {
 		seg_end = memchr(p, ';', (size_t)(end - p));
@@ -301,14 +355,14 @@ static int cachekey_cookies(struct cachekey *k, const char *v, size_t len)
 		while (ve > vs && cachekey_ows(ve[-1]))
 			ve--;
 		if (cachekey_kept(k, ns, (size_t)(ne - ns)) >= 0) {
-			if (cachekey_field(&k->ctx, 'k', ns, (size_t)(ne - ns)) < 0 ||
-			    cachekey_field(&k->ctx, 'w', vs, (size_t)(ve - vs)) < 0)
+			if (cachekey_field(k, 'k', ns, (size_t)(ne - ns)) < 0 ||
+			    cachekey_field(k, 'w', vs, (size_t)(ve - vs)) < 0)
 				return -1;
 			count++;
 		}
 		p = seg_end + 1;
 	}
-	return cachekey_u64(&k->ctx, 'c', count);
+	return cachekey_u64(k, 'c', count);
 }
 
 int cachekey_salt_new(uint8_t salt[CACHEKEY_SALT_LEN])
@@ -320,16 +374,19 @@ int cachekey_salt_new(uint8_t salt[CACHEKEY_SALT_LEN])
  * request's own bytes then start a fresh block, and a usual request (one
  * Cookie header, a short URI) costs two compressions instead of three. The
  * padding depends only on the configuration. */
-static int cachekey_align(SHA256_CTX *ctx)
+static int cachekey_align(struct cachekey *k)
 {
 	static const uint8_t zeros[64];
 	uint8_t b[2];
 
-	b[0] = 'P';
-	b[1] = (uint8_t)((SHA256_CBLOCK - (ctx->num + 2) % SHA256_CBLOCK) % SHA256_CBLOCK);
-	if (cachekey_feed(ctx, b, 2) < 0 || cachekey_feed(ctx, zeros, b[1]) < 0)
+	if (cachekey_flush(k) < 0)
 		return -1;
-	return ctx->num == 0 ? 0 : -1;
+	b[0] = 'P';
+	b[1] = (uint8_t)((SHA256_CBLOCK - (k->ctx.num + 2) % SHA256_CBLOCK) % SHA256_CBLOCK);
+	if (cachekey_feed(k, b, 2) < 0 || cachekey_feed(k, zeros, b[1]) < 0 ||
+	    cachekey_flush(k) < 0)
+		return -1;
+	return k->ctx.num == 0 ? 0 : -1;
 }
 
 static int cachekey_name_ok(const char *s)
@@ -351,7 +408,7 @@ static int cachekey_cmp_names(const void *a, const void *b)
 
 struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t errlen)
 {
-	static const char tag[] = "spoa-auth/cred/2";
+	static const char tag[] = "spoa-auth/cred/3";
 	struct cachekey *k;
 	size_t i, j;
 
@@ -396,17 +453,19 @@ struct cachekey *cachekey_new(const struct cachekey_opts *o, char *err, size_t e
 			k->cookie_lens[i] = strlen(k->cookies[i]);
 	}
 
-	if (SHA256_Init(&k->prefix) != 1 ||
-	    cachekey_feed(&k->prefix, tag, sizeof(tag)) < 0 ||
-	    cachekey_field(&k->prefix, 'S', o->salt, o->salt ? CACHEKEY_SALT_LEN : 0) < 0 ||
-	    cachekey_field(&k->prefix, 's', o->scope, o->scope_len) < 0 ||
-	    cachekey_u64(&k->prefix, 'F', k->cookies ? k->n_cookies : UINT64_MAX) < 0)
+	/* the prefix is built in <ctx> (cachekey_feed()'s target), then kept */
+	if (SHA256_Init(&k->ctx) != 1 ||
+	    cachekey_feed(k, tag, sizeof(tag)) < 0 ||
+	    cachekey_field(k, 'S', o->salt, o->salt ? CACHEKEY_SALT_LEN : 0) < 0 ||
+	    cachekey_field(k, 's', o->scope, o->scope_len) < 0 ||
+	    cachekey_u64(k, 'F', k->cookies ? k->n_cookies : UINT64_MAX) < 0)
 		goto out_ssl;
 	for (i = 0; i < k->n_cookies; i++)
-		if (cachekey_field(&k->prefix, 'f', k->cookies[i], k->cookie_lens[i]) < 0)
+		if (cachekey_field(k, 'f', k->cookies[i], k->cookie_lens[i]) < 0)
 			goto out_ssl;
-	if (cachekey_align(&k->prefix) < 0)
+	if (cachekey_align(k) < 0)
 		goto out_ssl;
+	k->prefix = k->ctx;
 	return k;
 
 out_ssl:
@@ -436,28 +495,22 @@ void cachekey_free(struct cachekey *k)
 
 int cachekey_begin(struct cachekey *k)
 {
-	k->n_headers = 0;
 	k->cred_pending = 0;
 	k->ctx = k->prefix;
+	k->buf_n = 0;
 	return 0;
 }
 
 int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const char *value,
                     size_t value_len)
 {
-	uint8_t b[2];
-
-	k->n_headers++;
-	if (cachekey_feed(&k->ctx, "H", 1) < 0 ||
-	    cachekey_field_lower(&k->ctx, 'n', name, name ? name_len : 0) < 0)
+	if (cachekey_field_lower(k, 'n', name, name ? name_len : 0) < 0)
 		return -1;
-	if (!k->cookies || !cachekey_is_cookie(name, name_len))
-		return cachekey_field(&k->ctx, 'v', value, value_len);
-	b[0] = 'C';
-	b[1] = value != NULL;
-	if (cachekey_feed(&k->ctx, b, 2) < 0)
+	if (!value || !k->cookies || !cachekey_is_cookie(name, name_len))
+		return cachekey_field(k, 'v', value, value_len);
+	if (cachekey_feed(k, "C", 1) < 0)
 		return -1;
-	return value ? cachekey_cookies(k, value, value_len) : 0;
+	return cachekey_cookies(k, value, value_len);
 }
 
 /* Ends the credential part: writes <cred> from a copy of the running state
@@ -465,24 +518,28 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
  * key's own fields. */
 static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN], uint8_t extra_flags)
 {
-	uint8_t b[2];
-
-	if (cachekey_u64(&k->ctx, 'E', k->n_headers) < 0)
+	/* 'E' ends the header list: every header starts with 'n', and no tag
+	 * inside a header is 'E', so no count is needed */
+	if (cachekey_feed(k, "E", 1) < 0 || cachekey_flush(k) < 0)
 		return -1;
 	k->cred = k->ctx;
 	k->cred_pending = 1;
 	if (cred && cachekey_cred(k, cred) < 0)
 		return -1;
-	b[0] = 'K';
-	b[1] = k->flags | extra_flags;
-	return cachekey_feed(&k->ctx, b, 2);
+	/* the buffer is empty after the flush above; the flags byte (< 8)
+	 * is never cred's 'C' */
+	k->buf[0] = k->flags | extra_flags;
+	k->buf_n = 1;
+	return 0;
 }
 
 /* <tag> 'u': <uri> is the URI; 'o': a scope name (cachekey_end_scope()). */
 static int cachekey_finish(struct cachekey *k, uint8_t tag, const char *uri, size_t uri_len,
                            uint8_t key[CACHEKEY_LEN])
 {
-	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(&k->ctx, tag, uri, uri_len) < 0)
+	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(k, tag, uri, uri_len) < 0)
+		return -1;
+	if (cachekey_flush(k) < 0)
 		return -1;
 	return SHA256_Final(key, &k->ctx) == 1 ? 0 : -1;
 }
@@ -492,7 +549,7 @@ int cachekey_cred(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
 	if (!k->cred_pending)
 		return -1;
 	k->cred_pending = 0;
-	if (cachekey_feed(&k->cred, "C", 1) < 0 || SHA256_Final(cred, &k->cred) != 1)
+	if (SHA256_Update(&k->cred, "C", 1) != 1 || SHA256_Final(cred, &k->cred) != 1)
 		return -1;
 	return 0;
 }
@@ -502,7 +559,7 @@ int cachekey_end(struct cachekey *k, const char *xff, size_t xff_len, const char
 {
 	if (cachekey_split(k, cred, 0) < 0)
 		return -1;
-	if ((k->flags & CACHEKEY_F_CLIENT) && cachekey_field(&k->ctx, 'x', xff, xff_len) < 0)
+	if ((k->flags & CACHEKEY_F_CLIENT) && cachekey_field(k, 'x', xff, xff_len) < 0)
 		return -1;
 	return cachekey_finish(k, 'u', uri, uri_len, key);
 }
@@ -514,16 +571,13 @@ static int cachekey_end_addr(struct cachekey *k, const char *xff, size_t xff_len
                              uint8_t tag, const char *uri, size_t uri_len,
                              uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN])
 {
-	uint8_t b[2];
-
 	if (cachekey_split(k, cred, tag == 'o' && (k->flags & CACHEKEY_F_URI) ? CACHEKEY_F_SCOPE
 	                                                                        : 0) < 0)
 		return -1;
 	if (k->flags & CACHEKEY_F_CLIENT) {
-		b[0] = 'a';
-		b[1] = (uint8_t)kind;
-		if (cachekey_field(&k->ctx, 'y', xff, xff_len) < 0 || cachekey_feed(&k->ctx, b, 2) < 0 ||
-		    cachekey_field(&k->ctx, 'a', kind == CACHEKEY_ADDR_NONE ? NULL : addr,
+		/* the address field's tag is its kind: 0, 4, 6 or 't' */
+		if (cachekey_field(k, 'y', xff, xff_len) < 0 ||
+		    cachekey_field(k, (uint8_t)kind, kind == CACHEKEY_ADDR_NONE ? NULL : addr,
 		                   kind == CACHEKEY_ADDR_NONE ? 0 : addr_len) < 0)
 			return -1;
 	}

@@ -161,31 +161,18 @@ struct exchange_trace {
 	size_t state_len;
 };
 
-/* Reads the traceparent/tracestate arguments among the <nargs> at <p>
- * (stops quietly at a malformed one: args_classify() reports it) and
- * decides what goes to the user service under <cfg>. The arguments are
+/* Takes the traceparent/tracestate arguments args_classify() found in <a>
+ * and decides what goes to the user service under <cfg>. The arguments are
  * never forwarded as given: only what trace_parse() accepted, re-formatted
  * (cfg.c refuses them in forward-headers). Allocates nothing. */
-static void exchange_trace_scan(const struct cfg *cfg, const uint8_t *p, const uint8_t *end,
-                                unsigned nargs, struct exchange_trace *t)
+static void exchange_trace_scan(const struct cfg *cfg, const struct args *a,
+                                struct exchange_trace *t)
 {
-	struct spop_str tp = { NULL, 0 }, ts = { NULL, 0 };
+	struct spop_str tp = { a->traceparent, a->traceparent_len };
+	struct spop_str ts = { a->tracestate, a->tracestate_len };
 	uint8_t rnd[TRACE_RANDOM_LEN];
 
 	memset(t, 0, sizeof(*t));
-	for (unsigned i = 0; i < nargs; i++) {
-		struct spop_str name;
-		struct spop_data val;
-
-		if (spop_arg_next(&p, end, &name, &val) < 0)
-			break;
-		if (val.type != SPOP_T_STR)
-			continue;
-		if (exchange_str_eq(&name, "traceparent"))
-			tp = val.u.str;
-		else if (exchange_str_eq(&name, "tracestate"))
-			ts = val.u.str;
-	}
 	if (tp.ptr && trace_parse(tp.ptr, tp.len, &t->ctx) == 0) {
 		t->on = 1;
 		/* tracestate goes only with the traceparent it belongs to */
@@ -443,7 +430,6 @@ int exchange_request_build(const struct cfg *cfg, struct cachekey *ck, const uin
                            const uint8_t *end, unsigned nargs, uint8_t key[CACHE_KEY_LEN],
                            exchange_request_fn fn, void *arg)
 {
-	const uint8_t *args_at = p;
 	struct args a;
 	struct exchange_trace tr;
 	struct exchange_inputs in;
@@ -452,7 +438,7 @@ int exchange_request_build(const struct cfg *cfg, struct cachekey *ck, const uin
 		return -1;
 	if (key && (!ck || args_key(&a, ck, key, NULL) < 0))
 		return -2;
-	exchange_trace_scan(cfg, args_at, end, nargs, &tr);
+	exchange_trace_scan(cfg, &a, &tr);
 	if (exchange_inputs_compute(cfg, &a, &tr, &in) < 0)
 		return -2;
 	fn(arg, in.url, in.hdrs, in.n_hdrs);
@@ -845,7 +831,7 @@ static void exchange_own_call(struct exchange *x)
 		exchange_complete(x, decision_error(), EXCHANGE_L_MISS);
 		return;
 	}
-	exchange_trace_scan(x->cfg, x->own_args, x->own_args + x->own_args_len, x->own_nargs, &tr);
+	exchange_trace_scan(x->cfg, &a, &tr);
 	exchange_call(x, &a, &tr);
 }
 
@@ -940,7 +926,7 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	pthread_once(&exchange_once, exchange_static_init);
 	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
 		return -SPOP_ERR_INVALID;
-	exchange_trace_scan(w->cfg, args_at, f->end, nargs, &tr);
+	exchange_trace_scan(w->cfg, &a, &tr);
 	if (a.n_bad_scope)
 		log_debug("sid=%llu fid=%llu argument scope: not a scope name (1 to %d of "
 		          "[A-Za-z0-9._:-]): keyed on the URI", (unsigned long long)f->sid,

@@ -205,14 +205,20 @@ static inline int httpcc_b64_val(unsigned char c)
 	return (int)httpcc_b64_tab[c] - 1;
 }
 
+/* Bytes of a JWT payload decoded at once onto the stack (a larger payload
+ * is decoded as it is walked). */
+#define HTTPCC_JWT_FLAT_MAX 1536
+
 /* A streaming base64url decoder over one validated segment, with one byte of
- * lookahead for the JSON walker. */
+ * lookahead for the JSON walker; or (plain) a reader over bytes already
+ * decoded by httpcc_b64_flat(). */
 struct httpcc_b64 {
-	const char *p;    /* borrowed: next input char */
+	const char *p;    /* borrowed: next input char (plain: next byte) */
 	const char *end;  /* borrowed: end of the segment (padding stripped) */
 	uint32_t acc;     /* pending bits */
 	int nbits;        /* number of pending bits */
 	int peeked;       /* next output byte, -1 if none buffered */
+	int plain;        /* 1: p..end are decoded bytes */
 };
 
 static void httpcc_b64_init(struct httpcc_b64 *b, const char *p, const char *end)
@@ -222,11 +228,55 @@ static void httpcc_b64_init(struct httpcc_b64 *b, const char *p, const char *end
 	b->acc = 0;
 	b->nbits = 0;
 	b->peeked = -1;
+	b->plain = 0;
+}
+
+/* Decodes the base64url segment [p, end) (padding already stripped, length
+ * mod 4 not 1) into <out> (room for (end - p) * 3 / 4 bytes): the bytes the
+ * streaming decoder yields, leftover bits dropped alike. Returns the number
+ * of bytes, or -1 on a byte outside the alphabet. */
+static long httpcc_b64_flat(const char *p, const char *end, uint8_t *out)
+{
+	const unsigned char *s = (const unsigned char *)p, *e = (const unsigned char *)end;
+	uint8_t *o = out;
+	int a, b, c, d;
+
+	while (e - s >= 4) {
+		a = httpcc_b64_tab[s[0]];
+		b = httpcc_b64_tab[s[1]];
+		c = httpcc_b64_tab[s[2]];
+		d = httpcc_b64_tab[s[3]];
+		if (!a || !b || !c || !d)
+			return -1;
+		a--, b--, c--, d--;
+		o[0] = (uint8_t)(a << 2 | b >> 4);
+		o[1] = (uint8_t)(b << 4 | c >> 2);
+		o[2] = (uint8_t)(c << 6 | d);
+		o += 3;
+		s += 4;
+	}
+	if (e - s >= 2) {
+		a = httpcc_b64_tab[s[0]];
+		b = httpcc_b64_tab[s[1]];
+		if (!a || !b)
+			return -1;
+		a--, b--;
+		*o++ = (uint8_t)(a << 2 | b >> 4);
+		if (e - s == 3) {
+			if (!(c = httpcc_b64_tab[s[2]]))
+				return -1;
+			c--;
+			*o++ = (uint8_t)(b << 4 | c >> 2);
+		}
+	}
+	return (long)(o - out);
 }
 
 /* Next decoded byte, or -1 at the end. The segment was validated already. */
 static inline int httpcc_b64_raw(struct httpcc_b64 *b)
 {
+	if (b->plain)
+		return b->p < b->end ? (unsigned char)*b->p++ : -1;
 	while (b->nbits < 8) {
 		if (b->p >= b->end)
 			return -1; /* leftover bits (< 8) are padding */
@@ -266,10 +316,23 @@ static void httpcc_json_ws(struct httpcc_b64 *b)
 static int httpcc_json_string(struct httpcc_b64 *b, int *is_exp)
 {
 	static const char exp_lit[3] = { 'e', 'x', 'p' };
-	size_t n = 0;
+	size_t n = 0, run;
 	int match = 1, c, cp, i, h;
+	const char *q;
 
 	for (;;) {
+		if (b->plain && b->peeked < 0) {
+			/* decoded bytes: skip the run of plain characters at once */
+			for (q = b->p; q < b->end && *q != '"' && *q != '\\' &&
+			                (unsigned char)*q >= 0x20; q++)
+				;
+			run = (size_t)(q - b->p);
+			if (match && run && (n + run > sizeof(exp_lit) ||
+			                     memcmp(b->p, exp_lit + n, run) != 0))
+				match = 0;
+			n += run;
+			b->p = q;
+		}
 		c = httpcc_next(b);
 		if (c < 0 || c < 0x20)
 			return -1;
@@ -508,9 +571,10 @@ tail:
 
 /* Validates a base64url segment [p, end): alphabet, at most two trailing '=',
  * a decodable length. Returns the end of the data (padding stripped) or NULL. */
-static const char *httpcc_b64_segment(const char *p, const char *end)
+/* Strips at most two trailing '=' from [p, end) and checks the length is
+ * decodable. Returns the end of the data or NULL. */
+static const char *httpcc_b64_strip(const char *p, const char *end)
 {
-	const char *q;
 	int pad = 0;
 
 	while (end > p && end[-1] == '=' && pad < 2) {
@@ -518,6 +582,16 @@ static const char *httpcc_b64_segment(const char *p, const char *end)
 		pad++;
 	}
 	if (((size_t)(end - p) & 3) == 1)
+		return NULL;
+	return end;
+}
+
+static const char *httpcc_b64_segment(const char *p, const char *end)
+{
+	const char *q;
+
+	end = httpcc_b64_strip(p, end);
+	if (!end)
 		return NULL;
 	for (q = p; q < end; q++)
 		if (httpcc_b64_val((unsigned char)*q) < 0)
@@ -534,6 +608,8 @@ int httpcc_jwt_exp(const char *tok, size_t len, int64_t *exp)
 {
 	const char *p, *end, *dot1, *dot2, *hend, *pend;
 	struct httpcc_b64 b;
+	uint8_t flat[HTTPCC_JWT_FLAT_MAX];
+	long n = -1;
 	int64_t v = 0;
 	int r;
 
@@ -555,9 +631,19 @@ int httpcc_jwt_exp(const char *tok, size_t len, int64_t *exp)
 	if (dot1 == p || dot2 == dot1 + 1)
 		return HTTPCC_JWT_NONE;
 	hend = httpcc_b64_segment(p, dot1);
-	pend = httpcc_b64_segment(dot1 + 1, dot2);
+	pend = httpcc_b64_strip(dot1 + 1, dot2);
 	if (!hend || !pend || !httpcc_b64_segment(dot2 + 1, end))
 		return HTTPCC_JWT_NONE;
+	/* the payload, the one segment read whole: decoded and checked in one
+	 * pass when it fits the stack buffer, else checked here and decoded as
+	 * it is walked */
+	if ((size_t)(pend - dot1 - 1) / 4 * 3 + 2 <= sizeof(flat)) {
+		n = httpcc_b64_flat(dot1 + 1, pend, flat);
+		if (n < 0)
+			return HTTPCC_JWT_NONE;
+	} else if (!httpcc_b64_segment(dot1 + 1, pend)) {
+		return HTTPCC_JWT_NONE;
+	}
 
 	/* the header must at least open a JSON object */
 	httpcc_b64_init(&b, p, hend);
@@ -566,6 +652,11 @@ int httpcc_jwt_exp(const char *tok, size_t len, int64_t *exp)
 		return HTTPCC_JWT_NONE;
 
 	httpcc_b64_init(&b, dot1 + 1, pend);
+	if (n >= 0) {
+		b.p = (const char *)flat;
+		b.end = (const char *)flat + n;
+		b.plain = 1;
+	}
 	r = httpcc_json_payload(&b, &v);
 	if (r == HTTPCC_JWT_EXP)
 		*exp = v;

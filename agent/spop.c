@@ -390,19 +390,50 @@ int spop_msg_next(const uint8_t **p, const uint8_t *end,
 	return 1;
 }
 
+/* Largest value a one-byte SPOP varint holds. */
+#define SPOP_VARINT_1BYTE_MAX 239
+
 int spop_arg_next(const uint8_t **p, const uint8_t *end,
                   struct spop_str *name, struct spop_data *val)
 {
-	const uint8_t *q = *p;
+	const uint8_t *q = *p, *t;
 	struct spop_str n;
 	struct spop_data v;
 
+	/* The usual argument (a short name, then NULL or a short STR/BIN):
+	 * decoded in place, the same result as the general path below. */
+	if (end - q >= 2 && q[0] <= SPOP_VARINT_1BYTE_MAX && (size_t)(end - q - 1) > q[0]) {
+		t = q + 1 + q[0];  /* the type byte, inside the frame */
+		switch (*t & 0x0F) {
+		case SPOP_T_NULL:
+			memset(val, 0, sizeof(*val));
+			val->type = SPOP_T_NULL;
+			goto fast;
+		case SPOP_T_STR:
+		case SPOP_T_BIN:
+			if (end - t < 2 || t[1] > SPOP_VARINT_1BYTE_MAX ||
+			    (size_t)(end - t - 2) < t[1])
+				break;
+			memset(val, 0, sizeof(*val));
+			val->type = (enum spop_type)(*t & 0x0F);
+			val->u.str.ptr = (const char *)t + 2;
+			val->u.str.len = t[1];
+			t += 1 + t[1];
+			goto fast;
+		}
+	}
 	if (spop_str_decode(&q, end, &n) != 1 ||
 	    spop_data_decode(&q, end, &v) != 1)
 		return -1;
 	*name = n;
 	*val = v;
 	*p = q;
+	return 1;
+
+fast:
+	name->ptr = (const char *)q + 1;
+	name->len = q[0];
+	*p = t + 1;
 	return 1;
 }
 

@@ -659,10 +659,52 @@ out:
 	cachekey_free(kn);
 }
 
+/* Lengths around the varint steps (127/128, 16383/16384) and values longer
+ * than the 128-byte feed buffer: every pair that differs in one byte or one
+ * length gets distinct keys and creds, and the same inputs the same ones
+ * whether they pass through the buffer or go to SHA-256 directly. */
+static void test_lengths(void)
+{
+	static const size_t lens[] = { 0, 1, 54, 55, 56, 63, 64, 127, 128, 129, 200, 16383, 16384 };
+	static char v1[20000], v2[20000];
+	struct cachekey *k = mk(1, 1, NULL, 0);
+	struct out a, b, c;
+	size_t i;
+
+	memset(v1, 'a', sizeof(v1) - 1);
+	memset(v2, 'a', sizeof(v2) - 1);
+	for (i = 0; i < NHDR(lens); i++) {
+		struct cachekey_hdr h1[] = { { "cookie", 6, v1, lens[i] } };
+		struct cachekey_hdr h2[] = { { "cookie", 6, v1, lens[i] + 1 } };
+		struct cachekey_hdr h3[] = { { "cookie", 6, v2, lens[i] } };
+
+		a = run(k, h1, 1, NULL, "/p");
+		b = run(k, h2, 1, NULL, "/p");
+		ok(!same_key(a, b), "len %zu vs %zu: key differs", lens[i], lens[i] + 1);
+		ok(!same_cred(a, b), "  cred differs");
+		if (lens[i]) {
+			v2[lens[i] - 1] = 'b';
+			c = run(k, h3, 1, NULL, "/p");
+			v2[lens[i] - 1] = 'a';
+			ok(!same_key(a, c), "  last byte changed: key differs");
+			ok(!same_cred(a, c), "  cred differs");
+		}
+		c = run(k, h1, 1, NULL, "/p");
+		ok(same_key(a, c) && same_cred(a, c), "  same inputs: same key and cred");
+		/* the URI at the same lengths: a long URI against a long header */
+		a = run(k, h1, 1, NULL, v1 + sizeof(v1) - 1 - lens[i]);
+		b = run(k, h1, 1, NULL, v1 + sizeof(v1) - 2 - lens[i]);
+		ok(!same_key(a, b), "  URI one byte longer: key differs");
+		ok(same_cred(a, b), "  cred ignores the URI");
+	}
+	cachekey_free(k);
+}
+
 int main(void)
 {
 	test_default_key();
 	test_boundaries();
+	test_lengths();
 	test_options();
 	test_cookie_filter();
 	test_salt_scope();

@@ -288,6 +288,51 @@ static void test_jwt(void)
 	is_int(httpcc_jwt_exp(buf, i, &exp), HTTPCC_JWT_EXP, "bounded by len");
 }
 
+/* A payload small enough to be decoded at once and the same payload padded
+ * past the stack buffer (decoded as walked) read alike: the same result and
+ * the same exp, for plain, escaped and broken claims. */
+static void test_jwt_long_payload(void)
+{
+	static const char *const claims[] = {
+		"\"exp\":77", "\"\\u0065xp\":78", "\"ex\\p\":79,\"exp\":80",
+		"\"expo\":1,\"exp\":81", "\"exp\":82,\"exp\":8", "\"ex\":1",
+		"\"exp\":\"83\"", "\"e\\\"xp\":1", "\"exp\":84,",
+		"\"exp\":85,\"k\":\"a\\tb\"", "\"exp\":86,\"k\":\"a\tb\"",
+	};
+	static char payload[5000], buf[8192];
+	char pad[2100];
+	size_t i;
+	int r_short, r_long;
+	int64_t e_short, e_long;
+
+	memset(pad, 'x', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = 0;
+	for (i = 0; i < sizeof(claims) / sizeof(claims[0]); i++) {
+		e_short = e_long = -1;
+		snprintf(payload, sizeof(payload), "{%s,\"pad\":\"%.8s\"}", claims[i], pad);
+		jwt(payload, buf);
+		r_short = httpcc_jwt_exp(buf, strlen(buf), &e_short);
+		snprintf(payload, sizeof(payload), "{%s,\"pad\":\"%s\"}", claims[i], pad);
+		jwt(payload, buf);
+		r_long = httpcc_jwt_exp(buf, strlen(buf), &e_long);
+		is_int(r_long, r_short, claims[i]);
+		is_int(e_long, e_short, "  same exp");
+	}
+	snprintf(payload, sizeof(payload), "{\"exp\":90,\"pad\":\"%s\"}", pad);
+	jwt(payload, buf);
+	is_int(httpcc_jwt_exp(buf, strlen(buf), &e_long), HTTPCC_JWT_EXP, "long payload: exp");
+	is_int(e_long, 90, "  value");
+	buf[strlen(buf) - 20] = '+';  /* outside base64url, in the signature */
+	is_int(httpcc_jwt_exp(buf, strlen(buf), &e_long), HTTPCC_JWT_NONE, "  bad signature char");
+	jwt(payload, buf);
+	buf[60] = '+';  /* in the payload */
+	is_int(httpcc_jwt_exp(buf, strlen(buf), &e_long), HTTPCC_JWT_NONE, "  bad payload char");
+	snprintf(payload, sizeof(payload), "{\"exp\":91,\"pad\":\"%.8s\"}", pad);
+	jwt(payload, buf);
+	buf[50] = '+';
+	is_int(httpcc_jwt_exp(buf, strlen(buf), &e_short), HTTPCC_JWT_NONE, "short: bad payload char");
+}
+
 static void test_jwt_cap(void)
 {
 	static const struct httpcc_policy pol = { 30000, 5000, 0 };
@@ -331,6 +376,7 @@ int main(void)
 	test_parse();
 	test_policy();
 	test_jwt();
+	test_jwt_long_payload();
 	test_jwt_cap();
 	return done_testing();
 }
