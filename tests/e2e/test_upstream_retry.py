@@ -1,7 +1,8 @@
 """Retries to the user service (upstream-retries, upstream-retry-on,
 upstream-attempt-timeout, upstream-retry-backoff) on both client paths: the
 native client and libcurl (--upstream-client curl with an http:// URL forces
-the libcurl path; an https user service has no other).
+the libcurl path; an https user service has no other, and the https cases
+run the same fake behind TLS).
 
 The user service is a scripted raw-socket fake on a free loopback port: each
 connection it accepts reads one request and plays the next step of its
@@ -11,6 +12,8 @@ is a connection and a recorded request. Tests assert statuses and counts
 (requests seen by the fake, attempts and retries in /metrics), never timing.
 """
 import socket
+import ssl
+import subprocess
 import struct
 import threading
 import time
@@ -35,24 +38,22 @@ class ScriptedUser:
     """A user service on a free port playing <script> (one step per accepted
     connection, the last step repeated). <listen_after>: seconds before it
     starts listening (until then connects are refused: the port is bound but
-    not listening)."""
+    not listening). <tls>: an ssl.SSLContext to serve https with."""
 
-    def __init__(self, script, listen_after=0.0):
+    def __init__(self, script, listen_after=0.0, tls=None):
         self.script, self.requests, self.lock = list(script), 0, threading.Lock()
         self.stop = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((HOST, 0))
         self.port = self.sock.getsockname()[1]
-        self.url = "http://%s:%d/api/user/token" % (HOST, self.port)
+        self.tls = tls
+        self.url = "%s://%s:%d/api/user/token" % ("https" if tls else "http", HOST, self.port)
         self.listen_after = listen_after
         self.thread = threading.Thread(target=self._run, daemon=True)
         if not listen_after:
             self.sock.listen(16)
         self.thread.start()
-
-    def start_listening(self):
-        self.sock.listen(16)
 
     def _run(self):
         if self.listen_after:
@@ -70,6 +71,8 @@ class ScriptedUser:
         c.settimeout(HANG_S)
         buf = b""
         try:
+            if self.tls:
+                c = self.tls.wrap_socket(c, server_side=True)
             while b"\r\n\r\n" not in buf:
                 d = c.recv(4096)
                 if not d:
@@ -107,8 +110,8 @@ class ScriptedUser:
 def scripted():
     made = []
 
-    def make(script, listen_after=0.0):
-        s = ScriptedUser(script, listen_after)
+    def make(script, listen_after=0.0, tls=None):
+        s = ScriptedUser(script, listen_after, tls)
         made.append(s)
         return s
     yield make
@@ -283,6 +286,44 @@ def test_attempt_timeouts_within_the_budget(scripted, agent_bin, logdir, client)
         assert 2 <= n <= 5, n
         assert settle(p, client, n) == n
         assert retries(p, "timeout") == n - 1
+        p.terminate()
+    finally:
+        stop_all([p])
+
+
+@pytest.fixture
+def tls_cert(tmp_path):
+    """A throw-away certificate for 127.0.0.1: (server context, CA file)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=" + HOST,
+                    "-addext", "subjectAltName=IP:" + HOST, "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=30)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx, str(cert)
+
+
+@pytest.mark.parametrize("script,retry_on,want_status,want_requests,reason", [
+    (["reset", "200"], "connect,reset", 200, 2, "reset"),
+    (["503", "200"], "connect,503", 200, 2, "status"),
+    (["503", "200"], "connect", 503, 1, None),
+    (["cut", "200"], "connect,reset,timeout,502,503,504", 0, 1, None),
+])
+def test_https(scripted, tls_cert, agent_bin, logdir, script, retry_on, want_status,
+               want_requests, reason):
+    # https: libcurl is the only client (upstream-client auto picks it).
+    ctx, ca = tls_cert
+    user = scripted(script, tls=ctx)
+    p = start(logdir, agent_bin, "auto", user, "--timeout", "3s", "--ca-file", ca,
+              "--upstream-retry-on", retry_on)
+    try:
+        v = exchange(p)
+        assert status(v) == want_status, v
+        assert user.requests == want_requests
+        assert settle(p, "curl", want_requests) == want_requests
+        if reason:
+            assert retries(p, reason) == want_requests - 1
         p.terminate()
     finally:
         stop_all([p])
