@@ -364,6 +364,7 @@ static void upstream_req_finish(struct upstream *u, struct upstream_req *q, CURL
 	upstream_req_free(u, q);
 }
 
+/* The next jitter draw of <u> (xorshift32; never 0 from a nonzero state). */
 static uint32_t upstream_rand(struct upstream *u)
 {
 	uint32_t x = u->rnd;
@@ -375,6 +376,7 @@ static uint32_t upstream_rand(struct upstream *u)
 	return x;
 }
 
+/* Contract in upcurl.h. Pure. */
 enum h1c_fail upcurl_fail(int rc, int got_bytes, long request_size, long status,
                           int attempt_timeout)
 {
@@ -399,6 +401,7 @@ enum h1c_fail upcurl_fail(int rc, int got_bytes, long request_size, long status,
 	}
 }
 
+/* The /metrics reason of a retry after <f>. */
 static enum upstream_retry_reason upstream_reason(enum h1c_fail f)
 {
 	switch (f) {
