@@ -161,6 +161,14 @@ def settle(p, client, want):
                        client=client)
 
 
+def settle_attempts(p, client):
+    """The attempts of the one exchange made (counted before its ACK is
+    built), after checking it is the only one counted."""
+    assert wait_metric(p.admin_port, "spoa_auth_upstream_duration_seconds_count", 1,
+                       timeout=5) == 1
+    return attempts(p, client)
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_connect_refused_then_success(scripted, agent_bin, logdir, client):
     # Refused until the fake listens; retries with a doubling backoff outlast that.
@@ -261,11 +269,12 @@ def test_budget_bounds_status_retries(scripted, agent_bin, logdir, client):
               "--upstream-retry-on", "503", "--upstream-retry-backoff", "100ms")
     try:
         v = exchange(p)
-        assert status(v) == 503, v
-        n = user.requests
+        # The last attempt may be one the budget ends before its answer.
+        assert status(v) in (503, 0), v
+        n = settle_attempts(p, client)
         assert 2 <= n <= 5, n
-        assert settle(p, client, n) == n
         assert retries(p, "status") == n - 1
+        assert n - 1 <= user.requests <= n
         p.terminate()
     finally:
         stop_all([p])
@@ -282,10 +291,11 @@ def test_attempt_timeouts_within_the_budget(scripted, agent_bin, logdir, client)
     try:
         v = exchange(p)
         assert status(v) == 0, v
-        n = user.requests
+        n = settle_attempts(p, client)
         assert 2 <= n <= 5, n
-        assert settle(p, client, n) == n
         assert retries(p, "timeout") == n - 1
+        # The fake may not have read the last request (the budget's end) yet.
+        assert 1 <= user.requests <= n
         p.terminate()
     finally:
         stop_all([p])
