@@ -967,7 +967,7 @@ static const struct cfg_key cfg_keys[] = {
 	  "native or curl",
 	  CFG_FN(cfg_p_upstream_client) },
 	{ "upstream-retries", "1",
-	  "extra attempts after a retryable failure (native client), within timeout",
+	  "extra attempts after a retryable failure (both clients), within timeout",
 	  CFG_NUM(CFG_K_UINT, upstream_retries, 0, 10) },
 	{ "upstream-retry-on", "connect",
 	  "what is retried: connect, reset, timeout, 502, 503, 504 (list) or none",

@@ -9,10 +9,17 @@
  *   - curl_multi_info_read() is drained after every socket_action, and
  *     requests complete there, outside curl callbacks (no recursive API
  *     calls, CURLM_RECURSIVE_API_CALL).
+ * Retries (upstream-retries, upstream-retry-on, upstream-attempt-timeout,
+ * upstream-retry-backoff) follow the native clients: the decision is
+ * h1c_retry_delay()'s, the backoff an ev_timer on the worker's loop, each
+ * attempt's CURLOPT_TIMEOUT_MS the smaller of the attempt timeout and what
+ * is left of the exchange timeout, and nothing is retried once a byte of a
+ * response arrived (a retryable status excepted: that answer is complete).
  * One struct upstream per worker thread; nothing here is shared between
  * threads. Never logs header values or bodies.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -24,6 +31,7 @@
 #include "h1c.h"
 #include "h2c.h"
 #include "log.h"
+#include "upcurl.h"
 #include "upstream.h"
 
 /* Easy handles kept for reuse per worker, configured: the options that come
@@ -31,6 +39,8 @@
  * sets only its URL, header list and data pointers. Connection state lives in
  * the multi's cache. */
 #define UPSTREAM_POOL_MAX 64
+
+#define UPSTREAM_MS 1000.0
 
 struct upstream_sock {
 	ev_io io;                       /* watches <fd> for curl */
@@ -51,6 +61,11 @@ struct upstream_req {
 	size_t body_cap;
 	int oversize;
 	int headers_done;               /* the blank line ending the headers was seen */
+	int got_bytes;                  /* a response byte reached a callback this attempt */
+	int in_multi;                   /* <easy> is in u->multi (not in a backoff) */
+	unsigned attempt;               /* policy attempts started, from 1 */
+	ev_tstamp deadline;             /* the exchange timeout, on the loop's clock */
+	ev_timer backoff;               /* before the next attempt */
 	struct timespec start;
 	struct upstream_req *prev, *next;
 };
@@ -72,6 +87,7 @@ struct upstream {
 	long maxconnects;               /* CURLMOPT_MAXCONNECTS in force */
 	struct h1c *h1;                 /* owned: the native client (cfg->upstream_native) */
 	struct h2c *h2;                 /* owned: the native h2c client (native + h2c) */
+	uint32_t rnd;                   /* xorshift state for the backoff jitter */
 };
 
 static pthread_once_t upstream_once = PTHREAD_ONCE_INIT;
@@ -127,6 +143,7 @@ static size_t upstream_write_cb(char *ptr, size_t size, size_t nmemb, void *user
 	struct upstream_response *r = &q->resp;
 	size_t n = size * nmemb;
 
+	q->got_bytes = 1;
 	if (n > q->cfg->max_response_size - r->body_len) {
 		/* Returning less than n makes curl fail with CURLE_WRITE_ERROR. */
 		q->oversize = 1;
@@ -213,6 +230,7 @@ static size_t upstream_header_cb(char *buf, size_t size, size_t nitems, void *us
 	size_t n = size * nitems, nlen;
 	const char *colon, *v, *end = buf + n;
 
+	q->got_bytes = 1;
 	/* A status line starts a new response (1xx interim): forget headers. */
 	if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
 		upstream_resp_clear_headers(r);
@@ -309,7 +327,7 @@ static void upstream_req_finish(struct upstream *u, struct upstream_req *q, CURL
 	struct upstream_response *r = &q->resp;
 
 	r->curl_code = (int)rc;
-	r->attempts = 1;
+	r->attempts = q->attempt ? q->attempt : 1;
 	r->latency_us = upstream_elapsed_us(&q->start);
 	if (rc == CURLE_OK) {
 		long code = 0;
@@ -339,10 +357,129 @@ static void upstream_req_finish(struct upstream *u, struct upstream_req *q, CURL
 		free(r->body); r->body = NULL;
 		r->body_len = 0;
 	}
+	ev_timer_stop(u->loop, &q->backoff);
 	upstream_req_unlink(u, q);
 	upstream_update_maxconnects(u);
 	q->done(q->arg, r);
 	upstream_req_free(u, q);
+}
+
+/* The next jitter draw of <u> (xorshift32; never 0 from a nonzero state). */
+static uint32_t upstream_rand(struct upstream *u)
+{
+	uint32_t x = u->rnd;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	u->rnd = x;
+	return x;
+}
+
+/* Contract in upcurl.h. Pure. */
+enum h1c_fail upcurl_fail(int rc, int got_bytes, long request_size, long status,
+                          int attempt_timeout)
+{
+	switch (rc) {
+	case CURLE_OK:
+		return status ? H1C_FAIL_NONE : H1C_FAIL_OTHER;
+	case CURLE_COULDNT_CONNECT:
+		return H1C_FAIL_CONNECT;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+		return got_bytes ? H1C_FAIL_OTHER : H1C_FAIL_RESET;
+	case CURLE_OPERATION_TIMEDOUT:
+		if (got_bytes)
+			return H1C_FAIL_OTHER;
+		/* Nothing sent yet: the connect (or TLS handshake) timed out. */
+		if (request_size == 0)
+			return H1C_FAIL_CONNECT;
+		return attempt_timeout ? H1C_FAIL_TIMEOUT : H1C_FAIL_OTHER;
+	default:
+		return H1C_FAIL_OTHER;
+	}
+}
+
+/* The /metrics reason of a retry after <f>. */
+static enum upstream_retry_reason upstream_reason(enum h1c_fail f)
+{
+	switch (f) {
+	case H1C_FAIL_CONNECT: return UPSTREAM_RETRY_CONNECT;
+	case H1C_FAIL_RESET:   return UPSTREAM_RETRY_RESET;
+	case H1C_FAIL_TIMEOUT: return UPSTREAM_RETRY_TIMEOUT;
+	default:               return UPSTREAM_RETRY_STATUS;
+	}
+}
+
+/* Adds <q>'s handle to the multi for one attempt, its CURLOPT_TIMEOUT_MS the
+ * smaller of upstream-attempt-timeout and what is left of the exchange
+ * timeout. Returns 0, or -1 (budget spent, or the multi refused it): then
+ * <q> is untouched and not in the multi. */
+static int upstream_attempt_go(struct upstream *u, struct upstream_req *q)
+{
+	long left = (long)((q->deadline - ev_now(u->loop)) * UPSTREAM_MS), t = left;
+
+	if (left <= 0)
+		return -1;
+	if (q->cfg->upstream_attempt_timeout_ms && (long)q->cfg->upstream_attempt_timeout_ms < t)
+		t = (long)q->cfg->upstream_attempt_timeout_ms;
+	curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, t);
+	q->headers_done = 0;
+	q->got_bytes = 0;
+	q->oversize = 0;
+	q->attempt++;
+	if (curl_multi_add_handle(u->multi, q->easy) != CURLM_OK) {
+		q->attempt--;
+		return -1;
+	}
+	q->in_multi = 1;
+	return 0;
+}
+
+static void upstream_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct upstream_req *q = w->data;
+	struct upstream *u = q->u;
+
+	(void)loop;
+	(void)revents;
+	if (upstream_attempt_go(u, q) < 0)
+		upstream_req_finish(u, q, CURLE_OPERATION_TIMEDOUT);
+}
+
+/* The attempt of <q> ended with <rc> (<q> already out of the multi): starts
+ * the backoff before another attempt if the retry policy allows one (1), or
+ * leaves <q> as it is (0). Never calls curl's multi. */
+static int upstream_maybe_retry(struct upstream *u, struct upstream_req *q, CURLcode rc)
+{
+	const struct cfg *cfg = q->cfg;
+	long code = 0, reqsize = 0, left_ms, d;
+	enum h1c_fail fail;
+
+	if (cfg->upstream_retries == 0 || q->oversize)
+		return 0;
+	if (rc == CURLE_OK && q->headers_done)
+		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (rc == CURLE_OK && code < 500)
+		return 0;
+	curl_easy_getinfo(q->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+	fail = upcurl_fail((int)rc, q->got_bytes, reqsize, code,
+	                          cfg->upstream_attempt_timeout_ms != 0);
+	left_ms = (long)((q->deadline - ev_now(u->loop)) * UPSTREAM_MS);
+	d = h1c_retry_delay(fail, code, q->attempt, cfg->upstream_retries, cfg->upstream_retry_on,
+	                    cfg->upstream_retry_backoff_ms, left_ms, upstream_rand(u));
+	if (d < 0)
+		return 0;
+	q->resp.retries[upstream_reason(fail)]++;
+	/* What this attempt captured never reaches the decision. */
+	upstream_resp_clear_headers(&q->resp);
+	q->resp.body_len = 0;
+	if (q->resp.body)
+		q->resp.body[0] = 0;
+	ev_timer_set(&q->backoff, (ev_tstamp)d / UPSTREAM_MS, 0.);
+	ev_timer_start(u->loop, &q->backoff);
+	return 1;
 }
 
 /* Drains curl's completion queue. Called right after every socket_action,
@@ -364,7 +501,10 @@ static void upstream_check_done(struct upstream *u)
 		q = (struct upstream_req *)(void *)priv;
 		/* <msg> is invalid after remove_handle: everything needed is copied. */
 		curl_multi_remove_handle(u->multi, msg->easy_handle);
-		if (q)
+		if (!q)
+			continue;
+		q->in_multi = 0;
+		if (!upstream_maybe_retry(u, q, rc))
 			upstream_req_finish(u, q, rc);
 	}
 }
@@ -496,6 +636,10 @@ struct upstream *upstream_new(struct ev_loop *loop, const struct cfg *cfg)
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+	/* Jitter only: any nonzero seed will do. */
+	u->rnd = (uint32_t)time(NULL) ^ (uint32_t)(uintptr_t)u;
+	if (!u->rnd)
+		u->rnd = 1;
 	u->h1 = h1c_new(loop, cfg);
 	if (!u->h1)
 		goto out_free_multi;
@@ -678,9 +822,12 @@ int upstream_start(struct upstream *u, const struct cfg *cfg, const char *url,
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, q);
 
 	clock_gettime(CLOCK_MONOTONIC, &q->start);
+	q->deadline = ev_now(u->loop) + cfg->timeout_ms / UPSTREAM_MS;
+	ev_init(&q->backoff, upstream_backoff_cb);
+	q->backoff.data = q;
 	upstream_req_link(u, q);
 	upstream_update_maxconnects(u);
-	if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
+	if (upstream_attempt_go(u, q) < 0) {
 		upstream_req_unlink(u, q);
 		upstream_update_maxconnects(u);
 		goto out_free_req;
@@ -702,7 +849,9 @@ void upstream_abort_all(struct upstream *u)
 	while (u->reqs) {
 		struct upstream_req *q = u->reqs;
 
-		curl_multi_remove_handle(u->multi, q->easy);
+		if (q->in_multi)
+			curl_multi_remove_handle(u->multi, q->easy);
+		q->in_multi = 0;
 		upstream_req_finish(u, q, CURLE_ABORTED_BY_CALLBACK);
 	}
 	h1c_abort_all(u->h1);
