@@ -294,6 +294,11 @@ static int cache_held(struct cache *c, const uint8_t *cred, uint64_t now)
 	return held;
 }
 
+int cache_cred_held(struct cache *c, const uint8_t cred[CACHE_KEY_LEN], uint64_t now_ms)
+{
+	return cache_held(c, cred, now_ms);
+}
+
 /* Records a logout hold for <cred> until <until>: O(1), in a fixed table. */
 static void cache_hold(struct cache *c, const uint8_t *cred, uint64_t now, uint64_t until)
 {

@@ -168,6 +168,12 @@ int cache_cancel(struct cache *c, const uint8_t key[CACHE_KEY_LEN], struct cache
  * O(shards + entries of <cred>). */
 void cache_invalidate_cred(struct cache *c, const uint8_t cred[CACHE_KEY_LEN], uint64_t now_ms);
 
+/* Is <cred> within its logout hold (cache_invalidate_cred() less than
+ * logout_hold_ms ago)? An answer from elsewhere (the fleet's second level)
+ * must then not be used: it may predate the invalidation. Any thread; takes
+ * no shard lock; one atomic load when no hold is live. */
+int cache_cred_held(struct cache *c, const uint8_t cred[CACHE_KEY_LEN], uint64_t now_ms);
+
 /* Drops every entry; leaders in flight will not store. */
 void cache_invalidate_all(struct cache *c);
 

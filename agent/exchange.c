@@ -855,6 +855,11 @@ static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uin
 	const uint8_t *p = l2->args;
 	struct args a;
 
+	/* A session invalidated here while the read was on its way (or just
+	 * before: Redis learns of it a moment later) is within its hold: the
+	 * value may predate the invalidation, so the user service decides. */
+	if (res == FLEET_L2_HIT && cache_cred_held(x->w->cache, x->cred, exchange_mono_ms()))
+		res = FLEET_L2_MISS;
 	if (res == FLEET_L2_HIT) {
 		uint32_t ttl = ttl_ms;
 
