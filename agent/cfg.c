@@ -639,6 +639,40 @@ static int cfg_p_hapi_tomb(struct cfg_builder *b, const char *val, char *why)
 	return cfg_strdup(&b->c->haproxy_l1_tombstones, val, why);
 }
 
+/* A secret given as the value itself or as "file:PATH": the file's bytes
+ * (at most CFG_LOG_HASH_KEY_FILE_MAX, one final newline dropped) are read
+ * into <buf>. Sets *<k>, *<n> to the secret's bytes (<val> or <buf>).
+ * Returns 0, or -1 with <why> naming the file, never the secret; <buf> is
+ * cleansed on failure. */
+static int cfg_secret_read(const char *val, char buf[CFG_LOG_HASH_KEY_FILE_MAX + 1],
+                           const char **k, size_t *n, char *why)
+{
+	FILE *f;
+	int ok;
+
+	*k = val;
+	*n = strlen(val);
+	if (strncmp(val, "file:", 5) != 0)
+		return 0;
+	f = fopen(val + 5, "rb");
+	if (!f)
+		return cfg_why(why, "cannot open '%s': %s", val + 5, strerror(errno));
+	*n = fread(buf, 1, CFG_LOG_HASH_KEY_FILE_MAX + 1, f);
+	ok = !ferror(f);
+	fclose(f);
+	if (!ok || *n > CFG_LOG_HASH_KEY_FILE_MAX) {
+		OPENSSL_cleanse(buf, CFG_LOG_HASH_KEY_FILE_MAX + 1);
+		return cfg_why(why, "cannot read '%s' (at most %d bytes)", val + 5,
+		               CFG_LOG_HASH_KEY_FILE_MAX);
+	}
+	if (*n && buf[*n - 1] == '\n')
+		(*n)--;
+	if (*n && buf[*n - 1] == '\r')
+		(*n)--;
+	*k = buf;
+	return 0;
+}
+
 /* log-hash-key: the key of the access log's credential hash, given as the
  * value itself or as "file:PATH" (the file's bytes, one final newline
  * dropped). At least 16 bytes. Only its SHA-256 is kept; it is never echoed
@@ -646,29 +680,12 @@ static int cfg_p_hapi_tomb(struct cfg_builder *b, const char *val, char *why)
 static int cfg_p_log_hash_key(struct cfg_builder *b, const char *val, char *why)
 {
 	char buf[CFG_LOG_HASH_KEY_FILE_MAX + 1];
-	const char *k = val;
-	size_t n = strlen(val);
+	const char *k;
+	size_t n;
 	int ok;
 
-	if (strncmp(val, "file:", 5) == 0) {
-		FILE *f = fopen(val + 5, "rb");
-
-		if (!f)
-			return cfg_why(why, "cannot open '%s': %s", val + 5, strerror(errno));
-		n = fread(buf, 1, sizeof(buf), f);
-		ok = !ferror(f);
-		fclose(f);
-		if (!ok)
-			return cfg_why(why, "cannot read '%s'", val + 5);
-		if (n > CFG_LOG_HASH_KEY_FILE_MAX)
-			return cfg_why(why, "'%s': more than %d bytes", val + 5,
-			               CFG_LOG_HASH_KEY_FILE_MAX);
-		if (n && buf[n - 1] == '\n')
-			n--;
-		if (n && buf[n - 1] == '\r')
-			n--;
-		k = buf;
-	}
+	if (cfg_secret_read(val, buf, &k, &n, why) < 0)
+		return -1;
 	if (n < CFG_LOG_HASH_KEY_MIN) {
 		OPENSSL_cleanse(buf, sizeof(buf));
 		return cfg_why(why, "too short: at least %d bytes", CFG_LOG_HASH_KEY_MIN);
@@ -829,30 +846,12 @@ static int cfg_p_redis_prefix(struct cfg_builder *b, const char *val, char *why)
 static int cfg_p_redis_key_secret(struct cfg_builder *b, const char *val, char *why)
 {
 	char buf[CFG_LOG_HASH_KEY_FILE_MAX + 1];
-	const char *k = val;
-	size_t n = strlen(val);
+	const char *k;
+	size_t n;
 	uint8_t *copy;
-	int ok;
 
-	if (strncmp(val, "file:", 5) == 0) {
-		FILE *f = fopen(val + 5, "rb");
-
-		if (!f)
-			return cfg_why(why, "cannot open '%s': %s", val + 5, strerror(errno));
-		n = fread(buf, 1, sizeof(buf), f);
-		ok = !ferror(f);
-		fclose(f);
-		if (!ok || n > CFG_LOG_HASH_KEY_FILE_MAX) {
-			OPENSSL_cleanse(buf, sizeof(buf));
-			return cfg_why(why, "cannot read '%s' (at most %d bytes)", val + 5,
-			               CFG_LOG_HASH_KEY_FILE_MAX);
-		}
-		if (n && buf[n - 1] == '\n')
-			n--;
-		if (n && buf[n - 1] == '\r')
-			n--;
-		k = buf;
-	}
+	if (cfg_secret_read(val, buf, &k, &n, why) < 0)
+		return -1;
 	if (n < CFG_REDIS_SECRET_MIN) {
 		OPENSSL_cleanse(buf, sizeof(buf));
 		return cfg_why(why, "too short: at least %d bytes", CFG_REDIS_SECRET_MIN);
