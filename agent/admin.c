@@ -33,10 +33,10 @@
 #include "cache.h"
 #include "cachekey.h"
 #include "cfg.h"
-#include "exchange.h"
-#include "hapi.h"
 #include "fleet.h"
+#include "hapi.h"
 #include "hex.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -62,13 +62,14 @@ struct admin_conn {
 	int fd;                         /* libmicrohttpd's socket: never closed here */
 	int busy;                       /* a request's headers are in, not answered yet */
 	int evicted;                    /* shut down, waiting for libmicrohttpd's close */
-	struct admin_conn *prev, *next; /* least recently active first */
+	struct list link;               /* admin_conns.list */
 };
 
 static struct {
-	struct admin_conn *head, *tail;
+	struct list list;               /* of struct admin_conn, least recently
+	                                 * active first */
 	unsigned n;                     /* tracked and not evicted */
-} admin_conns;
+} admin_conns = { LIST_HEAD_INIT(admin_conns.list), 0 };
 
 /* POST bodies kept for /cache/invalidate (form-encoded credentials). */
 #define ADMIN_BODY_MAX 16384
@@ -631,7 +632,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		ret = admin_reply_inval(conn, "all", l1);
 		goto out;
 	}
-	ck = exchange_cachekey_new(cfg, admin.salt, err, sizeof(err));
+	ck = cachekey_from_cfg(cfg, admin.salt, err, sizeof(err));
 	a = malloc(sizeof(*a));
 	if (!ck || !a) {
 		log_error("admin: cannot build a cache key: %s", ck ? "out of memory" : err);
@@ -687,30 +688,6 @@ out:
 /* Marker in *req_cls for requests that keep no state. */
 static char admin_seen;
 
-static void admin_conn_unlink(struct admin_conn *ac)
-{
-	if (ac->prev)
-		ac->prev->next = ac->next;
-	else
-		admin_conns.head = ac->next;
-	if (ac->next)
-		ac->next->prev = ac->prev;
-	else
-		admin_conns.tail = ac->prev;
-	ac->prev = ac->next = NULL;
-}
-
-static void admin_conn_append(struct admin_conn *ac)
-{
-	ac->prev = admin_conns.tail;
-	ac->next = NULL;
-	if (admin_conns.tail)
-		admin_conns.tail->next = ac;
-	else
-		admin_conns.head = ac;
-	admin_conns.tail = ac;
-}
-
 /* Marks <conn>'s request started (<busy> 1) or done (0: the connection is
  * now the most recently active). Untracked connections are ignored. */
 static void admin_conn_mark(struct MHD_Connection *conn, int busy)
@@ -723,8 +700,8 @@ static void admin_conn_mark(struct MHD_Connection *conn, int busy)
 		return;
 	ac->busy = busy;
 	if (!busy) {
-		admin_conn_unlink(ac);
-		admin_conn_append(ac);
+		list_delete(&ac->link);
+		list_append(&admin_conns.list, &ac->link);
 	}
 }
 
@@ -733,9 +710,9 @@ static void admin_conn_mark(struct MHD_Connection *conn, int busy)
  * libmicrohttpd then sees EOF and closes it, as it would a peer's close. */
 static void admin_conn_evict(void)
 {
-	struct admin_conn *v = NULL;
+	struct admin_conn *v = NULL, *ac;
 
-	for (struct admin_conn *ac = admin_conns.head; ac; ac = ac->next) {
+	LIST_FOR_EACH(ac, &admin_conns.list, struct admin_conn, link) {
 		if (ac->evicted)
 			continue;
 		if (!ac->busy) {
@@ -772,12 +749,12 @@ static void admin_notify_conn(void *cls, struct MHD_Connection *conn, void **soc
 		if (!ac)
 			return;  /* untracked: served, just never evicted */
 		ac->fd = ci->connect_fd;
-		admin_conn_append(ac);
+		list_append(&admin_conns.list, &ac->link);
 		*socket_context = ac;
 		if (++admin_conns.n > ADMIN_MAX_CONNS)
 			admin_conn_evict();
 	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && ac) {
-		admin_conn_unlink(ac);
+		list_delete(&ac->link);
 		if (!ac->evicted)
 			admin_conns.n--;
 		free(ac);

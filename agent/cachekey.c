@@ -60,6 +60,7 @@
 #include <openssl/sha.h>
 
 #include "cachekey.h"
+#include "cfg.h"
 #include "hex.h"
 
 #define CACHEKEY_F_URI    0x01
@@ -615,4 +616,20 @@ int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t
 		                    hdrs[i].value_len) < 0)
 			return -1;
 	return cachekey_end(k, xff, xff_len, uri, uri_len, key, cred);
+}
+
+struct cachekey *cachekey_from_cfg(const struct cfg *cfg, const uint8_t *salt, char *err,
+                                   size_t errlen)
+{
+	struct cachekey_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.include_uri = cfg->cache_key_uri;
+	o.include_client = cfg->cache_key_client;
+	o.cookie_names = (const char *const *)cfg->cache_key_cookies;
+	o.n_cookie_names = cfg->n_cache_key_cookies;
+	o.salt = salt;
+	o.scope = cfg->user_service_url;
+	o.scope_len = strlen(cfg->user_service_url);
+	return cachekey_new(&o, err, errlen);
 }

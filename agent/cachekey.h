@@ -137,4 +137,12 @@ int cachekey_compute(struct cachekey *k, const struct cachekey_hdr *hdrs, size_t
                      const char *xff, size_t xff_len, const char *uri, size_t uri_len,
                      uint8_t key[CACHEKEY_LEN], uint8_t cred[CACHEKEY_LEN]);
 
+/* The key builder of <cfg>'s cache-key-* options, with the user-service URL
+ * as scope (a new URL never shares keys with the old one) and <salt>. The
+ * one place that maps cfg to struct cachekey_opts: every worker and the
+ * admin endpoint build theirs here. NULL with <err> on failure. */
+struct cfg;
+struct cachekey *cachekey_from_cfg(const struct cfg *cfg, const uint8_t *salt, char *err,
+                                   size_t errlen);
+
 #endif /* SPOA_CACHEKEY_H */

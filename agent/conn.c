@@ -19,11 +19,52 @@
 #include "cfg.h"
 #include "conn.h"
 #include "decision.h"
-#include "exchange.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "spop.h"
 #include "worker.h"
+
+struct conn {
+	struct worker *w;               /* owner */
+	struct ev_loop *loop;           /* the worker's (worker_env()) */
+	struct metrics *met;            /* the worker's counters */
+	conn_notify_fn notify;          /* each NOTIFY goes there, with <notify_arg> */
+	void *notify_arg;
+	int fd;
+	ev_io rio, wio;
+	ev_prepare flush;               /* active while frames queued this turn wait
+	                                 * for the end-of-turn send() */
+	ev_timer linger;                /* bounds CLOSING when the peer stops reading */
+	ev_timer hello;                 /* bounds HELLO: a peer that never completes
+	                                 * its HAPROXY-HELLO frees its slot */
+	ev_timer idle;                  /* RUNNING: lazy idle check against last_active */
+	ev_timer frame;                 /* active while a partial frame is buffered */
+	ev_tstamp since;                /* accepted at (loop time) */
+	ev_tstamp last_active;          /* last frame received or ACK written */
+	ev_tstamp partial_since;        /* when the buffered partial frame began */
+	enum conn_state st;
+	uint32_t own_max;               /* our max-frame-size when accepted */
+	uint32_t max_frame;             /* negotiated (own_max before HELLO) */
+	uint8_t *rx;                    /* owned, own_max + SPOP_FRAME_LEN_SIZE bytes */
+	size_t rx_len;
+	uint8_t *tx;                    /* owned: unsent bytes of queued frames */
+	size_t tx_off, tx_len, tx_cap;
+	struct list inflight;           /* of struct conn_req: NOTIFYs waiting for
+	                                 * their ACK */
+	unsigned n_inflight;
+	unsigned busy;                  /* > 0 while a callback of ours runs */
+	int dead;                       /* close as soon as not busy */
+	int draining;                   /* worker draining: grace, then quiesce */
+	int quiesce;                    /* grace over: DISCONNECT once idle */
+	int used;                       /* carried a NOTIFY: HAProxy's, most likely */
+	int flushing;                   /* inside conn_flush_cb */
+	int reserve;                    /* on a health-check reserve slot (beyond
+	                                 * max-connections): HELLO only */
+	ev_timer grace;                 /* end of the drain grace */
+	struct list wlink;              /* the worker's list (worker.c links it) */
+	char peer[CONN_PEER_MAX];       /* "ip:port", for logs */
+};
 
 /* Stop reading while this much is waiting to be written: a peer that does
  * not read its ACKs must not make us buffer without bound. */
@@ -32,6 +73,14 @@
 #define CONN_LINGER_S 2.0
 /* Reads per wakeup, so one busy connection cannot starve the others. */
 #define CONN_READS_PER_EVENT 16
+/* First size of the output queue (doubled as needed). */
+#define CONN_TX_FIRST_CAP 4096
+/* Buffers of the frames conn.c encodes itself: the AGENT-HELLO, and the
+ * AGENT-DISCONNECTs (a message of up to 255 bytes, SPOP's limit; the
+ * eviction's is a fixed short one). */
+#define CONN_HELLO_BUF 256
+#define CONN_DISCONNECT_BUF 512
+#define CONN_EVICT_BUF 128
 
 static const char *const conn_state_names[CONN_ST_ENTRIES] = {
 	[CONN_ST_HELLO] = "HEL",
@@ -78,7 +127,7 @@ static void conn_release(struct conn *c)
  * fed so they get processed without waiting for new bytes. */
 static void conn_update_rx(struct conn *c)
 {
-	struct ev_loop *loop = c->w->loop;
+	struct ev_loop *loop = c->loop;
 	int want = conn_accepts_work(c);
 
 	if (want && !ev_is_active(&c->rio)) {
@@ -109,12 +158,12 @@ static int conn_partial_pending(const struct conn *c)
  * read, so a peer dripping one byte at a time gains nothing. */
 static void conn_update_frame_timer(struct conn *c)
 {
-	struct ev_loop *loop = c->w->loop;
+	struct ev_loop *loop = c->loop;
 
 	if (conn_partial_pending(c)) {
 		if (!ev_is_active(&c->frame)) {
 			c->partial_since = ev_now(loop);
-			ev_timer_set(&c->frame, (double)c->w->cfg->frame_timeout_ms / 1000.0, 0.);
+			ev_timer_set(&c->frame, (double)worker_env(c->w)->cfg->frame_timeout_ms / 1000.0, 0.);
 			ev_timer_start(loop, &c->frame);
 		}
 	} else if (ev_is_active(&c->frame)) {
@@ -140,7 +189,7 @@ static int conn_tx_append(struct conn *c, const uint8_t *p, size_t n)
 		c->tx_off = 0;
 	}
 	if (c->tx_len + n > c->tx_cap) {
-		size_t cap = c->tx_cap ? c->tx_cap : 4096;
+		size_t cap = c->tx_cap ? c->tx_cap : CONN_TX_FIRST_CAP;
 		uint8_t *nb;
 
 		while (cap < c->tx_len + n)
@@ -188,10 +237,10 @@ static void conn_write_frame(struct conn *c, struct iovec *iov, int cnt)
 			return;
 		}
 	}
-	METRICS_INC(c->w->met.frames_out);
+	METRICS_INC(c->met->frames_out);
 	/* While the write watcher waits for room, it sends this too. */
 	if (!ev_is_active(&c->wio) && !ev_is_active(&c->flush))
-		ev_prepare_start(c->w->loop, &c->flush);
+		ev_prepare_start(c->loop, &c->flush);
 }
 
 /* Sends queued bytes until done or EAGAIN; on EAGAIN the write watcher takes
@@ -202,7 +251,7 @@ static void conn_send_queued(struct conn *c)
 		ssize_t n = send(c->fd, c->tx + c->tx_off, conn_tx_pending(c),
 		                 MSG_NOSIGNAL | MSG_DONTWAIT);
 
-		METRICS_INC(c->w->met.writes);
+		METRICS_INC(c->met->writes);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -216,35 +265,41 @@ static void conn_send_queued(struct conn *c)
 		return;
 	if (conn_tx_pending(c) == 0) {
 		c->tx_off = c->tx_len = 0;
-		ev_io_stop(c->w->loop, &c->wio);
+		ev_io_stop(c->loop, &c->wio);
 		if (c->st == CONN_ST_CLOSING)
 			c->dead = 1;
 	} else {
-		ev_io_start(c->w->loop, &c->wio);
+		ev_io_start(c->loop, &c->wio);
 	}
+}
+
+/* Detaches every request in flight: their answers have nowhere to go. */
+static void conn_detach_all(struct conn *c)
+{
+	struct conn_req *r, *nx;
+
+	LIST_FOR_EACH_SAFE(r, nx, &c->inflight, struct conn_req, link) {
+		list_delete(&r->link);
+		r->conn = NULL;
+	}
+	c->n_inflight = 0;
 }
 
 /* Closes once the queue is flushed (bounded by the linger timer). */
 static void conn_close_after_flush(struct conn *c)
 {
-	struct exchange *x;
-
 	c->st = CONN_ST_CLOSING;
 	/* The linger bounds the flush now, not the HELLO timer (which, on a
 	 * reserve slot, is shorter and would count a timeout that is none). */
-	ev_timer_stop(c->w->loop, &c->hello);
-	/* Results of exchanges still running can no longer be sent. */
-	while ((x = c->inflight)) {
-		c->inflight = x->next;
-		exchange_orphan(x);
-	}
-	c->n_inflight = 0;
+	ev_timer_stop(c->loop, &c->hello);
+	/* Results of requests still running can no longer be sent. */
+	conn_detach_all(c);
 	if (conn_tx_pending(c) == 0) {
 		c->dead = 1;
 		return;
 	}
 	conn_update_rx(c);
-	ev_timer_start(c->w->loop, &c->linger);
+	ev_timer_start(c->loop, &c->linger);
 }
 
 /* Sends AGENT-DISCONNECT <status> <msg>, then closes once flushed: the
@@ -252,7 +307,7 @@ static void conn_close_after_flush(struct conn *c)
  * errors and are counted and logged by their callers. May free <c>. */
 static void conn_say_disconnect(struct conn *c, unsigned status, const char *msg)
 {
-	uint8_t buf[512];
+	uint8_t buf[CONN_DISCONNECT_BUF];
 	struct iovec iov;
 	size_t n;
 
@@ -278,48 +333,42 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg)
 	if (status != SPOP_ERR_NONE) {
 		static struct log_rl rl;
 
-		metrics_proto_error(&c->w->met, status);
+		metrics_proto_error(c->met, status);
 		log_ratelimited(LOG_LVL_WARN, &rl, "%s: protocol error, disconnecting: %u (%s)",
 		                c->peer, status, msg);
 	}
 	conn_say_disconnect(c, status, msg);
 }
 
-/* Writes an ACK frame: header then <a>/<alen> as is, then <x>/<xlen> (one
- * more encoded action, e.g. the cache's `cache` set-var; may be 0 bytes).
- * <reserve> bytes must remain under the negotiated size; otherwise
- * status=0/error is sent (without <x>). */
+/* Writes an ACK frame: the header spop_ack_header() builds, then <a>/<alen>
+ * as is, then <x>/<xlen> (one more encoded action, e.g. the cache's `cache`
+ * set-var; may be 0 bytes). max(<reserve>, <xlen>) bytes must remain under
+ * the negotiated size after <a>; otherwise status=0/error is sent (without
+ * <x>). */
 static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
                            const uint8_t *a, size_t alen, const uint8_t *x, size_t xlen,
                            size_t reserve)
 {
 	uint8_t hdr[SPOP_FRAME_HDR_MAX];
-	uint8_t *p = spop_frame_begin(hdr, hdr + sizeof(hdr), SPOP_FRM_ACK, sid, fid);
 	struct iovec iov[3];
-	size_t hlen, len;
+	size_t hlen = spop_ack_header(hdr, hdr + sizeof(hdr), sid, fid, alen + xlen,
+	                              reserve > xlen ? reserve - xlen : 0, c->max_frame);
 
-	if (!p)
-		return;  /* cannot happen: the header buffer fits the largest varints */
-	hlen = (size_t)(p - hdr);
-	if (xlen > reserve)
-		reserve = xlen;
-	if (hlen - 4 + alen + reserve > c->max_frame) {
+	if (!hlen) {
 		static struct log_rl rl;
 		struct decision *e = decision_error();
 
-		METRICS_INC(c->w->met.ack_too_big);
-		log_ratelimited(LOG_LVL_WARN, &rl, "%s: ACK of %zu bytes exceeds the negotiated "
-		                "max-frame-size %u: sending status=0 outcome=error",
-		                c->peer, hlen - 4 + alen, (unsigned)c->max_frame);
+		METRICS_INC(c->met->ack_too_big);
+		log_ratelimited(LOG_LVL_WARN, &rl, "%s: ACK of %zu bytes of actions exceeds the "
+		                "negotiated max-frame-size %u: sending status=0 outcome=error",
+		                c->peer, alen, (unsigned)c->max_frame);
 		a = e->actions;
 		alen = e->actions_len;
 		xlen = 0;
+		hlen = spop_ack_header(hdr, hdr + sizeof(hdr), sid, fid, alen, 0, c->max_frame);
+		if (!hlen)
+			return;  /* cannot happen: the error ACK fits the smallest frame */
 	}
-	len = hlen - 4 + alen + xlen;
-	hdr[0] = (uint8_t)(len >> 24);
-	hdr[1] = (uint8_t)(len >> 16);
-	hdr[2] = (uint8_t)(len >> 8);
-	hdr[3] = (uint8_t)len;
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = hlen;
 	iov[1].iov_base = (void *)a;
@@ -327,7 +376,7 @@ static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
 	iov[2].iov_base = (void *)x;
 	iov[2].iov_len = xlen;
 	conn_write_frame(c, iov, xlen ? 3 : 2);
-	c->last_active = ev_now(c->w->loop);
+	c->last_active = ev_now(c->loop);
 }
 
 void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
@@ -340,14 +389,10 @@ void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
 	conn_release(c);
 }
 
-void conn_track(struct conn *c, struct exchange *x)
+void conn_track(struct conn *c, struct conn_req *r)
 {
-	x->conn = c;
-	x->prev = NULL;
-	x->next = c->inflight;
-	if (c->inflight)
-		c->inflight->prev = x;
-	c->inflight = x;
+	r->conn = c;
+	list_insert(&c->inflight, &r->link);
 	c->n_inflight++;
 }
 
@@ -361,23 +406,20 @@ void conn_send_ack_extra(struct conn *c, uint64_t sid, uint64_t fid, const uint8
 	conn_release(c);
 }
 
-void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d,
-                        const uint8_t *extra, size_t extra_len)
+void conn_req_done(struct conn_req *r, uint64_t sid, uint64_t fid, const uint8_t *actions,
+                   size_t len, const uint8_t *extra, size_t extra_len)
 {
-	if (x->prev)
-		x->prev->next = x->next;
-	else
-		c->inflight = x->next;
-	if (x->next)
-		x->next->prev = x->prev;
-	x->prev = x->next = NULL;
-	x->conn = NULL;
+	struct conn *c = r->conn;
+
+	if (!c)
+		return;
+	list_delete(&r->link);
+	r->conn = NULL;
 	c->n_inflight--;
 
 	c->busy++;
 	if (!c->dead && c->st == CONN_ST_RUNNING)
-		conn_write_ack(c, x->sid, x->fid, d->actions, d->actions_len, extra, extra_len,
-		               DECISION_ACK_RESERVE);
+		conn_write_ack(c, sid, fid, actions, len, extra, extra_len, DECISION_ACK_RESERVE);
 	conn_update_rx(c);
 	conn_quiesce(c);
 	c->busy--;
@@ -426,18 +468,17 @@ static void conn_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void conn_drain(struct conn *c)
 {
-	struct worker *w = c->w;
 	/* The drain timer runs from the start of the drain: the grace ends when
 	 * (1 - fraction) of drain-timeout remains. */
-	double grace = ev_timer_remaining(w->loop, &w->drain_timer) -
-	               (1.0 - CONN_DRAIN_GRACE_FRACTION) * (double)w->cfg->drain_timeout_ms / 1000.0;
+	double grace = worker_drain_left(c->w) - (1.0 - CONN_DRAIN_GRACE_FRACTION) *
+	               (double)worker_env(c->w)->cfg->drain_timeout_ms / 1000.0;
 
 	c->busy++;
 	if (!c->draining) {
 		c->draining = 1;
 		if (grace > 0.001 && c->st != CONN_ST_CLOSING) {
 			ev_timer_set(&c->grace, grace, 0.);
-			ev_timer_start(w->loop, &c->grace);
+			ev_timer_start(c->loop, &c->grace);
 		} else {
 			c->quiesce = 1;
 			conn_quiesce(c);
@@ -453,7 +494,7 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 {
 	struct spop_hello h;
 	uint32_t max = 0;
-	uint8_t buf[256];
+	uint8_t buf[CONN_HELLO_BUF];
 	struct iovec iov;
 	size_t n;
 	int r;
@@ -481,9 +522,7 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 		return;
 	}
 	if (c->reserve && !h.healthcheck) {
-		struct worker *w = c->w;
-
-		if (w->n_conns - w->n_reserve >= w->cfg->max_connections) {
+		if (worker_conns_full(c->w)) {
 			static struct log_rl rl;
 
 			/* A reserve slot serves health checks only: HAProxy
@@ -493,14 +532,14 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 			 * error. */
 			log_ratelimited(LOG_LVL_WARN, &rl, "%s: max-connections (%u) reached: "
 			                "refusing a HELLO on a health-check reserve slot",
-			                c->peer, w->cfg->max_connections);
-			METRICS_INC(w->met.conns_closed[METRICS_CLOSE_RESERVE]);
+			                c->peer, worker_env(c->w)->cfg->max_connections);
+			METRICS_INC(c->met->conns_closed[METRICS_CLOSE_RESERVE]);
 			conn_say_disconnect(c, SPOP_ERR_RES, "max-connections reached");
 			return;
 		}
 		/* A regular slot freed meanwhile: take it. */
 		c->reserve = 0;
-		w->n_reserve--;
+		worker_reserve_release(c->w);
 	}
 	n = spop_agent_hello_encode(buf, buf + sizeof(buf), max, "pipelining");
 	if (!n) {
@@ -515,14 +554,14 @@ static void conn_handle_hello(struct conn *c, const struct spop_frame *f)
 		conn_close_after_flush(c);
 		return;
 	}
-	ev_timer_stop(c->w->loop, &c->hello);
+	ev_timer_stop(c->loop, &c->hello);
 	c->max_frame = max;
 	c->st = CONN_ST_RUNNING;
 	/* idle-timeout as configured now; a reload applies to new connections
 	 * (and 0 after a reload stops the checks at the next one). */
-	if (c->w->cfg->idle_timeout_ms) {
-		ev_timer_set(&c->idle, 0., (double)c->w->cfg->idle_timeout_ms / 1000.0);
-		ev_timer_again(c->w->loop, &c->idle);
+	if (worker_env(c->w)->cfg->idle_timeout_ms) {
+		ev_timer_set(&c->idle, 0., (double)worker_env(c->w)->cfg->idle_timeout_ms / 1000.0);
+		ev_timer_again(c->loop, &c->idle);
 	}
 	log_debug("%s: handshake done, max-frame-size %u", c->peer, (unsigned)max);
 }
@@ -532,7 +571,7 @@ static void conn_handle_frame(struct conn *c, const struct spop_frame *f)
 	struct spop_disconnect d;
 	int r;
 
-	c->last_active = ev_now(c->w->loop);
+	c->last_active = ev_now(c->loop);
 	if (c->st == CONN_ST_HELLO) {
 		conn_handle_hello(c, f);
 		return;
@@ -540,7 +579,7 @@ static void conn_handle_frame(struct conn *c, const struct spop_frame *f)
 	switch (f->type) {
 	case SPOP_FRM_NOTIFY:
 		c->used = 1;
-		r = exchange_notify(c, f);
+		r = c->notify(c->notify_arg, c, f);
 		if (r < 0)
 			conn_disconnect(c, (unsigned)-r, "invalid NOTIFY");
 		break;
@@ -575,7 +614,7 @@ static void conn_process(struct conn *c)
 			conn_disconnect(c, (unsigned)-r, spop_err_to_str((enum spop_error)-r));
 			break;
 		}
-		METRICS_INC(c->w->met.frames_in);
+		METRICS_INC(c->met->frames_in);
 		off += (size_t)r;
 		conn_handle_frame(c, &f);
 	}
@@ -586,7 +625,7 @@ static void conn_process(struct conn *c)
 	/* A frame completed: whatever follows is a new frame, with a deadline
 	 * of its own (re-armed by conn_update_rx). */
 	if (off && ev_is_active(&c->frame))
-		ev_timer_stop(c->w->loop, &c->frame);
+		ev_timer_stop(c->loop, &c->frame);
 	if (off) {
 		memmove(c->rx, c->rx + off, c->rx_len - off);
 		c->rx_len -= off;
@@ -596,7 +635,7 @@ static void conn_process(struct conn *c)
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = w->data;
-	size_t cap = (size_t)c->own_max + 4;
+	size_t cap = (size_t)c->own_max + SPOP_FRAME_LEN_SIZE;
 
 	(void)loop;
 	(void)revents;
@@ -699,7 +738,7 @@ static void conn_hello_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	log_ratelimited(LOG_LVL_WARN, &rl, "%s: no HAPROXY-HELLO within %.1fs%s: closing",
 	                c->peer, c->reserve ? CONN_RESERVE_HELLO_TIMEOUT_S : CONN_HELLO_TIMEOUT_S,
 	                c->reserve ? " (health-check reserve slot)" : "");
-	METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_HELLO]);
+	METRICS_INC(c->met->conns_closed[METRICS_CLOSE_HELLO]);
 	c->dead = 1;
 	conn_release(c);
 }
@@ -710,7 +749,7 @@ static void conn_hello_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	double to = (double)c->w->cfg->idle_timeout_ms / 1000.0;
+	double to = (double)worker_env(c->w)->cfg->idle_timeout_ms / 1000.0;
 	double idle = ev_now(loop) - c->last_active;
 
 	(void)revents;
@@ -726,7 +765,7 @@ static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		ev_timer_again(loop, w);
 	} else {
 		log_debug("%s: idle for %.0fs: disconnecting", c->peer, idle);
-		METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_IDLE]);
+		METRICS_INC(c->met->conns_closed[METRICS_CLOSE_IDLE]);
 		ev_timer_stop(loop, w);
 		conn_say_disconnect(c, SPOP_ERR_TOUT, "idle timeout");
 	}
@@ -748,7 +787,7 @@ static void conn_frame_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		log_ratelimited(LOG_LVL_WARN, &rl, "%s: frame incomplete %.1fs after its first "
 		                "bytes (%zu received): closing", c->peer,
 		                ev_now(loop) - c->partial_since, c->rx_len);
-		METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_FRAME]);
+		METRICS_INC(c->met->conns_closed[METRICS_CLOSE_FRAME]);
 		conn_say_disconnect(c, SPOP_ERR_TOUT, "frame timeout");
 	}
 	c->busy--;
@@ -799,19 +838,19 @@ static enum conn_evict_rank conn_evict_rank(const struct conn *c, ev_tstamp *at)
 	/* HAProxy's new connection (its HELLO and first NOTIFY on the way) and
 	 * the one it used a moment ago are not given up for a flood of
 	 * newcomers, which get refused instead. */
-	if (ev_now(c->w->loop) - *at < (r == CONN_EVICT_IDLE ? CONN_EVICT_MIN_AGE_S :
+	if (ev_now(c->loop) - *at < (r == CONN_EVICT_IDLE ? CONN_EVICT_MIN_AGE_S :
 	                                                       CONN_EVICT_NEW_AGE_S))
 		return CONN_EVICT_NEVER;
 	return r;
 }
 
-struct conn *conn_pick_victim(struct conn *list)
+struct conn *conn_pick_victim(struct list *conns)
 {
 	enum conn_evict_rank best = CONN_EVICT_NEVER;
 	ev_tstamp best_at = 0.;
-	struct conn *v = NULL;
+	struct conn *v = NULL, *c;
 
-	for (struct conn *c = list; c; c = c->next) {
+	LIST_FOR_EACH(c, conns, struct conn, wlink) {
 		ev_tstamp at = 0.;
 		enum conn_evict_rank r = conn_evict_rank(c, &at);
 
@@ -842,10 +881,10 @@ void conn_evict(struct conn *c)
 	c->busy++;
 	log_ratelimited(LOG_LVL_WARN, &rl, "%s: max-connections (%u) reached: evicting this %s "
 	                "connection (%.1fs in that state) for a new one", c->peer,
-	                c->w->cfg->max_connections, what[r], ev_now(c->w->loop) - at);
-	METRICS_INC(c->w->met.conns_closed[METRICS_CLOSE_EVICTED]);
+	                worker_env(c->w)->cfg->max_connections, what[r], ev_now(c->loop) - at);
+	METRICS_INC(c->met->conns_closed[METRICS_CLOSE_EVICTED]);
 	if (c->st != CONN_ST_HELLO) {
-		uint8_t buf[128];
+		uint8_t buf[CONN_EVICT_BUF];
 		size_t n = spop_agent_disconnect_encode(buf, buf + sizeof(buf), SPOP_ERR_RES,
 		                                        "max-connections reached");
 		ssize_t sent;
@@ -873,18 +912,26 @@ static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	conn_release(c);
 }
 
-struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve)
+struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve,
+                      conn_notify_fn notify, void *arg)
 {
+	const struct worker_env *env = worker_env(w);
 	struct conn *c = calloc(1, sizeof(*c));
 
 	if (!c)
 		goto out_close_fd;
 	c->w = w;
+	c->loop = env->loop;
+	c->met = env->met;
+	c->notify = notify;
+	c->notify_arg = arg;
+	list_init(&c->inflight);
+	list_init(&c->wlink);
 	c->fd = fd;
-	c->own_max = w->cfg->max_frame_size;
+	c->own_max = env->cfg->max_frame_size;
 	/* Before HELLO the limit is our own max: the rx buffer is sized once. */
 	c->max_frame = c->own_max;
-	c->rx = malloc((size_t)c->own_max + 4);
+	c->rx = malloc((size_t)c->own_max + SPOP_FRAME_LEN_SIZE);
 	if (!c->rx)
 		goto out_free_conn;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
@@ -906,9 +953,9 @@ struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve)
 	c->idle.data = c;
 	ev_init(&c->frame, conn_frame_cb);
 	c->frame.data = c;
-	c->since = c->last_active = ev_now(w->loop);
-	ev_io_start(w->loop, &c->rio);
-	ev_timer_start(w->loop, &c->hello);
+	c->since = c->last_active = ev_now(c->loop);
+	ev_io_start(c->loop, &c->rio);
+	ev_timer_start(c->loop, &c->hello);
 	return c;
 
 out_free_conn:
@@ -921,8 +968,7 @@ out_close_fd:
 
 void conn_free(struct conn *c)
 {
-	struct ev_loop *loop = c->w->loop;
-	struct exchange *x;
+	struct ev_loop *loop = c->loop;
 
 	ev_io_stop(loop, &c->rio);
 	ev_io_stop(loop, &c->wio);
@@ -934,13 +980,44 @@ void conn_free(struct conn *c)
 	ev_timer_stop(loop, &c->frame);
 	close(c->fd);
 	c->fd = -1;
-	while ((x = c->inflight)) {
-		c->inflight = x->next;
-		exchange_orphan(x);
-	}
-	c->n_inflight = 0;
+	conn_detach_all(c);
 	free(c->rx); c->rx = NULL;
 	free(c->tx); c->tx = NULL;
 	worker_conn_gone(c->w, c);
 	free(c);
+}
+
+struct list *conn_link(struct conn *c)
+{
+	return &c->wlink;
+}
+
+struct conn *conn_of_link(struct list *l)
+{
+	return LIST_ELEM(l, struct conn, wlink);
+}
+
+enum conn_state conn_state(const struct conn *c)
+{
+	return c->st;
+}
+
+uint32_t conn_max_frame(const struct conn *c)
+{
+	return c->max_frame;
+}
+
+size_t conn_queued(const struct conn *c)
+{
+	return conn_tx_pending(c);
+}
+
+int conn_reading(const struct conn *c)
+{
+	return ev_is_active(&c->rio);
+}
+
+int conn_on_reserve(const struct conn *c)
+{
+	return c->reserve;
 }

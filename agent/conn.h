@@ -19,6 +19,16 @@
  * connection (conn_pick_victim) rather than refusing HAProxy's; when none
  * may go, a health-check reserve slot (WORKER_HC_RESERVE) serves a
  * health-check HELLO only, within CONN_RESERVE_HELLO_TIMEOUT_S.
+ *
+ * Owns struct conn (private to conn.c) and its in-flight list of struct
+ * conn_req; knows nothing of what answers a NOTIFY (its conn_notify_fn) nor
+ * of what embeds a request. ACK frames are built by spop_ack_header(). The
+ * worker creates, lists and frees connections; the NOTIFY handler (exchange)
+ * ACKs through conn_send_ack*(), conn_track() and conn_req_done().
+ *
+ * Return convention: constructors return the object or NULL; the rest
+ * return nothing (errors mark the connection dead, closed when safe) or a
+ * value (accessors).
  */
 #ifndef SPOA_CONN_H
 #define SPOA_CONN_H
@@ -28,8 +38,8 @@
 
 #include <ev.h>
 
-struct decision;
-struct exchange;
+#include "list.h"
+
 struct worker;
 
 /* Seconds a new connection has to complete its HAPROXY-HELLO (HAProxy sends
@@ -45,6 +55,9 @@ struct worker;
  * answers are ACKed together, up to this many frames of max-frame-size. */
 #define CONN_MAX_INFLIGHT 64
 
+/* Bytes of a peer's name ("ip:port" or "[ipv6]:port", NUL included). */
+#define CONN_PEER_MAX 64
+
 enum conn_state {
 	CONN_ST_HELLO = 0,      /* waiting for HAPROXY-HELLO */
 	CONN_ST_RUNNING = 1,    /* handshake done: NOTIFY -> ACK */
@@ -52,51 +65,43 @@ enum conn_state {
 	CONN_ST_ENTRIES
 };
 
-struct conn {
-	struct worker *w;               /* owner */
-	int fd;
-	ev_io rio, wio;
-	ev_prepare flush;               /* active while frames queued this turn wait
-	                                 * for the end-of-turn send() */
-	ev_timer linger;                /* bounds CLOSING when the peer stops reading */
-	ev_timer hello;                 /* bounds HELLO: a peer that never completes
-	                                 * its HAPROXY-HELLO frees its slot */
-	ev_timer idle;                  /* RUNNING: lazy idle check against last_active */
-	ev_timer frame;                 /* active while a partial frame is buffered */
-	ev_tstamp since;                /* accepted at (loop time) */
-	ev_tstamp last_active;          /* last frame received or ACK written */
-	ev_tstamp partial_since;        /* when the buffered partial frame began */
-	enum conn_state st;
-	uint32_t own_max;               /* our max-frame-size when accepted */
-	uint32_t max_frame;             /* negotiated (own_max before HELLO) */
-	uint8_t *rx;                    /* owned, own_max + 4 bytes */
-	size_t rx_len;
-	uint8_t *tx;                    /* owned: unsent bytes of queued frames */
-	size_t tx_off, tx_len, tx_cap;
-	struct exchange *inflight;      /* exchanges waiting for their ACK */
-	unsigned n_inflight;
-	unsigned busy;                  /* > 0 while a callback of ours runs */
-	int dead;                       /* close as soon as not busy */
-	int draining;                   /* worker draining: grace, then quiesce */
-	int quiesce;                    /* grace over: DISCONNECT once idle */
-	int used;                       /* carried a NOTIFY: HAProxy's, most likely */
-	int flushing;                   /* inside conn_flush_cb */
-	int reserve;                    /* on a health-check reserve slot (beyond
-	                                 * max-connections): HELLO only */
-	ev_timer grace;                 /* end of the drain grace */
-	struct conn *prev, *next;       /* worker's list */
-	char peer[64];                  /* "ip:port", for logs */
+/* Private to conn.c. */
+struct conn;
+struct spop_frame;
+
+/* A NOTIFY's pending answer, embedded by whoever answers it later (an
+ * exchange). conn_track() links it on the connection's in-flight list (so
+ * that back-pressure counts it); conn_req_done() ACKs it. If the connection
+ * closes first, it detaches every request (<conn> = NULL, link detached) and
+ * never touches the rest of what embeds them. */
+struct conn_req {
+	struct conn *conn;              /* NULL: detached (or never tracked) */
+	struct list link;               /* the connection's, while tracked */
 };
+
+/* The handler a connection hands each decoded NOTIFY to (RUNNING): it
+ * either ACKs at once (conn_send_ack*()) or tracks a request that it ACKs
+ * later (conn_track(), conn_req_done()). Everything it needs later must be
+ * copied: the frame goes away when it returns. Returns 0, or -(enum
+ * spop_error) for a malformed payload (the connection disconnects). */
+typedef int (*conn_notify_fn)(void *arg, struct conn *c, const struct spop_frame *f);
 
 /* Takes ownership of accepted socket <fd> (non-blocking) for worker <w>;
  * <reserve>: on a health-check reserve slot (a short HELLO timeout, and only
- * a health-check HELLO is served). Returns the connection, or NULL (fd
- * closed) when out of memory. */
-struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve);
+ * a health-check HELLO is served). Each NOTIFY goes to <notify>(<arg>, ...).
+ * Returns the connection, or NULL (fd closed) when out of memory. Does not
+ * list it: the worker does, through conn_link(). */
+struct conn *conn_new(struct worker *w, int fd, const char *peer, int reserve,
+                      conn_notify_fn notify, void *arg);
 
-/* Closes <c> at once (no DISCONNECT): watchers stopped, in-flight exchanges
- * orphaned, memory freed. Must not be called from within <c>'s own
- * callbacks; they use conn_fail(). */
+/* The link that puts <c> on its worker's list (the worker's to use), and
+ * back from a link of that list to its connection. */
+struct list *conn_link(struct conn *c);
+struct conn *conn_of_link(struct list *l);
+
+/* Closes <c> at once (no DISCONNECT): watchers stopped, in-flight requests
+ * detached, memory freed, the worker told (worker_conn_gone()). Must not be
+ * called from within <c>'s own callbacks. */
 void conn_free(struct conn *c);
 
 /* Sends ACK <sid>/<fid> with <actions>/<len> (noop ACKs, cached answers).
@@ -110,16 +115,18 @@ void conn_send_ack(struct conn *c, uint64_t sid, uint64_t fid,
 void conn_send_ack_extra(struct conn *c, uint64_t sid, uint64_t fid, const uint8_t *actions,
                          size_t len, const uint8_t *extra, size_t extra_len);
 
-/* Puts exchange <x> on <c>'s in-flight list. */
-void conn_track(struct conn *c, struct exchange *x);
+/* Puts request <r> (detached) on <c>'s in-flight list. */
+void conn_track(struct conn *c, struct conn_req *r);
 
-/* Completion of exchange <x> (on <c>'s list): unlinks it and ACKs decision
- * <d> (borrowed) followed by <extra>/<extra_len> (one more encoded action,
- * may be NULL/0), replacing it with status=0/error if it does not fit the
- * negotiated frame size. May close <c> (write error, drain finished):
- * <c> must not be used after this returns. */
-void conn_exchange_done(struct conn *c, struct exchange *x, struct decision *d,
-                        const uint8_t *extra, size_t extra_len);
+/* Completion of request <r> (tracked or detached): a detached one is left
+ * as is (nothing is sent). Else unlinks it and ACKs <sid>/<fid> with
+ * <actions>/<len> followed by <extra>/<extra_len> (one more encoded action,
+ * may be NULL/0), replaced with status=0/error if it does not fit the
+ * negotiated frame size with DECISION_ACK_RESERVE bytes to spare. May close
+ * the connection (write error, drain finished): it must not be used after
+ * this returns. */
+void conn_req_done(struct conn_req *r, uint64_t sid, uint64_t fid, const uint8_t *actions,
+                   size_t len, const uint8_t *extra, size_t extra_len);
 
 /* Drain policy, in fractions of the worker's drain-timeout (bounded by its
  * drain timer): during the grace, NOTIFYs keep being answered so that HAProxy
@@ -138,7 +145,7 @@ void conn_drain(struct conn *c);
  * short linger). May free <c> if not busy. */
 void conn_disconnect(struct conn *c, unsigned status, const char *msg);
 
-/* The connection of <list> (a worker's) to close so that a new one fits
+/* The connection of <conns> (a worker's list) to close so that a new one fits
  * under max-connections, or NULL when none may go. In order of preference,
  * the oldest of: never past HELLO; stalled mid-frame (a partial frame is
  * buffered); past HELLO and never a NOTIFY; idle after serving NOTIFYs,
@@ -147,7 +154,7 @@ void conn_disconnect(struct conn *c, unsigned status, const char *msg);
  * the last second, or on a reserve slot (it frees no regular slot), is never
  * chosen, so HAProxy's working connections are
  * never evicted. */
-struct conn *conn_pick_victim(struct conn *list);
+struct conn *conn_pick_victim(struct list *conns);
 
 /* Closes <c> at once to make room: an AGENT-DISCONNECT 13 (resource
  * allocation) is written if the socket takes it right away, never queued.
@@ -156,5 +163,15 @@ void conn_evict(struct conn *c);
 
 /* Short name of a state ("HEL", "RUN", "CLO"). */
 const char *conn_state_to_str(enum conn_state st);
+
+/* What the tests and logs may read of <c>: its state, the negotiated
+ * max-frame-size, the bytes queued and not yet sent, and 1 while it reads
+ * its socket (0: back-pressure, or closing). */
+enum conn_state conn_state(const struct conn *c);
+uint32_t conn_max_frame(const struct conn *c);
+size_t conn_queued(const struct conn *c);
+int conn_reading(const struct conn *c);
+/* 1 while <c> is on a health-check reserve slot (the worker's count). */
+int conn_on_reserve(const struct conn *c);
 
 #endif /* SPOA_CONN_H */

@@ -3,8 +3,8 @@
  * actions.
  *
  * Runs on worker threads; the result is immutable and may be shared between
- * threads (the cache, issue 3). Encodes into a scratch block sized for the
- * largest frame we could send, then copies the result into a block of its
+ * threads (the cache, docs/cache.md). Encodes into a scratch block sized for
+ * the largest frame we could send, then copies the result into a block of its
  * exact size: two mallocs per upstream answer, none per ACK.
  */
 #include <pthread.h>
@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cache.h"
 #include "cfg.h"
 #include "claims.h"
 #include "decision.h"
@@ -293,4 +294,30 @@ struct decision *decision_build(const struct upstream_response *r,
 	memcpy(shrunk, d, sizeof(*d) + d->actions_len);
 	free(d);
 	return shrunk;
+}
+
+/* ---- the cache's hooks (cache.h: struct cache_opts) ---- */
+
+static void decision_cache_ref(struct decision *d)
+{
+	decision_get(d);
+}
+
+static void decision_cache_unref(struct decision *d)
+{
+	decision_put(d);
+}
+
+/* Bytes the cache charges for <d>. */
+static size_t decision_cache_size(const struct decision *d)
+{
+	return sizeof(*d) + d->actions_len;
+}
+
+void decision_cache_hooks(struct cache_opts *o)
+{
+	o->ref = decision_cache_ref;
+	o->unref = decision_cache_unref;
+	o->size = decision_cache_size;
+	o->shareable = decision_shareable;
 }

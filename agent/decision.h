@@ -2,11 +2,17 @@
  * decision.h: the immutable, refcounted result of one exchange, with its ACK
  * actions already encoded.
  *
- * Sending an ACK is then: frame header + sid/fid + the action bytes as they
- * are (+ at most one `cache` set-var appended by the cache, issue 3, which
- * DECISION_ACK_RESERVE leaves room for). The refcount is atomic so the cache
- * can share one decision between threads; the content never changes after
- * decision_build() returns.
+ * Sending an ACK is then: the header spop_ack_header() writes + the action
+ * bytes as they are (+ the `cache` set-var the exchange appends, see
+ * docs/cache.md, which DECISION_ACK_RESERVE leaves room for). The refcount
+ * is atomic so the cache can share one decision between threads; the
+ * content never changes after decision_build() returns.
+ *
+ * Owns struct decision, and gives the cache the hooks it holds decisions
+ * through (decision_cache_hooks()). Callers: exchange.c (build, ACK), the
+ * fleet (decoded values), main.c (the cache's hooks), conn.c (the error
+ * ACK). Return convention: builders return a reference or NULL (out of
+ * memory); predicates return 1 or 0.
  */
 #ifndef SPOA_DECISION_H
 #define SPOA_DECISION_H
@@ -74,5 +80,10 @@ void decision_put(struct decision *d);
 
 /* "allow", "deny", "error". */
 const char *decision_outcome_to_str(enum decision_outcome o);
+
+/* Sets the decision hooks of the cache's options <o> (ref, unref, size,
+ * shareable): the cache holds decisions only through them. */
+struct cache_opts;
+void decision_cache_hooks(struct cache_opts *o);
 
 #endif /* SPOA_DECISION_H */

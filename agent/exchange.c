@@ -55,6 +55,24 @@
 #include "upstream.h"
 #include "worker.h"
 
+/* <lit> (a string literal) and its length, for the encoders' name/length
+ * pairs. */
+#define EXCHANGE_LIT(lit) (lit), (sizeof(lit) - 1)
+#define EXCHANGE_LIT_LEN(lit) (sizeof(lit) - 1)
+
+/* Names of the variables the ACKs set besides a decision's (docs/design.md). */
+#define EXCHANGE_VAR_CACHE "cache"
+#define EXCHANGE_VAR_INVALIDATED "invalidated"
+#define EXCHANGE_VAR_L1_TTL "l1_ttl"
+#define EXCHANGE_VAR_TRACE_ID "trace_id"
+
+/* An L1 entry lives whole seconds: below one, there is no L1 answer. */
+#define EXCHANGE_L1_MIN_TTL_MS 1000
+/* The user-service URL's query: "request_uri=" and the URI percent-encoded,
+ * each byte at most "%XX". */
+#define EXCHANGE_URI_PARAM "request_uri="
+#define EXCHANGE_PCT_MAX 3
+
 /* Bytes of struct exchange_inputs' own buffer: enough for the URL and the
  * header lines of usual requests; bigger ones take one heap block. */
 #define EXCHANGE_INPUTS_BUF 4096
@@ -114,13 +132,15 @@ static void exchange_static_init(void)
 		d.type = SPOP_T_STR;
 		d.u.str.ptr = exchange_label_names[i];
 		d.u.str.len = strlen(exchange_label_names[i]);
-		spop_put_set_var(&p, p + DECISION_ACK_RESERVE, SPOP_SCOPE_TXN, "cache", 5, &d);
+		spop_put_set_var(&p, p + DECISION_ACK_RESERVE, SPOP_SCOPE_TXN,
+		                 EXCHANGE_LIT(EXCHANGE_VAR_CACHE), &d);
 		exchange_label_len[i] = (size_t)(p - exchange_label_buf[i]);
 	}
 	p = exchange_inval_buf;
 	d.type = SPOP_T_INT32;
 	d.u.s64 = 1;
-	spop_put_set_var(&p, p + DECISION_ACK_RESERVE, SPOP_SCOPE_TXN, "invalidated", 11, &d);
+	spop_put_set_var(&p, p + DECISION_ACK_RESERVE, SPOP_SCOPE_TXN,
+	                 EXCHANGE_LIT(EXCHANGE_VAR_INVALIDATED), &d);
 	exchange_inval_len = (size_t)(p - exchange_inval_buf);
 	exchange_log_key_ok = RAND_bytes(exchange_log_key, sizeof(exchange_log_key)) == 1;
 }
@@ -180,7 +200,7 @@ static void exchange_trace_scan(const struct cfg *cfg, const struct args *a,
 			t->state = ts.ptr;
 			t->state_len = ts.len;
 		}
-		if (cfg->trace_new_span && RAND_bytes(rnd, 8) == 1)
+		if (cfg->trace_new_span && RAND_bytes(rnd, TRACE_SPAN_HEX / 2) == 1)
 			trace_new_span(&t->ctx, rnd);
 	} else if (cfg->trace_generate && RAND_bytes(rnd, sizeof(rnd)) == 1) {
 		trace_generate(&t->ctx, rnd);
@@ -189,6 +209,18 @@ static void exchange_trace_scan(const struct cfg *cfg, const struct args *a,
 }
 
 /* ---- L1 eligibility ---- */
+
+/* 1 if <h> is a Cookie header holding one name=value pair: what haproxy.cfg
+ * sends for an L1 candidate, and the bytes HAProxy's L1 key hashes. The one
+ * copy of that rule, for the L1 check and the logout's L1 hash. */
+static int exchange_l1_cookie(const struct args_hdr *h)
+{
+	if (h->name_len != EXCHANGE_LIT_LEN("cookie") ||
+	    strncasecmp(h->name, "cookie", EXCHANGE_LIT_LEN("cookie")) != 0)
+		return 0;
+	return h->value_len > 1 && h->value[0] != '=' &&
+	       memchr(h->value, '=', h->value_len) && !memchr(h->value, ';', h->value_len);
+}
 
 /* Whether the decision for <a> may be kept by HAProxy's L1, whose key is the
  * one session cookie plus the scope or URI: only if the request carried
@@ -199,15 +231,10 @@ static void exchange_trace_scan(const struct cfg *cfg, const struct args *a,
  * the values beyond their shape. */
 static int exchange_l1_request_ok(const struct cfg *cfg, const struct args *a)
 {
-	const struct args_hdr *h = &a->hdrs[0];
-
-	if (cfg->l1_max_ttl_ms < 1000 || cfg->cache_key_client || a->n_hdrs != 1 || a->n_unsafe ||
-	    a->n_bad_scope)
+	if (cfg->l1_max_ttl_ms < EXCHANGE_L1_MIN_TTL_MS || cfg->cache_key_client || a->n_hdrs != 1 ||
+	    a->n_unsafe || a->n_bad_scope)
 		return 0;
-	if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
-		return 0;
-	return h->value_len > 1 && h->value[0] != '=' &&
-	       memchr(h->value, '=', h->value_len) && !memchr(h->value, ';', h->value_len);
+	return exchange_l1_cookie(&a->hdrs[0]);
 }
 
 /* Marks <d>, just built from <r> and not yet shared, with how long an L1 may
@@ -227,8 +254,9 @@ static void exchange_l1_mark(const struct cfg *cfg, const char *scope,
 	uint32_t ttl;
 	int64_t now = exchange_wall_ms();
 
-	if (cfg->l1_max_ttl_ms < 1000 || d->outcome != DECISION_ALLOW || d->set_cookie ||
-	    r->status < 200 || r->status > 299 || (r->body && memchr(r->body, '|', r->body_len)))
+	if (cfg->l1_max_ttl_ms < EXCHANGE_L1_MIN_TTL_MS || d->outcome != DECISION_ALLOW ||
+	    d->set_cookie || r->status < 200 || r->status > 299 ||
+	    (r->body && memchr(r->body, '|', r->body_len)))
 		return;
 	if (scope[0] && r->auth_scope && strcmp(r->auth_scope, scope) != 0)
 		return;
@@ -249,13 +277,16 @@ static unsigned exchange_l1_ttl(const struct cfg *cfg, const struct decision *d)
 	left = d->l1_until_ms - exchange_wall_ms();
 	if (left > (int64_t)cfg->l1_max_ttl_ms)
 		left = cfg->l1_max_ttl_ms;
-	return left >= 1000 ? (unsigned)(left / 1000) : 0;
+	return left >= EXCHANGE_L1_MIN_TTL_MS ? (unsigned)(left / EXCHANGE_L1_MIN_TTL_MS) : 0;
 }
 
 /* The extra ACK actions of an answer: `cache=<label>`, when a trace was
  * sent `trace_id`, and when <l1_ttl> is not 0 `l1_ttl`. Writes at most
  * EXCHANGE_EXTRA_MAX bytes at <buf>; returns the length. */
-#define EXCHANGE_EXTRA_MAX (DECISION_ACK_RESERVE + 64 + 16)
+#define EXCHANGE_EXTRA_TRACE_ID_MAX (TRACE_ID_HEX + 32)  /* set-var trace_id */
+#define EXCHANGE_EXTRA_L1_TTL_MAX 16                    /* set-var l1_ttl, INT32 */
+#define EXCHANGE_EXTRA_MAX (DECISION_ACK_RESERVE + EXCHANGE_EXTRA_TRACE_ID_MAX + \
+                            EXCHANGE_EXTRA_L1_TTL_MAX)
 
 static size_t exchange_extra(uint8_t *buf, size_t label_len, const uint8_t *label,
                              const char *trace_id, unsigned l1_ttl)
@@ -269,8 +300,8 @@ static size_t exchange_extra(uint8_t *buf, size_t label_len, const uint8_t *labe
 
 		d.type = SPOP_T_INT32;
 		d.u.s64 = l1_ttl;
-		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN, "l1_ttl", 6,
-		                     &d) < 0)
+		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN,
+		                     EXCHANGE_LIT(EXCHANGE_VAR_L1_TTL), &d) < 0)
 			p = q;
 	}
 	if (trace_id[0]) {
@@ -279,8 +310,8 @@ static size_t exchange_extra(uint8_t *buf, size_t label_len, const uint8_t *labe
 		d.u.str.len = strlen(trace_id);
 		uint8_t *q = p;
 
-		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN, "trace_id", 8,
-		                     &d) < 0)
+		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN,
+		                     EXCHANGE_LIT(EXCHANGE_VAR_TRACE_ID), &d) < 0)
 			p = q;
 	}
 	return (size_t)(p - buf);
@@ -310,7 +341,9 @@ static char *exchange_pct_encode(char *out, const char *s, size_t n)
  * room for exchange_url_max(); returns the end (after the NUL). */
 static size_t exchange_url_max(const struct cfg *cfg, size_t uri_len)
 {
-	return strlen(cfg->user_service_url) + 1 + 12 + 3 * uri_len + 1;
+	/* base, '?' or '&', the parameter, the URI, NUL */
+	return strlen(cfg->user_service_url) + 1 + EXCHANGE_LIT_LEN(EXCHANGE_URI_PARAM) +
+	       EXCHANGE_PCT_MAX * uri_len + 1;
 }
 
 static char *exchange_build_url(char *out, const struct cfg *cfg, const char *uri, size_t uri_len)
@@ -326,7 +359,7 @@ static char *exchange_build_url(char *out, const struct cfg *cfg, const char *ur
 	memcpy(out, base, blen);
 	out += blen;
 	out = stpcpy(out, sep);
-	out = stpcpy(out, "request_uri=");
+	out = stpcpy(out, EXCHANGE_URI_PARAM);
 	if (uri)
 		out = exchange_pct_encode(out, uri, uri_len);
 	*out++ = 0;
@@ -342,22 +375,6 @@ static char *exchange_header_line(char *out, const char *name, size_t nlen, cons
 	memcpy(out + nlen + 2, v, vlen);
 	out[nlen + 2 + vlen] = 0;
 	return out + nlen + 2 + vlen + 1;
-}
-
-struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *salt,
-                                       char *err, size_t errlen)
-{
-	struct cachekey_opts o;
-
-	memset(&o, 0, sizeof(o));
-	o.include_uri = cfg->cache_key_uri;
-	o.include_client = cfg->cache_key_client;
-	o.cookie_names = (const char *const *)cfg->cache_key_cookies;
-	o.n_cookie_names = cfg->n_cache_key_cookies;
-	o.salt = salt;
-	o.scope = cfg->user_service_url;
-	o.scope_len = strlen(cfg->user_service_url);
-	return cachekey_new(&o, err, errlen);
 }
 
 /* Builds the request inputs (URL and header lines) from the classified
@@ -415,10 +432,11 @@ static int exchange_inputs_compute(const struct cfg *cfg, const struct args *a,
 
 		trace_format(&tr->ctx, tp);
 		in->hdrs[in->n_hdrs++] = o;
-		o = exchange_header_line(o, "traceparent", 11, tp, TRACE_PARENT_LEN);
+		o = exchange_header_line(o, EXCHANGE_LIT("traceparent"), tp, TRACE_PARENT_LEN);
 		if (tr->state) {
 			in->hdrs[in->n_hdrs++] = o;
-			o = exchange_header_line(o, "tracestate", 10, tr->state, tr->state_len);
+			o = exchange_header_line(o, EXCHANGE_LIT("tracestate"), tr->state,
+			                         tr->state_len);
 		}
 	}
 	in->url = o;
@@ -463,9 +481,7 @@ static void exchange_release(struct worker *w, struct exchange *x)
 	x->own_args = NULL;
 	free(x->l2);
 	x->l2 = NULL;
-	if (!w->x_spare)
-		w->x_spare = x;
-	else
+	if (!worker_spare_offer(w, x))
 		free(x);
 }
 
@@ -475,11 +491,12 @@ static void exchange_release(struct worker *w, struct exchange *x)
 static void exchange_complete(struct exchange *x, struct decision *d, enum exchange_label label)
 {
 	struct worker *w = x->w;
+	struct metrics *met = x->env->met;
 
-	METRICS_INC(w->met.decisions[d->outcome]);
-	METRICS_DEC(w->met.inflight);
+	METRICS_INC(met->decisions[d->outcome]);
+	METRICS_DEC(met->inflight);
 	if (d->claims_skipped)
-		METRICS_ADD(w->met.claims_skipped, d->claims_skipped);
+		METRICS_ADD(met->claims_skipped, d->claims_skipped);
 	if (log_enabled(LOG_LVL_ACCESS))
 		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=%.1f cred=%s cache=%s "
 		           "trace=%s%s",
@@ -487,21 +504,20 @@ static void exchange_complete(struct exchange *x, struct decision *d, enum excha
 		           decision_outcome_to_str(d->outcome), d->status,
 		           exchange_elapsed_ms(&x->start), x->cred_hash,
 		           exchange_label_names[label], x->trace_id[0] ? x->trace_id : "-",
-		           x->conn ? "" : " (connection gone, dropped)");
-	if (x->conn) {  /* may free the connection */
+		           x->req.conn ? "" : " (connection gone, dropped)");
+	if (x->req.conn) {  /* may free the connection */
 		uint8_t extra[EXCHANGE_EXTRA_MAX];
 		unsigned l1 = x->l1_ok && label != EXCHANGE_L_STALE ? exchange_l1_ttl(x->cfg, d) : 0;
 		size_t n = exchange_extra(extra, exchange_label_len[label], exchange_label_buf[label],
 		                          x->trace_id, l1);
 
-		conn_exchange_done(x->conn, x, d, extra, n);
+		conn_req_done(&x->req, x->sid, x->fid, d->actions, d->actions_len, extra, n);
 	}
 	decision_put(d);
 	cfg_put(x->cfg);
 	x->cfg = NULL;
 	exchange_release(w, x);
-	w->n_exchanges--;
-	worker_maybe_done(w);
+	worker_work_end(w);
 }
 
 /* 1 if the user service narrowed its answer for a scope-keyed leader: its
@@ -521,7 +537,7 @@ static enum exchange_label exchange_leader_done(struct exchange *x, long status,
                                                 const char *body, size_t body_len,
                                                 struct decision **d)
 {
-	struct worker *w = x->w;
+	const struct worker_env *env = x->env;
 	uint64_t now = exchange_mono_ms();
 
 	if (status >= 100 && status < 500 && (*d)->outcome != DECISION_ERROR &&
@@ -530,7 +546,7 @@ static enum exchange_label exchange_leader_done(struct exchange *x, long status,
 		 * scope's key, and each coalesced request asks for itself. */
 		log_debug("user-service answer (status %ld) narrowed below scope %s: "
 		          "not cached", status, x->scope);
-		cache_complete_private(w->cache, x->key, *d, now);
+		cache_complete_private(env->cache, x->key, *d, now);
 	} else if (status >= 100 && status < 500 && (*d)->outcome != DECISION_ERROR) {
 		struct httpcc_policy pol = {
 			.default_ttl_ms = x->cfg->cache_ttl_ms,
@@ -545,23 +561,23 @@ static enum exchange_label exchange_leader_done(struct exchange *x, long status,
 
 		/* Redis gets the TTL of the local rules; this agent's own copy is
 		 * capped while it cannot hear revocations. */
-		cache_complete(w->cache, x->key, *d, fleet_local_ttl(ttl), now, NULL);
-		if (ttl && w->fw && decision_shareable(*d))
-			fleet_put(w->fw, x->key, x->cred, *d, ttl);
+		cache_complete(env->cache, x->key, *d, fleet_local_ttl(ttl), now, NULL);
+		if (ttl && env->fw && decision_shareable(*d))
+			fleet_put(env->fw, x->key, x->cred, *d, ttl);
 	} else {
 		/* No answer, 5xx, or an answer we could not use: never cached;
 		 * an entry within cache-stale-grace may stand in. */
 		struct decision *stale = NULL;
 
-		cache_fail(w->cache, x->key, *d, now, &stale);
+		cache_fail(env->cache, x->key, *d, now, &stale);
 		if (stale) {
 			decision_put(*d);
 			*d = stale;
-			METRICS_INC(w->met.cache_stale);
+			METRICS_INC(env->met->cache_stale);
 			return EXCHANGE_L_STALE;
 		}
 	}
-	METRICS_INC(w->met.cache_miss);
+	METRICS_INC(env->met->cache_miss);
 	return EXCHANGE_L_MISS;
 }
 
@@ -573,17 +589,22 @@ static void exchange_waiter_cb(struct cache_waiter *wt, struct decision *d, int 
 
 	x->cache_d = d;
 	x->cache_stale = how;
-	worker_post_cache(x->w, x);
+	worker_post(x->w, &x->post);
 }
 
 static void exchange_own_call(struct exchange *x);
 
-void exchange_cache_deliver(struct exchange *x)
+/* worker_msg run: the leader's answer for coalesced exchange <x> arrived
+ * (x->cache_d, x->cache_stale) on its worker's thread: ACK it (or drop it if
+ * the connection is gone) and free <x>. */
+static void exchange_cache_deliver(struct worker *w, struct worker_msg *m)
 {
+	struct exchange *x = LIST_ELEM(m, struct exchange, post);
 	struct decision *d;
 	enum exchange_label label = x->cache_stale == CACHE_ANS_STALE ? EXCHANGE_L_STALE
 	                                                               : EXCHANGE_L_COALESCED;
 
+	(void)w;  /* the same as x->w */
 	if (x->cache_stale == CACHE_ANS_OWN) {
 		decision_put(x->cache_d);
 		x->cache_d = NULL;
@@ -593,14 +614,18 @@ void exchange_cache_deliver(struct exchange *x)
 	d = x->cache_d ? x->cache_d : decision_error();
 	x->cache_d = NULL;
 	if (label == EXCHANGE_L_STALE)
-		METRICS_INC(x->w->met.cache_stale);
+		METRICS_INC(x->env->met->cache_stale);
 	else
-		METRICS_INC(x->w->met.cache_coalesced);
+		METRICS_INC(x->env->met->cache_coalesced);
 	exchange_complete(x, d, label);
 }
 
-void exchange_cache_drop(struct exchange *x)
+/* worker_msg drop: the answer arrived after its worker stopped
+ * (worker_free): no ACK, no counters. */
+static void exchange_cache_drop(struct worker_msg *m)
 {
+	struct exchange *x = LIST_ELEM(m, struct exchange, post);
+
 	decision_put(x->cache_d);
 	x->cache_d = NULL;
 	cfg_put(x->cfg);
@@ -672,8 +697,8 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	struct decision *d;
 	int too_big = 0;
 
-	metrics_upstream(&x->w->met, r->status, r->latency_us);
-	metrics_upstream_attempts(&x->w->met, r->native, r->attempts, r->retries);
+	metrics_upstream(x->env->met, r->status, r->latency_us);
+	metrics_upstream_attempts(x->env->met, r->native, r->attempts, r->retries);
 	exchange_breaker_done(x, r->status);
 	if (r->status == 0) {
 		static struct log_rl rl;
@@ -685,7 +710,7 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	if (too_big) {
 		static struct log_rl rl;
 
-		METRICS_INC(x->w->met.ack_too_big);
+		METRICS_INC(x->env->met->ack_too_big);
 		log_ratelimited(LOG_LVL_WARN, &rl, "user-service answer (status %ld) does not "
 		                "fit max-frame-size %u: sending status=0 outcome=error",
 		                r->status, (unsigned)x->cfg->max_frame_size);
@@ -733,17 +758,17 @@ static void exchange_cred_fn(void *arg, uint8_t cred[CACHE_KEY_LEN])
 
 /* Cache hit: ACK at once; no exchange, no copy of the actions. Consumes the
  * reference on <d>. */
-static void exchange_hit(struct conn *c, const struct spop_frame *f, struct decision *d,
-                         const char *cred_hash, const char *trace_id, int l1_ok)
+static void exchange_hit(const struct worker_env *env, struct conn *c, const struct spop_frame *f,
+                         struct decision *d, const char *cred_hash, const char *trace_id,
+                         int l1_ok)
 {
-	struct worker *w = c->w;
 	uint8_t extra[EXCHANGE_EXTRA_MAX];
 	size_t n = exchange_extra(extra, exchange_label_len[EXCHANGE_L_HIT],
 	                          exchange_label_buf[EXCHANGE_L_HIT], trace_id,
-	                          l1_ok ? exchange_l1_ttl(w->cfg, d) : 0);
+	                          l1_ok ? exchange_l1_ttl(env->cfg, d) : 0);
 
-	METRICS_INC(w->met.cache_hit);
-	METRICS_INC(w->met.decisions[d->outcome]);
+	METRICS_INC(env->met->cache_hit);
+	METRICS_INC(env->met->decisions[d->outcome]);
 	if (log_enabled(LOG_LVL_ACCESS))
 		log_access("sid=%llu fid=%llu outcome=%s status=%d latency_ms=0.0 cred=%s cache=hit "
 		           "trace=%s", (unsigned long long)f->sid, (unsigned long long)f->fid,
@@ -754,13 +779,14 @@ static void exchange_hit(struct conn *c, const struct spop_frame *f, struct deci
 }
 
 /* Out of memory: still answer, so HAProxy does not wait. */
-static void exchange_oom_ack(struct conn *c, const struct spop_frame *f)
+static void exchange_oom_ack(const struct worker_env *env, struct conn *c,
+                             const struct spop_frame *f)
 {
 	static struct log_rl rl;
 	struct decision *d = decision_error();
 
 	log_ratelimited(LOG_LVL_ERROR, &rl, "out of memory starting an exchange");
-	METRICS_INC(c->w->met.decisions[DECISION_ERROR]);
+	METRICS_INC(env->met->decisions[DECISION_ERROR]);
 	conn_send_ack_extra(c, f->sid, f->fid, d->actions, d->actions_len,
 	                    exchange_label_buf[EXCHANGE_L_MISS], exchange_label_len[EXCHANGE_L_MISS]);
 }
@@ -797,7 +823,7 @@ static void exchange_call(struct exchange *x, const struct args *a,
 		log_ratelimited(LOG_LVL_WARN, &rl, "circuit breaker open: user service not called, "
 		                "outcome=error");
 	} else if (exchange_inputs_compute(x->cfg, a, tr, &in) == 0) {
-		int rc = upstream_start(x->w->up, x->cfg, in.url, (const char *const *)in.hdrs,
+		int rc = upstream_start(x->env->up, x->cfg, in.url, (const char *const *)in.hdrs,
 		                        in.n_hdrs, exchange_upstream_done, x);
 
 		exchange_inputs_free(&in);
@@ -826,7 +852,7 @@ static void exchange_own_call(struct exchange *x)
 	struct exchange_trace tr;
 
 	x->cache_role = EXCHANGE_CACHE_BYPASS;
-	if (!x->conn || !x->own_args ||
+	if (!x->req.conn || !x->own_args ||
 	    args_classify(&a, x->cfg, &p, x->own_args + x->own_args_len, x->own_nargs) < 0) {
 		exchange_complete(x, decision_error(), EXCHANGE_L_MISS);
 		return;
@@ -858,7 +884,7 @@ static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uin
 	/* A session invalidated here while the read was on its way (or just
 	 * before: Redis learns of it a moment later) is within its hold: the
 	 * value may predate the invalidation, so the user service decides. */
-	if (res == FLEET_L2_HIT && cache_cred_held(x->w->cache, x->cred, exchange_mono_ms()))
+	if (res == FLEET_L2_HIT && cache_cred_held(x->env->cache, x->cred, exchange_mono_ms()))
 		res = FLEET_L2_MISS;
 	if (res == FLEET_L2_HIT) {
 		uint32_t ttl = ttl_ms;
@@ -869,9 +895,9 @@ static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uin
 		 * request's own checks (x->l1_ok) apply at the ACK. */
 		if (d->l1_until_ms && d->l1_until_ms > exchange_wall_ms() + (int64_t)ttl)
 			d->l1_until_ms = exchange_wall_ms() + (int64_t)ttl;
-		cache_complete(x->w->cache, x->key, d, fleet_local_ttl(ttl), exchange_mono_ms(),
+		cache_complete(x->env->cache, x->key, d, fleet_local_ttl(ttl), exchange_mono_ms(),
 		               NULL);
-		METRICS_INC(x->w->met.cache_hit);
+		METRICS_INC(x->env->met->cache_hit);
 		exchange_complete(x, d, EXCHANGE_L_HIT);
 		return;
 	}
@@ -906,7 +932,7 @@ static int exchange_l2_start(struct exchange *x, const uint8_t *args, size_t len
 	l2->tr = *tr;
 	l2->state_off = tr->state ? (size_t)((const uint8_t *)tr->state - args) : 0;
 	x->l2 = l2;
-	if (fleet_get(x->w->fw, x->key, x->cred, x->cfg->max_frame_size, exchange_l2_cb, x) == 0)
+	if (fleet_get(x->env->fw, x->key, x->cred, x->cfg->max_frame_size, exchange_l2_cb, x) == 0)
 		return 0;
 	x->l2 = NULL;
 	free(l2);
@@ -916,10 +942,10 @@ static int exchange_l2_start(struct exchange *x, const uint8_t *args, size_t len
 /* Starts the exchange for the `exchange` message whose <nargs> arguments are
  * at <*p>: classified once; the key, the log hash and the request are built
  * from the same struct args. Returns 0, or -(enum spop_error). */
-static int exchange_start(struct conn *c, const struct spop_frame *f,
+static int exchange_start(struct worker *w, struct conn *c, const struct spop_frame *f,
                           const uint8_t **p, unsigned nargs)
 {
-	struct worker *w = c->w;
+	const struct worker_env *env = worker_env(w);
 	const uint8_t *args_at = *p;
 	struct args a;
 	struct exchange *x;
@@ -929,40 +955,40 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 	struct exchange_trace tr;
 
 	pthread_once(&exchange_once, exchange_static_init);
-	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
+	if (args_classify(&a, env->cfg, p, f->end, nargs) < 0)
 		return -SPOP_ERR_INVALID;
-	exchange_trace_scan(w->cfg, &a, &tr);
+	exchange_trace_scan(env->cfg, &a, &tr);
 	if (a.n_bad_scope)
 		log_debug("sid=%llu fid=%llu argument scope: not a scope name (1 to %d of "
 		          "[A-Za-z0-9._:-]): keyed on the URI", (unsigned long long)f->sid,
 		          (unsigned long long)f->fid, ARGS_SCOPE_MAX);
 	if (log_enabled(LOG_LVL_ACCESS))
-		exchange_log_hash(&a, w->cfg, cred_hash);
-	if (w->cache && w->ck && w->cfg->cache) {
-		if (args_key(&a, w->ck, key, NULL) == 0)
+		exchange_log_hash(&a, env->cfg, cred_hash);
+	if (env->cache && env->ck && env->cfg->cache) {
+		if (args_key(&a, env->ck, key, NULL) == 0)
 			role = EXCHANGE_CACHE_LEADER;  /* until the lookup says otherwise */
 		else
-			METRICS_INC(w->met.cache_miss);  /* consulted, could not use it */
+			METRICS_INC(env->met->cache_miss);  /* consulted, could not use it */
 	}
 
-	x = w->x_spare;
-	w->x_spare = NULL;
+	x = worker_spare_take(w);
 	if (x)
 		memset(x, 0, sizeof(*x));
 	else
 		x = calloc(1, sizeof(*x));
 	if (!x) {
-		exchange_oom_ack(c, f);
+		exchange_oom_ack(env, c, f);
 		return 0;
 	}
 	x->w = w;
+	x->env = env;
 	x->sid = f->sid;
 	x->fid = f->fid;
 	clock_gettime(CLOCK_MONOTONIC, &x->start);
 	memcpy(x->cred_hash, cred_hash, sizeof(x->cred_hash));
 	if (tr.on)
 		memcpy(x->trace_id, tr.ctx.trace_id, sizeof(x->trace_id));
-	x->l1_ok = exchange_l1_request_ok(w->cfg, &a);
+	x->l1_ok = exchange_l1_request_ok(env->cfg, &a);
 	if (x->l1_ok && a.scope) {
 		memcpy(x->l1_scope, a.scope, a.scope_len);
 		x->l1_scope[a.scope_len] = 0;
@@ -976,17 +1002,19 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 		/* Set before the lookup: once queued, the leader's thread may
 		 * call it at any time. */
 		x->waiter.cb = exchange_waiter_cb;
-		ca.ck = w->ck;
+		x->post.run = exchange_cache_deliver;
+		x->post.drop = exchange_cache_drop;
+		ca.ck = env->ck;
 		ca.out = x->cred;
-		res = cache_lookup_lazy(w->cache, key, exchange_cred_fn, &ca, exchange_mono_ms(),
+		res = cache_lookup_lazy(env->cache, key, exchange_cred_fn, &ca, exchange_mono_ms(),
 		                        &d, &x->waiter);
 		if (res == CACHE_HIT) {
-			exchange_hit(c, f, d, x->cred_hash, x->trace_id, x->l1_ok);
+			exchange_hit(env, c, f, d, x->cred_hash, x->trace_id, x->l1_ok);
 			exchange_release(w, x);
 			return 0;
 		}
 		if (res == CACHE_COALESCED) {
-			/* Only x->w, x->waiter, x->cache_* and x->inbox_next are
+			/* Only x->w, x->waiter, x->cache_* and x->post are
 			 * touched by the leader's thread; the rest is ours. The
 			 * arguments are kept in case the leader's answer is its
 			 * own (Set-Cookie) and this request must ask for itself;
@@ -997,25 +1025,25 @@ static int exchange_start(struct conn *c, const struct spop_frame *f,
 				memcpy(x->own_args, args_at, x->own_args_len);
 			x->own_nargs = nargs;
 			x->cache_role = EXCHANGE_CACHE_WAITER;
-			x->cfg = cfg_get(w->cfg);
-			conn_track(c, x);
-			w->n_exchanges++;
-			METRICS_INC(w->met.inflight);
+			x->cfg = cfg_get(env->cfg);
+			conn_track(c, &x->req);
+			worker_work_begin(w);
+			METRICS_INC(env->met->inflight);
 			return 0;
 		}
 		x->cache_role = EXCHANGE_CACHE_LEADER;
 		memcpy(x->key, key, sizeof(x->key));
-		if (a.scope && w->cfg->cache_key_uri) {
+		if (a.scope && env->cfg->cache_key_uri) {
 			memcpy(x->scope, a.scope, a.scope_len);
 			x->scope[a.scope_len] = 0;
 		}
 	}
 
-	x->cfg = cfg_get(w->cfg);
-	conn_track(c, x);
-	w->n_exchanges++;
-	METRICS_INC(w->met.inflight);
-	if (x->cache_role == EXCHANGE_CACHE_LEADER && w->fw &&
+	x->cfg = cfg_get(env->cfg);
+	conn_track(c, &x->req);
+	worker_work_begin(w);
+	METRICS_INC(env->met->inflight);
+	if (x->cache_role == EXCHANGE_CACHE_LEADER && env->fw &&
 	    exchange_l2_start(x, args_at, (size_t)(*p - args_at), nargs, &tr) == 0)
 		return 0;
 	exchange_call(x, &a, &tr);
@@ -1031,12 +1059,10 @@ static int exchange_l1_hash(const struct args *a, char out[HAPI_L1_CRED_HEX + 1]
 	for (size_t i = 0; i < a->n_hdrs; i++) {
 		const struct args_hdr *h = &a->hdrs[i];
 
-		if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
+		if (h->name_len != EXCHANGE_LIT_LEN("cookie") ||
+		    strncasecmp(h->name, "cookie", EXCHANGE_LIT_LEN("cookie")) != 0)
 			continue;
-		if (h->value_len > 1 && h->value[0] != '=' && memchr(h->value, '=', h->value_len) &&
-		    !memchr(h->value, ';', h->value_len))
-			return hapi_l1_cred(h->value, h->value_len, out);
-		return -1;
+		return exchange_l1_cookie(h) ? hapi_l1_cred(h->value, h->value_len, out) : -1;
 	}
 	return -1;
 }
@@ -1045,10 +1071,10 @@ static int exchange_l1_hash(const struct args *a, char out[HAPI_L1_CRED_HEX + 1]
  * session's entries, whatever their URI, and holds new ones back for
  * cache-logout-hold. ACKs `invalidated=1`, or noop when the cache is off.
  * Never blocks the logout itself: HAProxy has no rule on this answer. */
-static int exchange_logout(struct conn *c, const struct spop_frame *f,
+static int exchange_logout(struct worker *w, struct conn *c, const struct spop_frame *f,
                            const uint8_t **p, unsigned nargs)
 {
-	struct worker *w = c->w;
+	const struct worker_env *env = worker_env(w);
 	struct args a;
 	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
 	char cred_hash[ARGS_LOG_HASH_SIZE] = "-";
@@ -1056,19 +1082,19 @@ static int exchange_logout(struct conn *c, const struct spop_frame *f,
 	size_t len;
 
 	pthread_once(&exchange_once, exchange_static_init);
-	if (args_classify(&a, w->cfg, p, f->end, nargs) < 0)
+	if (args_classify(&a, env->cfg, p, f->end, nargs) < 0)
 		return -SPOP_ERR_INVALID;
-	if (w->cache && w->ck && w->cfg->cache && args_key(&a, w->ck, key, cred) == 0) {
+	if (env->cache && env->ck && env->cfg->cache && args_key(&a, env->ck, key, cred) == 0) {
 		char l1[HAPI_L1_CRED_HEX + 1];
 		int has_l1 = fleet_on() && exchange_l1_hash(&a, l1) == 0;
 
-		cache_invalidate_cred(w->cache, cred, exchange_mono_ms());
+		cache_invalidate_cred(env->cache, cred, exchange_mono_ms());
 		/* every other agent (and their HAProxy L1s), through Redis */
 		fleet_revoke(cred, has_l1 ? l1 : NULL);
 		if (has_l1)
 			OPENSSL_cleanse(l1, sizeof(l1));
 		if (log_enabled(LOG_LVL_ACCESS)) {
-			exchange_log_hash(&a, w->cfg, cred_hash);
+			exchange_log_hash(&a, env->cfg, cred_hash);
 			log_access("sid=%llu fid=%llu logout: session entries invalidated cred=%s",
 			           (unsigned long long)f->sid, (unsigned long long)f->fid, cred_hash);
 		}
@@ -1080,7 +1106,7 @@ static int exchange_logout(struct conn *c, const struct spop_frame *f,
 	return 0;
 }
 
-int exchange_notify(struct conn *c, const struct spop_frame *f)
+int exchange_notify(void *w, struct conn *c, const struct spop_frame *f)
 {
 	const uint8_t *p = f->payload;
 	struct spop_str name;
@@ -1089,9 +1115,9 @@ int exchange_notify(struct conn *c, const struct spop_frame *f)
 
 	while ((r = spop_msg_next(&p, f->end, &name, &nargs)) == 1) {
 		if (exchange_str_eq(&name, "exchange"))
-			return exchange_start(c, f, &p, nargs);
+			return exchange_start(w, c, f, &p, nargs);
 		if (exchange_str_eq(&name, "logout"))
-			return exchange_logout(c, f, &p, nargs);
+			return exchange_logout(w, c, f, &p, nargs);
 		if (spop_msg_skip_args(&p, f->end, nargs) < 0)
 			return -SPOP_ERR_INVALID;
 	}
@@ -1106,10 +1132,4 @@ int exchange_notify(struct conn *c, const struct spop_frame *f)
 		conn_send_ack(c, f->sid, f->fid, a, len);
 	}
 	return 0;
-}
-
-void exchange_orphan(struct exchange *x)
-{
-	x->conn = NULL;
-	x->prev = x->next = NULL;
 }

@@ -1,11 +1,21 @@
 /*
- * exchange.h: one NOTIFY -> one user-service call (or, later, a cache
- * answer) -> one struct decision -> one ACK.
+ * exchange.h: one NOTIFY -> one user-service call (or a cache answer) ->
+ * one struct decision -> one ACK.
  *
- * An exchange belongs to its worker; while its connection lives it is on the
- * connection's in-flight list. If the connection closes first, the exchange
- * is orphaned (conn = NULL): it still completes, and its result is dropped.
- * Nothing here blocks.
+ * Owns struct exchange (one request's lifecycle: cache, fleet, user service,
+ * decision, ACK), run through the others' interfaces: args (classification),
+ * cachekey, cache, fleet, upstream, decision, conn (conn_track(),
+ * conn_req_done(), conn_send_ack*()) and worker (worker_env(), the inbox, the
+ * work count). An exchange belongs to its worker; while its connection lives
+ * it is on the connection's in-flight list (its struct conn_req). If the
+ * connection closes first, the exchange is orphaned (req.conn = NULL): it
+ * still completes, and its result is dropped. Nothing here blocks. Callers:
+ * the worker's connections (exchange_notify(), set by main.c) and the unit
+ * tests and fuzzers (exchange_request_build()).
+ *
+ * Return convention: 0 on success; a negative value on failure, -(enum
+ * spop_error) where the connection must disconnect, else documented per
+ * function (-1 malformed, -2 could not build).
  */
 #ifndef SPOA_EXCHANGE_H
 #define SPOA_EXCHANGE_H
@@ -16,29 +26,31 @@
 
 #include "args.h"
 #include "cache.h"
+#include "conn.h"
+#include "trace.h"
+#include "worker.h"
 
 struct cachekey;
 struct cfg;
-struct conn;
 struct decision;
 struct exchange_l2;
 struct spop_frame;
-struct worker;
 
 struct exchange {
-	struct conn *conn;              /* borrowed; NULL once orphaned */
+	struct conn_req req;            /* its NOTIFY's answer: req.conn is the
+	                                 * connection, NULL once it closed (orphan) */
 	struct worker *w;               /* owner */
+	const struct worker_env *env;   /* the owner's (worker_env()) */
 	struct cfg *cfg;                /* reference: the cfg it started with */
 	uint64_t sid, fid;              /* echoed exactly in the ACK */
-	struct exchange *prev, *next;   /* the connection's in-flight list */
 	struct timespec start;
 	char cred_hash[ARGS_LOG_HASH_SIZE]; /* 8 hex chars of HMAC-SHA256(credentials) or "-" */
 	int breaker;                    /* enum breaker_ticket of its call */
-	char trace_id[33];              /* W3C trace-id sent, "" when none */
+	char trace_id[TRACE_ID_HEX + 1]; /* W3C trace-id sent, "" when none */
 	int l1_ok;                      /* its request may be answered from HAProxy's L1 */
 	char l1_scope[ARGS_SCOPE_MAX + 1]; /* the scope HAProxy's L1 key holds, "" = the URI */
 
-	/* Decision cache (issue 3). */
+	/* Decision cache (docs/cache.md). */
 	int cache_role;                 /* EXCHANGE_CACHE_* */
 	uint8_t key[CACHE_KEY_LEN];     /* LEADER: the key it must complete */
 	char scope[ARGS_SCOPE_MAX + 1]; /* LEADER: the decision scope <key> holds
@@ -54,7 +66,8 @@ struct exchange {
 	                                 * was private (CACHE_ANS_OWN); may be NULL */
 	size_t own_args_len;
 	unsigned own_nargs;
-	struct exchange *inbox_next;    /* WAITER: the worker's cache inbox */
+	struct worker_msg post;         /* WAITER: the leader's answer, posted to
+	                                 * the owner's inbox */
 };
 
 enum {
@@ -63,24 +76,16 @@ enum {
 	EXCHANGE_CACHE_WAITER = 2,      /* coalesced on another exchange's call */
 };
 
-/* Handles NOTIFY frame <f> received on <c> (RUNNING). Either ACKs at once
- * (no `exchange` message: `unset-var txn noop`) or starts an exchange which
- * ACKs through conn_exchange_done() when it completes. All frame data needed
- * later is copied: the frame may be discarded when this returns.
- * Returns 0, or -(enum spop_error) if the payload is malformed (the caller
- * disconnects). */
-int exchange_notify(struct conn *c, const struct spop_frame *f);
-
-/* Detaches <x> from its connection (which is closing). The exchange keeps
- * running; its result will be dropped. A coalesced waiter stays alive until
- * its leader's answer arrives through the worker's inbox (no cache_cancel():
- * the answer is on its way within the leader's timeout anyway). */
-void exchange_orphan(struct exchange *x);
-
-/* Builds a worker's key builder from <cfg> (cache-key-* options, scope = the
- * user-service URL) and the process-wide <salt>. NULL with <err> on failure. */
-struct cachekey *exchange_cachekey_new(const struct cfg *cfg, const uint8_t *salt,
-                                       char *err, size_t errlen);
+/* The worker's NOTIFY handler (worker_notify_fn; <w> is the struct worker):
+ * handles NOTIFY frame <f> received on <c> (RUNNING). Either ACKs at once
+ * (no `exchange` message: `unset-var txn noop`) or starts an exchange, on
+ * <c>'s in-flight list, which ACKs through conn_req_done() when it
+ * completes. If <c> closes first the exchange still completes and its
+ * result is dropped; a coalesced waiter stays alive until its leader's
+ * answer arrives through the worker's inbox. All frame data needed later is
+ * copied: the frame may be discarded when this returns. Returns 0, or
+ * -(enum spop_error) if the payload is malformed (the caller disconnects). */
+int exchange_notify(void *w, struct conn *c, const struct spop_frame *f);
 
 /* Receives the user-service request of exchange_request_build(): the URL
  * and <n> "Name: value" header lines, NUL-terminated, valid during the call. */
@@ -97,14 +102,5 @@ typedef void (*exchange_request_fn)(void *arg, const char *url, const char *cons
 int exchange_request_build(const struct cfg *cfg, struct cachekey *ck, const uint8_t *p,
                            const uint8_t *end, unsigned nargs, uint8_t key[CACHE_KEY_LEN],
                            exchange_request_fn fn, void *arg);
-
-/* Owner worker thread: the leader's answer for coalesced exchange <x>
- * arrived (x->cache_d, x->cache_stale): ACK it (or drop it if the connection
- * is gone) and free <x>. */
-void exchange_cache_deliver(struct exchange *x);
-
-/* Frees coalesced exchange <x> whose answer arrived after its worker stopped
- * (worker_free): no ACK, no counters. */
-void exchange_cache_drop(struct exchange *x);
 
 #endif /* SPOA_EXCHANGE_H */

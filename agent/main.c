@@ -21,6 +21,7 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "decision.h"
+#include "exchange.h"
 #include "fleet.h"
 #include "log.h"
 #include "sdnotify.h"
@@ -44,22 +45,6 @@ struct main_state {
 	uint8_t salt[CACHEKEY_SALT_LEN];/* key salt, for every worker's key builder */
 };
 
-/* The cache's reference hooks: decisions are refcounted atomically. */
-static void main_cache_ref(struct decision *d)
-{
-	decision_get(d);
-}
-
-static void main_cache_unref(struct decision *d)
-{
-	decision_put(d);
-}
-
-static size_t main_cache_size(const struct decision *d)
-{
-	return sizeof(*d) + d->actions_len;
-}
-
 /* One cache for the whole process, shared by every worker. Returns 0, or -1
  * with a message in <err>. */
 static int main_cache_new(struct main_state *st, char *err, size_t errlen)
@@ -78,10 +63,7 @@ static int main_cache_new(struct main_state *st, char *err, size_t errlen)
 	o.shards = st->cfg->cache_shards;
 	o.stale_grace_ms = st->cfg->cache_stale_grace_ms;
 	o.logout_hold_ms = st->cfg->cache_logout_hold_ms;
-	o.ref = main_cache_ref;
-	o.unref = main_cache_unref;
-	o.size = main_cache_size;
-	o.shareable = decision_shareable;
+	decision_cache_hooks(&o);
 	st->cache = cache_new(&o, err, errlen);
 	return st->cache ? 0 : -1;
 }
@@ -316,7 +298,8 @@ int main(int argc, char **argv)
 		goto out_free_workers;
 	}
 	for (unsigned i = 0; i < st.n_workers; i++) {
-		st.workers[i] = worker_new(i, st.cfg, st.cache, st.salt, err, sizeof(err));
+		st.workers[i] = worker_new(i, st.cfg, st.cache, st.salt, exchange_notify, err,
+		                           sizeof(err));
 		if (!st.workers[i]) {
 			fprintf(stderr, "spoa-auth: %s\n", err);
 			goto out_free_workers;

@@ -473,8 +473,25 @@ size_t spop_frame_end(uint8_t *buf, const uint8_t *cur)
 {
 	size_t total = (size_t)(cur - buf);
 
-	spop_write_be32(buf, (uint32_t)(total - 4));
+	spop_write_be32(buf, (uint32_t)(total - SPOP_FRAME_LEN_SIZE));
 	return total;
+}
+
+size_t spop_ack_header(uint8_t *buf, const uint8_t *end, uint64_t sid, uint64_t fid,
+                       size_t payload_len, size_t headroom, uint32_t max_frame)
+{
+	uint8_t *p = spop_frame_begin(buf, end, SPOP_FRM_ACK, sid, fid);
+	size_t hlen, len;
+
+	/* Each term bounded first: the sums cannot wrap. */
+	if (!p || payload_len > max_frame || headroom > max_frame)
+		return 0;
+	hlen = (size_t)(p - buf);
+	len = hlen - SPOP_FRAME_LEN_SIZE + payload_len;
+	if (len + headroom > max_frame)
+		return 0;
+	spop_write_be32(buf, (uint32_t)len);
+	return hlen;
 }
 
 int spop_put_str(uint8_t **p, const uint8_t *end, const char *s, size_t len)

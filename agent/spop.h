@@ -78,6 +78,8 @@ enum spop_scope {
 
 /* Smallest legal frame: TYPE(1) + FLAGS(4) + SID(>=1) + FID(>=1). */
 #define SPOP_FRAME_MIN_LEN  7
+/* Bytes of the LEN prefix, which LEN itself does not count. */
+#define SPOP_FRAME_LEN_SIZE 4
 /* Bytes before the payload at most: LEN(4) TYPE(1) FLAGS(4) SID(10) FID(10). */
 #define SPOP_FRAME_HDR_MAX  29
 #define SPOP_MAX_FRAME_MIN  256     /* smallest max-frame-size HAProxy accepts */
@@ -221,6 +223,17 @@ uint8_t *spop_frame_begin(uint8_t *buf, const uint8_t *end, uint8_t type,
 /* Patches the LEN prefix of the frame starting at <buf> whose payload ends at
  * <cur>. Returns the total frame size (4 + LEN). */
 size_t spop_frame_end(uint8_t *buf, const uint8_t *cur);
+
+/* The header of an ACK whose payload (<payload_len> bytes of encoded
+ * actions) the caller sends from its own buffers, after it: LEN (that of the
+ * whole frame), TYPE, FLAGS=FIN, SID, FID, written at <buf>..<end> (room for
+ * SPOP_FRAME_HDR_MAX always suffices). The one check of an ACK's size: the
+ * frame (LEN) with <headroom> more payload bytes must fit <max_frame> (the
+ * negotiated max-frame-size). Returns the header's size, or 0 if it does not
+ * fit <buf> or the frame would be too big (nothing to send then). Never
+ * copies the payload. */
+size_t spop_ack_header(uint8_t *buf, const uint8_t *end, uint64_t sid, uint64_t fid,
+                       size_t payload_len, size_t headroom, uint32_t max_frame);
 
 /* Typed data and bare-string writers. Each returns 1 and advances <*p>, or 0
  * if it does not fit (then <*p> is unchanged). */

@@ -1,10 +1,12 @@
 /*
- * worker.c: a worker thread: listener, accept, inbox, drain.
+ * worker.c: a worker thread: listener, accept, connection list, inbox,
+ * drain.
  *
  * The listening socket is created by worker_new() on the main thread so that
  * a bad address stops the start with a clear error; from worker_start() on,
  * everything but the inbox belongs to the worker thread. The inbox is the only
- * cross-thread path: a mutex-protected list plus an ev_async to wake the loop.
+ * cross-thread path: a mutex-protected FIFO of struct worker_msg (each with
+ * its own run and drop functions) plus an ev_async to wake the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,8 +27,8 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "conn.h"
-#include "exchange.h"
 #include "fleet.h"
+#include "list.h"
 #include "log.h"
 #include "spop.h"
 #include "upstream.h"
@@ -37,16 +39,46 @@
 /* Pause after EMFILE/ENFILE before trying accept() again. */
 #define WORKER_ACCEPT_PAUSE_S 0.5
 
-enum worker_msg_type {
-	WORKER_MSG_RELOAD = 0,
-	WORKER_MSG_DRAIN = 1,
+/* Backlog of the listening socket. */
+#define WORKER_LISTEN_BACKLOG 1024
+
+struct worker {
+	unsigned id;
+	pthread_t thread;
+	struct worker_env env;          /* loop, upstream, ck, fw owned; cfg a
+	                                 * reference; cache shared; met = &met */
+	const uint8_t *salt;            /* process-wide key salt (main's storage) */
+	worker_notify_fn notify;        /* every NOTIFY of its connections */
+	int lfd;                        /* listening socket, -1 once closed */
+	ev_io accept_w;
+	ev_timer accept_pause;          /* EMFILE back-off */
+	ev_async inbox_w;
+	pthread_mutex_t inbox_lock;
+	struct list inbox;              /* of struct worker_msg, FIFO; protected by
+	                                 * inbox_lock */
+	void *spare;                    /* owned: one preallocated exchange, so that
+	                                 * a cache hit allocates nothing */
+	struct list conns;              /* owned: of struct conn (conn_link()) */
+	unsigned n_conns;               /* reserve slots included */
+	unsigned n_reserve;             /* of n_conns: on a health-check reserve slot */
+	unsigned n_work;                /* running exchanges, orphans included */
+	int draining;
+	ev_timer drain_timer;
+	ev_timer listen_grace;          /* drain: closes the listener when the grace ends */
+	struct metrics met;
+	char name[16];
 };
 
-struct worker_msg {
-	enum worker_msg_type type;
+/* RELOAD and DRAIN, which main posts: allocated, unlike the cache's. */
+struct worker_ctl {
+	struct worker_msg m;
 	struct cfg *cfg;                /* RELOAD: a reference */
-	struct worker_msg *next;
 };
+
+const struct worker_env *worker_env(const struct worker *w)
+{
+	return &w->env;
+}
 
 static void worker_peer_str(const struct sockaddr_storage *ss, char *out, size_t outsz)
 {
@@ -69,31 +101,73 @@ static void worker_peer_str(const struct sockaddr_storage *ss, char *out, size_t
 
 static void worker_close_listener(struct worker *w)
 {
-	ev_io_stop(w->loop, &w->accept_w);
-	ev_timer_stop(w->loop, &w->accept_pause);
+	ev_io_stop(w->env.loop, &w->accept_w);
+	ev_timer_stop(w->env.loop, &w->accept_pause);
 	if (w->lfd >= 0) {
 		close(w->lfd);
 		w->lfd = -1;
 	}
 }
 
-void worker_maybe_done(struct worker *w)
+/* Lets a draining worker finish once nothing runs any more. */
+static void worker_maybe_done(struct worker *w)
 {
-	if (w->draining && w->n_conns == 0 && w->n_exchanges == 0)
-		ev_break(w->loop, EVBREAK_ALL);
+	if (w->draining && w->n_conns == 0 && w->n_work == 0)
+		ev_break(w->env.loop, EVBREAK_ALL);
+}
+
+void worker_work_begin(struct worker *w)
+{
+	w->n_work++;
+}
+
+void worker_work_end(struct worker *w)
+{
+	w->n_work--;
+	worker_maybe_done(w);
+}
+
+void *worker_spare_take(struct worker *w)
+{
+	void *p = w->spare;
+
+	w->spare = NULL;
+	return p;
+}
+
+int worker_spare_offer(struct worker *w, void *p)
+{
+	if (w->spare)
+		return 0;
+	w->spare = p;
+	return 1;
+}
+
+unsigned worker_n_conns(const struct worker *w)
+{
+	return w->n_conns;
+}
+
+int worker_conns_full(const struct worker *w)
+{
+	return w->n_conns - w->n_reserve >= w->env.cfg->max_connections;
+}
+
+void worker_reserve_release(struct worker *w)
+{
+	w->n_reserve--;
+}
+
+double worker_drain_left(const struct worker *w)
+{
+	return w->draining ? ev_timer_remaining(w->env.loop, (ev_timer *)&w->drain_timer) : 0.;
 }
 
 void worker_conn_gone(struct worker *w, struct conn *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
+	list_delete(conn_link(c));
 	w->n_conns--;
-	if (c->reserve)
+	if (conn_on_reserve(c))
 		w->n_reserve--;
 	METRICS_DEC(w->met.conns);
 	worker_maybe_done(w);
@@ -107,7 +181,7 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 	for (int i = 0; i < WORKER_ACCEPTS_PER_EVENT && w->lfd >= 0; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		char peer[64];
+		char peer[CONN_PEER_MAX];
 		int fd, one = 1, reserve;
 
 		fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -136,13 +210,13 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 		 * (health checks only) is used; refuse only when those are
 		 * taken too. */
 		reserve = 0;
-		if (w->n_conns - w->n_reserve >= w->cfg->max_connections) {
-			struct conn *v = conn_pick_victim(w->conns);
+		if (worker_conns_full(w)) {
+			struct conn *v = conn_pick_victim(&w->conns);
 
 			if (v)
 				conn_evict(v);  /* frees <v>: n_conns drops */
 		}
-		if (w->n_conns - w->n_reserve >= w->cfg->max_connections) {
+		if (worker_conns_full(w)) {
 			static struct log_rl rl;
 
 			if (w->n_reserve < WORKER_HC_RESERVE) {
@@ -151,7 +225,7 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 				METRICS_INC(w->met.conns_refused);
 				log_ratelimited(LOG_LVL_WARN, &rl, "max-connections (%u) reached, "
 				                "health-check reserve (%u) in use: refusing a "
-				                "connection", w->cfg->max_connections,
+				                "connection", w->env.cfg->max_connections,
 				                WORKER_HC_RESERVE);
 				close(fd);
 				continue;
@@ -160,7 +234,7 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 		/* ACKs are small and latency-bound: no Nagle. */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		worker_peer_str(&ss, peer, sizeof(peer));
-		if (!worker_conn_add(w, fd, peer, reserve)) {
+		if (!worker_conn_add(w, fd, peer, reserve) && !w->draining) {
 			static struct log_rl rl;
 
 			log_ratelimited(LOG_LVL_ERROR, &rl, "out of memory accepting a connection");
@@ -169,16 +243,13 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *iow, int revents)
 	}
 }
 
-int worker_conn_add(struct worker *w, int fd, const char *peer, int reserve)
+struct conn *worker_conn_add(struct worker *w, int fd, const char *peer, int reserve)
 {
-	struct conn *c = conn_new(w, fd, peer, reserve);
+	struct conn *c = conn_new(w, fd, peer, reserve, w->notify, w);
 
 	if (!c)
-		return 0;
-	c->next = w->conns;
-	if (w->conns)
-		w->conns->prev = c;
-	w->conns = c;
+		return NULL;
+	list_insert(&w->conns, conn_link(c));
 	w->n_conns++;
 	if (reserve)
 		w->n_reserve++;
@@ -187,9 +258,11 @@ int worker_conn_add(struct worker *w, int fd, const char *peer, int reserve)
 	log_debug("%s: connected", peer);
 	/* During the drain grace a new connection is served (its
 	 * health-check HELLO is refused): it may free <c>. */
-	if (w->draining)
+	if (w->draining) {
 		conn_drain(c);
-	return 1;
+		return NULL;
+	}
+	return c;
 }
 
 static void worker_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -202,23 +275,40 @@ static void worker_accept_resume_cb(struct ev_loop *loop, ev_timer *t, int reven
 }
 
 /* Drain deadline: whatever still runs is cut. */
+/* Calls <fn> for every connection of <w>; <fn> may free the one it gets. */
+static void worker_conns_each(struct worker *w, void (*fn)(struct conn *c))
+{
+	struct list *l, *nx;
+
+	for (l = w->conns.next; l != &w->conns; l = nx) {
+		nx = l->next;
+		fn(conn_of_link(l));
+	}
+}
+
+static void worker_conns_free(struct worker *w)
+{
+	while (!list_empty(&w->conns))
+		conn_free(conn_of_link(w->conns.next));
+}
+
+static void worker_conn_shut(struct conn *c)
+{
+	conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
+}
+
 static void worker_drain_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
-	struct conn *c, *next;
 
 	(void)revents;
 	log_warn("drain timeout: closing %u connection(s), aborting %u exchange(s)",
-	         w->n_conns, w->n_exchanges);
+	         w->n_conns, w->n_work);
 	/* Best effort: tell HAProxy (a DISCONNECT written now, if the socket
 	 * takes it), then close regardless of what is still queued. */
-	for (c = w->conns; c; c = next) {
-		next = c->next;  /* conn_disconnect may free <c> */
-		conn_disconnect(c, SPOP_ERR_NONE, "shutting down");
-	}
-	while (w->conns)
-		conn_free(w->conns);
-	upstream_abort_all(w->up);
+	worker_conns_each(w, worker_conn_shut);
+	worker_conns_free(w);
+	upstream_abort_all(w->env.up);
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -235,21 +325,17 @@ static void worker_listen_grace_cb(struct ev_loop *loop, ev_timer *t, int revent
  * (HAProxy 2.6), where an accepted one serves them. */
 static void worker_start_drain(struct worker *w)
 {
-	struct conn *c, *next;
-	double drain = (double)w->cfg->drain_timeout_ms / 1000.0;
+	double drain = (double)w->env.cfg->drain_timeout_ms / 1000.0;
 
 	if (w->draining)
 		return;
 	w->draining = 1;
-	log_debug("draining %u connection(s), %u exchange(s)", w->n_conns, w->n_exchanges);
+	log_debug("draining %u connection(s), %u exchange(s)", w->n_conns, w->n_work);
 	ev_timer_set(&w->drain_timer, drain, 0.);
-	ev_timer_start(w->loop, &w->drain_timer);
+	ev_timer_start(w->env.loop, &w->drain_timer);
 	ev_timer_set(&w->listen_grace, drain * CONN_DRAIN_GRACE_FRACTION, 0.);
-	ev_timer_start(w->loop, &w->listen_grace);
-	for (c = w->conns; c; c = next) {
-		next = c->next;  /* conn_drain may free <c> */
-		conn_drain(c);
-	}
+	ev_timer_start(w->env.loop, &w->listen_grace);
+	worker_conns_each(w, conn_drain);  /* conn_drain may free its connection */
 	worker_maybe_done(w);
 }
 
@@ -260,106 +346,114 @@ static void worker_rebuild_cachekey(struct worker *w)
 {
 	char err[160];
 
-	cachekey_free(w->ck);
-	w->ck = NULL;
-	if (!w->cache)
+	cachekey_free(w->env.ck);
+	w->env.ck = NULL;
+	if (!w->env.cache)
 		return;
-	w->ck = exchange_cachekey_new(w->cfg, w->salt, err, sizeof(err));
-	if (!w->ck)
+	w->env.ck = cachekey_from_cfg(w->env.cfg, w->salt, err, sizeof(err));
+	if (!w->env.ck)
 		log_error("decision cache bypassed: %s", err);
+}
+
+/* Moves every message of <w>'s inbox to <to> (an empty head), in order;
+ * the inbox is left empty. Under inbox_lock. */
+static void worker_inbox_take(struct worker *w, struct list *to)
+{
+	list_init(to);
+	if (list_empty(&w->inbox))
+		return;
+	to->next = w->inbox.next;
+	to->prev = w->inbox.prev;
+	to->next->prev = to;
+	to->prev->next = to;
+	list_init(&w->inbox);
 }
 
 static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
 	struct worker *w = a->data;
-	struct worker_msg *m, *list, *rev = NULL;
-	struct exchange *x, *xlist, *xrev = NULL;
+	struct list todo;
 
 	(void)loop;
 	(void)revents;
 	pthread_mutex_lock(&w->inbox_lock);
-	list = w->inbox;
-	w->inbox = NULL;
-	xlist = w->cache_inbox;
-	w->cache_inbox = NULL;
+	worker_inbox_take(w, &todo);
 	pthread_mutex_unlock(&w->inbox_lock);
-	/* Coalesced answers first, in arrival order: they are waited for. */
-	while ((x = xlist)) {
-		xlist = x->inbox_next;
-		x->inbox_next = xrev;
-		xrev = x;
-	}
-	while ((x = xrev)) {
-		xrev = x->inbox_next;
-		x->inbox_next = NULL;
-		exchange_cache_deliver(x);
-	}
-	/* The list is LIFO: reverse it to handle messages in posting order. */
-	while ((m = list)) {
-		list = m->next;
-		m->next = rev;
-		rev = m;
-	}
-	while ((m = rev)) {
-		rev = m->next;
-		if (m->type == WORKER_MSG_RELOAD) {
-			struct cfg *old = w->cfg;
-			int reshaped;
+	while (!list_empty(&todo)) {
+		struct worker_msg *m = LIST_ELEM(todo.next, struct worker_msg, link);
 
-			w->cfg = m->cfg;      /* the message's reference */
-			m->cfg = NULL;
-			/* main empties the cache before posting, but until this
-			 * worker switches, its lookups still build old-shape answers
-			 * under keys the new config shares: empty it again now, which
-			 * also keeps leaders started before this point from storing. */
-			reshaped = w->cache && (!w->cfg->cache || w->cfg->cache != old->cache ||
-			                        cfg_cache_key_changed(old, w->cfg));
-			cfg_put(old);
-			upstream_set_cfg(w->up, w->cfg);
-			worker_rebuild_cachekey(w);
-			if (reshaped)
-				cache_invalidate_all(w->cache);
-		} else {
-			worker_start_drain(w);
-		}
-		free(m);
+		list_delete(&m->link);
+		m->run(w, m);  /* may free <m> */
 	}
 }
 
-void worker_post_cache(struct worker *w, struct exchange *x)
+void worker_post(struct worker *w, struct worker_msg *m)
 {
 	pthread_mutex_lock(&w->inbox_lock);
-	x->inbox_next = w->cache_inbox;
-	w->cache_inbox = x;
+	list_append(&w->inbox, &m->link);
 	pthread_mutex_unlock(&w->inbox_lock);
-	ev_async_send(w->loop, &w->inbox_w);
+	ev_async_send(w->env.loop, &w->inbox_w);
 }
 
-static int worker_post(struct worker *w, enum worker_msg_type type, struct cfg *cfg)
+static void worker_ctl_drop(struct worker_msg *m)
 {
-	struct worker_msg *m = calloc(1, sizeof(*m));
+	struct worker_ctl *ctl = LIST_ELEM(m, struct worker_ctl, m);
 
-	if (!m)
+	cfg_put(ctl->cfg);
+	free(ctl);
+}
+
+static void worker_reload_run(struct worker *w, struct worker_msg *m)
+{
+	struct worker_ctl *ctl = LIST_ELEM(m, struct worker_ctl, m);
+	struct cfg *old = w->env.cfg;
+	int reshaped;
+
+	w->env.cfg = ctl->cfg;      /* the message's reference */
+	ctl->cfg = NULL;
+	/* main empties the cache before posting, but until this worker
+	 * switches, its lookups still build old-shape answers under keys the
+	 * new config shares: empty it again now, which also keeps leaders
+	 * started before this point from storing. */
+	reshaped = w->env.cache && (!w->env.cfg->cache || w->env.cfg->cache != old->cache ||
+	                            cfg_cache_key_changed(old, w->env.cfg));
+	cfg_put(old);
+	upstream_set_cfg(w->env.up, w->env.cfg);
+	worker_rebuild_cachekey(w);
+	if (reshaped)
+		cache_invalidate_all(w->env.cache);
+	free(ctl);
+}
+
+static void worker_drain_run(struct worker *w, struct worker_msg *m)
+{
+	worker_ctl_drop(m);
+	worker_start_drain(w);
+}
+
+static int worker_post_ctl(struct worker *w, void (*run)(struct worker *, struct worker_msg *),
+                           struct cfg *cfg)
+{
+	struct worker_ctl *ctl = calloc(1, sizeof(*ctl));
+
+	if (!ctl)
 		return -1;
-	m->type = type;
-	m->cfg = cfg ? cfg_get(cfg) : NULL;
-	pthread_mutex_lock(&w->inbox_lock);
-	m->next = w->inbox;
-	w->inbox = m;
-	pthread_mutex_unlock(&w->inbox_lock);
-	ev_async_send(w->loop, &w->inbox_w);
+	ctl->m.run = run;
+	ctl->m.drop = worker_ctl_drop;
+	ctl->cfg = cfg ? cfg_get(cfg) : NULL;
+	worker_post(w, &ctl->m);
 	return 0;
 }
 
 void worker_post_reload(struct worker *w, struct cfg *cfg)
 {
-	if (worker_post(w, WORKER_MSG_RELOAD, cfg) < 0)
+	if (worker_post_ctl(w, worker_reload_run, cfg) < 0)
 		log_error("worker %u: out of memory: reload not delivered", w->id);
 }
 
 void worker_post_drain(struct worker *w)
 {
-	if (worker_post(w, WORKER_MSG_DRAIN, NULL) < 0)
+	if (worker_post_ctl(w, worker_drain_run, NULL) < 0)
 		log_error("worker %u: out of memory: drain not delivered", w->id);
 }
 
@@ -485,7 +579,7 @@ static int worker_listen(const struct cfg *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot bind %s: %s", cfg->listen, strerror(errno));
 		goto out_close;
 	}
-	if (listen(fd, 1024) < 0) {
+	if (listen(fd, WORKER_LISTEN_BACKLOG) < 0) {
 		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, strerror(errno));
 		goto out_close;
 	}
@@ -497,7 +591,8 @@ out_close:
 }
 
 struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
-                          const uint8_t *salt, char *err, size_t errlen)
+                          const uint8_t *salt, worker_notify_fn notify, char *err,
+                          size_t errlen)
 {
 	struct worker *w = calloc(1, sizeof(*w));
 
@@ -506,25 +601,29 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
 		return NULL;
 	}
 	w->id = id;
+	w->notify = notify;
+	w->env.met = &w->met;
+	list_init(&w->inbox);
+	list_init(&w->conns);
 	snprintf(w->name, sizeof(w->name), "w%u", id);
 	w->lfd = worker_listen(cfg, err, errlen);
 	if (w->lfd < 0)
 		goto out_free_w;
-	w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-	if (!w->loop) {
+	w->env.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+	if (!w->env.loop) {
 		snprintf(err, errlen, "cannot create an event loop");
 		goto out_close_lfd;
 	}
-	w->cfg = cfg_get(cfg);
-	w->cache = cache;
+	w->env.cfg = cfg_get(cfg);
+	w->env.cache = cache;
 	w->salt = salt;
 	if (cache) {
-		w->ck = exchange_cachekey_new(cfg, salt, err, errlen);
-		if (!w->ck)
+		w->env.ck = cachekey_from_cfg(cfg, salt, err, errlen);
+		if (!w->env.ck)
 			goto out_put_cfg;
 	}
-	w->up = upstream_new(w->loop, cfg);
-	if (!w->up) {
+	w->env.up = upstream_new(w->env.loop, cfg);
+	if (!w->env.up) {
 		snprintf(err, errlen, "cannot initialise libcurl");
 		goto out_put_cfg;
 	}
@@ -541,9 +640,9 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
 	w->inbox_w.data = w;
 	/* Started here, before the thread exists, so a post made right after
 	 * worker_start() is never lost. */
-	ev_async_start(w->loop, &w->inbox_w);
-	ev_io_start(w->loop, &w->accept_w);
-	w->fw = fleet_worker_new(w->loop);  /* NULL: fleet off, or single node */
+	ev_async_start(w->env.loop, &w->inbox_w);
+	ev_io_start(w->env.loop, &w->accept_w);
+	w->env.fw = fleet_worker_new(w->env.loop);  /* NULL: fleet off, or single node */
 	if (metrics_register(&w->met) < 0) {
 		snprintf(err, errlen, "too many workers for the metrics registry");
 		goto out_free_up;
@@ -551,20 +650,20 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
 	return w;
 
 out_free_up:
-	fleet_worker_free(w->fw);
-	w->fw = NULL;
-	ev_io_stop(w->loop, &w->accept_w);
-	ev_async_stop(w->loop, &w->inbox_w);
+	fleet_worker_free(w->env.fw);
+	w->env.fw = NULL;
+	ev_io_stop(w->env.loop, &w->accept_w);
+	ev_async_stop(w->env.loop, &w->inbox_w);
 	pthread_mutex_destroy(&w->inbox_lock);
-	upstream_free(w->up);
-	w->up = NULL;
+	upstream_free(w->env.up);
+	w->env.up = NULL;
 out_put_cfg:
-	cachekey_free(w->ck);
-	w->ck = NULL;
-	cfg_put(w->cfg);
-	w->cfg = NULL;
-	ev_loop_destroy(w->loop);
-	w->loop = NULL;
+	cachekey_free(w->env.ck);
+	w->env.ck = NULL;
+	cfg_put(w->env.cfg);
+	w->env.cfg = NULL;
+	ev_loop_destroy(w->env.loop);
+	w->env.loop = NULL;
 out_close_lfd:
 	close(w->lfd);
 	w->lfd = -1;
@@ -578,11 +677,10 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 
 	log_set_thread_name(w->name);
-	ev_run(w->loop, 0);
+	ev_run(w->env.loop, 0);
 	/* Drained or cut: close what is left, then the transfers. */
-	while (w->conns)
-		conn_free(w->conns);
-	upstream_abort_all(w->up);
+	worker_conns_free(w);
+	upstream_abort_all(w->env.up);
 	log_debug("stopped");
 	return NULL;
 }
@@ -606,42 +704,35 @@ int worker_start(struct worker *w)
 
 void worker_free(struct worker *w)
 {
-	struct worker_msg *m;
-	struct exchange *x;
-
 	if (!w)
 		return;
-	while (w->conns)
-		conn_free(w->conns);
-	upstream_free(w->up);
-	w->up = NULL;
-	/* Every worker was joined, so no leader posts any more: answers that
-	 * came too late for this worker's loop are dropped here. */
-	while ((x = w->cache_inbox)) {
-		w->cache_inbox = x->inbox_next;
-		exchange_cache_drop(x);
+	worker_conns_free(w);
+	upstream_free(w->env.up);
+	w->env.up = NULL;
+	/* Every worker was joined, so nobody posts any more: what came too late
+	 * for this worker's loop (a leader's answer, a reload) is dropped. */
+	while (!list_empty(&w->inbox)) {
+		struct worker_msg *m = LIST_ELEM(w->inbox.next, struct worker_msg, link);
+
+		list_delete(&m->link);
+		m->drop(m);
 	}
-	free(w->x_spare);
-	w->x_spare = NULL;
-	cachekey_free(w->ck);
-	w->ck = NULL;
+	free(w->spare);
+	w->spare = NULL;
+	cachekey_free(w->env.ck);
+	w->env.ck = NULL;
 	worker_close_listener(w);
-	ev_timer_stop(w->loop, &w->drain_timer);
-	ev_timer_stop(w->loop, &w->listen_grace);
-	ev_async_stop(w->loop, &w->inbox_w);
-	while ((m = w->inbox)) {
-		w->inbox = m->next;
-		cfg_put(m->cfg);
-		free(m);
-	}
+	ev_timer_stop(w->env.loop, &w->drain_timer);
+	ev_timer_stop(w->env.loop, &w->listen_grace);
+	ev_async_stop(w->env.loop, &w->inbox_w);
 	pthread_mutex_destroy(&w->inbox_lock);
 	metrics_unregister(&w->met);
-	fleet_worker_free(w->fw);
-	w->fw = NULL;
-	ev_loop_destroy(w->loop);
-	w->loop = NULL;
-	cfg_put(w->cfg);
-	w->cfg = NULL;
+	fleet_worker_free(w->env.fw);
+	w->env.fw = NULL;
+	ev_loop_destroy(w->env.loop);
+	w->env.loop = NULL;
+	cfg_put(w->env.cfg);
+	w->env.cfg = NULL;
 	free(w);
 }
 

@@ -1,11 +1,18 @@
 /*
  * worker.h: one worker thread: its own ev_loop, CURLM (struct upstream),
- * listening socket (SO_REUSEPORT, same address as the others), inbox
- * (ev_async + mutex-protected queue) and counters.
+ * listening socket (SO_REUSEPORT, same address as the others), connection
+ * list, inbox (ev_async + a mutex-protected queue of struct worker_msg) and
+ * counters.
  *
- * Everything in struct worker except the inbox belongs to the worker thread
- * once worker_start() returns; other threads talk to it only through
- * worker_post_*().
+ * Owns struct worker (private to worker.c) and the list of its connections;
+ * lends struct worker_env to the code on its thread. Everything but the
+ * inbox belongs to the worker thread once worker_start() returns; other
+ * threads talk to it only through worker_post*(). Callers: main.c (life
+ * cycle, reload, drain), conn.c (counts, slots, drain time), exchange.c
+ * (env, work count, spare, inbox), the cache's waiters through exchange.c.
+ *
+ * Return convention: constructors return the object or NULL (message in
+ * <err>); actions that can fail return 0 or -1; predicates return 1 or 0.
  */
 #ifndef SPOA_WORKER_H
 #define SPOA_WORKER_H
@@ -14,6 +21,7 @@
 
 #include <ev.h>
 
+#include "list.h"
 #include "metrics.h"
 
 struct cache;
@@ -22,8 +30,8 @@ struct cfg;
 struct conn;
 struct exchange;
 struct fleet_worker;
+struct spop_frame;
 struct upstream;
-struct worker_msg;
 
 /* Connection slots per worker beyond max-connections, for health checks
  * only: when every slot is busy (nothing to evict) a new connection gets one
@@ -33,36 +41,38 @@ struct worker_msg;
  * while a full agent still refuses new work cleanly. */
 #define WORKER_HC_RESERVE 4
 
-struct worker {
-	unsigned id;
-	pthread_t thread;
-	struct ev_loop *loop;           /* owned */
-	struct upstream *up;            /* owned */
-	struct cfg *cfg;                /* reference: current cfg */
-	int lfd;                        /* listening socket, -1 once closed */
-	ev_io accept_w;
-	ev_timer accept_pause;          /* EMFILE back-off */
-	ev_async inbox_w;
-	pthread_mutex_t inbox_lock;
-	struct worker_msg *inbox;       /* protected by inbox_lock */
-	struct exchange *cache_inbox;   /* protected by inbox_lock: coalesced exchanges
-	                                 * whose answer a leader delivered (LIFO) */
+/* Private to worker.c: others use the functions below. */
+struct worker;
+
+/* What a worker lends the code that runs on its thread (its connections and
+ * exchanges), through worker_env(): set by worker.c only, read by the others,
+ * which never keep the pointers past the callback they run in (cfg changes
+ * at a reload). The counters in <met> are this thread's to increment. */
+struct worker_env {
+	struct ev_loop *loop;           /* the worker's loop */
+	struct cfg *cfg;                /* current cfg (borrowed: take a reference
+	                                 * to keep it) */
+	struct upstream *up;            /* the user-service client */
 	struct cache *cache;            /* shared by every worker; NULL = cache off */
-	const uint8_t *salt;            /* process-wide key salt (main's storage) */
-	struct cachekey *ck;            /* owned, per-worker key builder; NULL = bypass */
-	struct fleet_worker *fw;        /* owned: Redis command connection; NULL = fleet off */
-	struct exchange *x_spare;       /* owned: one preallocated exchange, so that a
-	                                 * cache hit allocates nothing */
-	struct conn *conns;             /* owned */
-	unsigned n_conns;               /* reserve slots included */
-	unsigned n_reserve;             /* of n_conns: on a health-check reserve slot */
-	unsigned n_exchanges;           /* running, orphans included */
-	int draining;
-	ev_timer drain_timer;
-	ev_timer listen_grace;          /* drain: closes the listener when the grace ends */
-	struct metrics met;
-	char name[16];
+	struct cachekey *ck;            /* key builder; NULL = bypass the cache */
+	struct fleet_worker *fw;        /* Redis command connection; NULL = fleet off */
+	struct metrics *met;            /* this worker's counters */
 };
+
+/* A message for a worker's loop (worker_post()), in storage the poster
+ * chooses (embedded in what it is about: posting never allocates, never
+ * fails). <link> is the inbox's while queued. */
+struct worker_msg {
+	/* On the worker's thread, once, in posting order. */
+	void (*run)(struct worker *w, struct worker_msg *m);
+	/* Instead of <run>, when the worker is freed with <m> still queued. */
+	void (*drop)(struct worker_msg *m);
+	struct list link;
+};
+
+/* The handler of every decoded NOTIFY of the worker's connections
+ * (conn_notify_fn, called with the worker as <arg>). */
+typedef int (*worker_notify_fn)(void *w, struct conn *c, const struct spop_frame *f);
 
 /* Claims <cfg>'s listen address for this process before any worker binds
  * it (the workers' sockets use SO_REUSEPORT, which would let a second agent
@@ -76,10 +86,16 @@ int worker_claim_listen(const struct cfg *cfg, char *err, size_t errlen);
 /* Creates worker <id> with a reference on <cfg>: binds its listening socket
  * now (so address errors stop the start), creates its loop and upstream.
  * <cache> (may be NULL: cache off) is shared and must outlive every worker;
- * <salt> (CACHEKEY_SALT_LEN bytes, read again on reload) too.
+ * <salt> (CACHEKEY_SALT_LEN bytes, read again on reload) too. Every NOTIFY
+ * of its connections goes to <notify> (exchange_notify(), or a test's).
  * Returns NULL with a message in <err>. Main thread. */
 struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
-                          const uint8_t *salt, char *err, size_t errlen);
+                          const uint8_t *salt, worker_notify_fn notify, char *err,
+                          size_t errlen);
+
+/* The worker's environment (see struct worker_env). Worker thread. Never
+ * NULL. */
+const struct worker_env *worker_env(const struct worker *w);
 
 /* Starts the thread. Returns 0 or -1 (errno). */
 int worker_start(struct worker *w);
@@ -90,31 +106,52 @@ void worker_post_reload(struct worker *w, struct cfg *cfg);
 /* Asks the worker to drain and stop. Any thread. */
 void worker_post_drain(struct worker *w);
 
-/* Hands coalesced exchange <x> (its answer stored in it) to its worker <w>,
- * which ACKs it from its loop. Never allocates, never fails. Any thread: the
- * cache calls it from the leader's thread. */
-void worker_post_cache(struct worker *w, struct exchange *x);
+/* Queues <m> (m->run and m->drop set, not queued already) for <w>'s loop,
+ * which runs it in posting order. Never allocates, never fails. Any thread:
+ * the cache's leaders post their answers from theirs. */
+void worker_post(struct worker *w, struct worker_msg *m);
 
 /* Joins the thread (after a drain). Main thread. Join every worker before
  * freeing any: a leader on one worker may still post to another's inbox. */
 void worker_join(struct worker *w);
 
-/* Frees a worker whose thread was joined or never started, dropping cache
- * deliveries still in its inbox. */
+/* Frees a worker whose thread was joined or never started, dropping the
+ * messages still in its inbox (their drop()). */
 void worker_free(struct worker *w);
 
-/* Called by exchanges/conns when the number of running things dropped: lets
- * a draining worker finish. Worker thread. */
-void worker_maybe_done(struct worker *w);
+/* The worker's count of running work (exchanges, orphans included): a
+ * draining worker stops once it and its connection count are 0. Worker
+ * thread. */
+void worker_work_begin(struct worker *w);
+void worker_work_end(struct worker *w);
 
-/* Unlinks a freed connection from the worker. Worker thread. */
+/* The worker's one spare block (an exchange kept so that a cache hit
+ * allocates nothing): worker_spare_take() hands it over (NULL if none);
+ * worker_spare_offer() keeps <p> (malloc'ed; freed by worker_free()) and
+ * returns 1 if there was no spare, else returns 0 and the caller frees <p>.
+ * Worker thread. */
+void *worker_spare_take(struct worker *w);
+int worker_spare_offer(struct worker *w, void *p);
+
+/* Connections. Worker thread.
+ * worker_conn_add(): makes connected socket <fd> (non-blocking) a
+ * connection of <w> from <peer> ("ip:port", for logs), on a health-check
+ * reserve slot if <reserve>: counted and listed, drained at once if <w> is
+ * draining. The accept path's, and the unit tests' way in (a socketpair
+ * end). Returns the connection, or NULL: out of memory (fd closed), or <w>
+ * is draining (the connection may be closed already).
+ * worker_conn_gone(): a connection being freed leaves the list and counts.
+ * worker_n_conns(): connections now, reserve slots included.
+ * worker_conns_full(): 1 if the regular slots (max-connections) are taken.
+ * worker_reserve_release(): a connection on a reserve slot takes a regular
+ * one (checked with worker_conns_full() first).
+ * worker_drain_left(): seconds left of the drain deadline (0 when not
+ * draining). */
+struct conn *worker_conn_add(struct worker *w, int fd, const char *peer, int reserve);
 void worker_conn_gone(struct worker *w, struct conn *c);
-
-/* Owner thread: makes connected socket <fd> (non-blocking) a connection of
- * <w> from <peer> ("ip:port", for logs), on a health-check reserve slot if
- * <reserve>; counted and listed, drained at once if <w> is draining (which
- * may already have closed it). The accept path's, and the unit tests' way in
- * (a socketpair end). Returns 1, or 0 (fd closed) when out of memory. */
-int worker_conn_add(struct worker *w, int fd, const char *peer, int reserve);
+unsigned worker_n_conns(const struct worker *w);
+int worker_conns_full(const struct worker *w);
+void worker_reserve_release(struct worker *w);
+double worker_drain_left(const struct worker *w);
 
 #endif /* SPOA_WORKER_H */

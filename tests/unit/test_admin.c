@@ -304,7 +304,7 @@ static void t_waiter_cb(struct cache_waiter *w, struct decision *d, int stale)
 static void t_store(struct cache *c, struct cfg *cfg, const uint8_t *salt, const char *cookie,
                     const char *uri, uint8_t key[CACHE_KEY_LEN])
 {
-	struct cachekey *ck = exchange_cachekey_new(cfg, salt, NULL, 0);
+	struct cachekey *ck = cachekey_from_cfg(cfg, salt, NULL, 0);
 	struct cachekey_hdr h = { "cookie", 6, cookie, strlen(cookie) };
 	uint8_t cred[CACHE_KEY_LEN];
 	struct decision *d = NULL, *nd = t_decision();

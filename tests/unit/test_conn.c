@@ -2,19 +2,24 @@
  * test_conn.c: unit tests of the SPOP connection (agent/conn.c) over a
  * socketpair, with a real libev loop: a worker made by worker_new() (never
  * started: this thread runs its loop) owns one end through
- * worker_conn_add(), the test plays HAProxy on the other.
+ * worker_conn_add(), the test plays HAProxy on the other, and the test's own
+ * NOTIFY handler (test_notify(), given to worker_new()) answers in place of
+ * the exchanges. Only the conn.h and worker.h functions are used.
  *
  * What it does: HELLO negotiation (AGENT-HELLO with version 2.0, the smaller
- * max-frame-size, pipelining); pipelined NOTIFYs answered in order with
- * their stream and frame ids; back-pressure (a peer that stops reading makes
- * the connection stop reading too, with a bounded output queue, and every
- * ACK still arrives, in order, once it reads again); the AGENT-DISCONNECT
- * status of each kind of bad input, and the connection gone afterwards.
+ * max-frame-size, pipelining); every NOTIFY handed to the handler with its
+ * ids; pipelined NOTIFYs answered in order with their stream and frame ids;
+ * requests answered later (conn_track(), conn_req_done()) ACKed in the order
+ * they complete; an answer too big for the negotiated frame size replaced by
+ * the error ACK; requests still in flight detached when the peer closes;
+ * back-pressure (a peer that stops reading makes the connection stop
+ * reading too, with a bounded output queue, and every ACK still arrives, in
+ * order, once it reads again); the AGENT-DISCONNECT status of each kind of
+ * bad input, and the connection gone afterwards.
  *
  * What it never does: open a network socket other than the worker's own
  * loopback listener (bound to an ephemeral port, never accepted on), or
- * call the user service (the NOTIFYs carry no `exchange` message: the agent
- * ACKs them at once).
+ * call the user service (the handler answers itself).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +37,7 @@
 
 #include "cfg.h"
 #include "conn.h"
+#include "decision.h"
 #include "spop.h"
 #include "tap.h"
 #include "worker.h"
@@ -43,15 +49,69 @@
 #define FLOOD 20000                     /* NOTIFYs sent while not reading */
 #define SMALL_SOCKBUF 4096
 #define FRAME_BUF 512
+#define DEFERRED 4                      /* requests answered later, by the test */
+#define BIG_ACTIONS 300                 /* more than PEER_MAX_FRAME */
 
 static struct worker *w;
 
 struct peer {
 	int fd;
+	struct conn *c;                 /* the agent's end while it lives */
 	uint8_t *rx;
 	size_t rx_len;
 	int eof;
 };
+
+/* A request the handler keeps for the test to answer (defer mode). */
+struct test_req {
+	struct conn_req r;
+	uint64_t sid, fid;
+};
+
+/* What the handler saw, and how it answers: at once with a noop ACK, or
+ * (<defer>) by keeping up to DEFERRED requests in <reqs>. */
+static struct {
+	unsigned calls;
+	uint64_t last_sid, last_fid;
+	struct conn *last_c;
+	int defer;
+	unsigned n_reqs;
+	struct test_req reqs[DEFERRED];
+} h;
+
+/* The connections' NOTIFY handler (conn_notify_fn). */
+static int test_notify(void *arg, struct conn *c, const struct spop_frame *f)
+{
+	size_t len;
+	const uint8_t *a = decision_noop_actions(&len), *q = f->payload;
+	struct spop_str name;
+	unsigned nargs;
+	int r;
+
+	/* Reads the messages as a real handler would: a malformed payload is
+	 * the connection's to refuse. */
+	while ((r = spop_msg_next(&q, f->end, &name, &nargs)) == 1)
+		if (spop_msg_skip_args(&q, f->end, nargs) < 0)
+			return -SPOP_ERR_INVALID;
+	if (r < 0)
+		return -SPOP_ERR_INVALID;
+	h.calls++;
+	h.last_sid = f->sid;
+	h.last_fid = f->fid;
+	h.last_c = c;
+	if (arg != w)
+		return -SPOP_ERR_UNKNOWN;       /* the worker is the handler's arg */
+	if (h.defer && h.n_reqs < DEFERRED) {
+		struct test_req *q = &h.reqs[h.n_reqs++];
+
+		q->sid = f->sid;
+		q->fid = f->fid;
+		conn_track(c, &q->r);
+		return 0;
+	}
+	conn_send_ack(c, f->sid, f->fid, a, len);
+	return 0;
+}
 
 static double now_s(void)
 {
@@ -87,7 +147,8 @@ static void peer_open(struct peer *p, int small_buffers)
 	p->rx = malloc(RX_CAP);
 	p->rx_len = 0;
 	p->eof = 0;
-	if (!p->rx || !worker_conn_add(w, sv[0], "test:1", 0)) {
+	p->c = p->rx ? worker_conn_add(w, sv[0], "test:1", 0) : NULL;
+	if (!p->c) {
 		fprintf(stderr, "out of memory\n");
 		exit(2);
 	}
@@ -98,9 +159,10 @@ static void peer_close(struct peer *p)
 	close(p->fd);
 	free(p->rx);
 	p->rx = NULL;
+	p->c = NULL;
 	/* Let the agent see the close and free its side. */
-	for (int i = 0; i < 100 && w->n_conns; i++)
-		ev_run(w->loop, EVRUN_NOWAIT);
+	for (int i = 0; i < 100 && worker_n_conns(w); i++)
+		ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
 }
 
 /* Reads what is there into p->rx. */
@@ -140,7 +202,7 @@ static int peer_wait_frame(struct peer *p, struct spop_frame *f, uint8_t *copy, 
 	double end = now_s() + TEST_DEADLINE_S;
 
 	while (now_s() < end) {
-		ev_run(w->loop, EVRUN_NOWAIT);
+		ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
 		peer_read(p);
 		if (peer_frame(p, f, copy, cap))
 			return 1;
@@ -162,7 +224,7 @@ static void peer_send(struct peer *p, const uint8_t *b, size_t n)
 			b += k;
 			n -= (size_t)k;
 		} else {
-			ev_run(w->loop, EVRUN_NOWAIT);
+			ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
 		}
 	}
 }
@@ -242,7 +304,7 @@ static void test_hello_and_pipelining(void)
 
 	is_int(handshake(&p, 0, &max), 0, "hello: AGENT-HELLO with version 2.0 and pipelining");
 	is_int(max, PEER_MAX_FRAME, "hello: the smaller max-frame-size is negotiated");
-	ok(w->conns && w->conns->st == CONN_ST_RUNNING, "hello: connection RUNNING");
+	ok(conn_state(p.c) == CONN_ST_RUNNING, "hello: connection RUNNING");
 	for (i = 0; i < PIPELINED; i++)
 		n += notify(b + n, sizeof(b) - n, 10 + (uint64_t)i, 100 + (uint64_t)i);
 	peer_send(&p, b, n);                    /* one write: pipelined */
@@ -254,8 +316,93 @@ static void test_hello_and_pipelining(void)
 		}
 	}
 	ok(in_order, "pipelining: %d ACKs, in order, ids echoed", PIPELINED);
+	is_int(h.calls, PIPELINED, "handler: every NOTIFY handed to the connection's handler");
+	ok(h.last_c == p.c && h.last_sid == 10 + PIPELINED - 1 &&
+	   h.last_fid == 100 + PIPELINED - 1, "handler: with its connection and ids");
 	peer_close(&p);
-	is_int(w->n_conns, 0, "closed by the peer: connection freed");
+	is_int(worker_n_conns(w), 0, "closed by the peer: connection freed");
+}
+
+/* Requests answered later: ACKed in the order they complete, each with its
+ * own ids; one too big for the negotiated frame size gets the error ACK. */
+static void test_deferred(void)
+{
+	uint8_t b[DEFERRED * 64], copy[FRAME_BUF], big[BIG_ACTIONS];
+	struct spop_frame f;
+	struct peer p;
+	uint32_t max;
+	size_t n = 0, len;
+	const uint8_t *noop = decision_noop_actions(&len);
+	struct decision *e = decision_error();
+	int i, in_order = 1, queued;
+
+	memset(&h, 0, sizeof(h));
+	h.defer = 1;
+	is_int(handshake(&p, 0, &max), 0, "deferred: handshake");
+	for (i = 0; i < DEFERRED; i++)
+		n += notify(b + n, sizeof(b) - n, 20 + (uint64_t)i, 200 + (uint64_t)i);
+	peer_send(&p, b, n);
+	for (double end = now_s() + TEST_DEADLINE_S; h.n_reqs < DEFERRED && now_s() < end;)
+		ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
+	is_int(h.n_reqs, DEFERRED, "deferred: every NOTIFY tracked by the handler");
+	queued = 1;
+	for (i = 0; i < DEFERRED; i++)
+		queued = queued && h.reqs[i].r.conn == p.c;
+	ok(queued, "deferred: each request on its connection");
+	/* Last first; the first one with actions bigger than a frame. */
+	for (i = DEFERRED - 1; i >= 1; i--)
+		conn_req_done(&h.reqs[i].r, h.reqs[i].sid, h.reqs[i].fid, noop, len, NULL, 0);
+	memset(big, 0, sizeof(big));
+	conn_req_done(&h.reqs[0].r, h.reqs[0].sid, h.reqs[0].fid, big, sizeof(big), NULL, 0);
+	for (i = DEFERRED - 1; i >= 0; i--) {
+		if (!peer_wait_frame(&p, &f, copy, sizeof(copy)) || f.type != SPOP_FRM_ACK ||
+		    f.sid != h.reqs[i].sid || f.fid != h.reqs[i].fid) {
+			in_order = 0;
+			break;
+		}
+		if (i == 0)
+			ok((size_t)(f.end - f.payload) == e->actions_len &&
+			   memcmp(f.payload, e->actions, e->actions_len) == 0,
+			   "deferred: actions over max-frame-size: the error ACK instead");
+		else if ((size_t)(f.end - f.payload) != len ||
+		         memcmp(f.payload, noop, len) != 0)
+			in_order = 0;
+	}
+	ok(in_order, "deferred: ACKed in completion order, with their ids and actions");
+	ok(h.reqs[0].r.conn == NULL, "deferred: a completed request is detached");
+	decision_put(e);
+	peer_close(&p);
+	memset(&h, 0, sizeof(h));
+}
+
+/* The peer closes with requests in flight: they are detached (the owner
+ * finds conn NULL and completes them without an ACK). */
+static void test_orphans(void)
+{
+	uint8_t b[2 * 64];
+	struct peer p;
+	uint32_t max;
+	size_t n = 0, len;
+	const uint8_t *noop = decision_noop_actions(&len);
+
+	memset(&h, 0, sizeof(h));
+	h.defer = 1;
+	is_int(handshake(&p, 0, &max), 0, "orphans: handshake");
+	n += notify(b + n, sizeof(b) - n, 1, 1);
+	n += notify(b + n, sizeof(b) - n, 2, 2);
+	peer_send(&p, b, n);
+	for (double end = now_s() + TEST_DEADLINE_S; h.n_reqs < 2 && now_s() < end;)
+		ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
+	is_int(h.n_reqs, 2, "orphans: two requests in flight");
+	peer_close(&p);
+	is_int(worker_n_conns(w), 0, "orphans: connection freed");
+	ok(h.reqs[0].r.conn == NULL && h.reqs[1].r.conn == NULL,
+	   "orphans: requests in flight detached at the close");
+	/* Completing a detached request sends nothing and touches no memory of
+	 * the freed connection (the ASan build of this test would tell). */
+	conn_req_done(&h.reqs[0].r, 1, 1, noop, len, NULL, 0);
+	ok(h.reqs[0].r.conn == NULL, "orphans: completing a detached request leaves it so");
+	memset(&h, 0, sizeof(h));
 }
 
 static void test_back_pressure(void)
@@ -271,7 +418,7 @@ static void test_back_pressure(void)
 	struct conn *c;
 
 	is_int(handshake(&p, 1, &max), 0, "back-pressure: handshake");
-	c = w->conns;
+	c = p.c;
 	out = malloc((size_t)FLOOD * sizeof(one));
 	if (!out || !c)
 		exit(2);
@@ -284,13 +431,13 @@ static void test_back_pressure(void)
 
 		if (k > 0)
 			out_off += (size_t)k;
-		ev_run(w->loop, EVRUN_NOWAIT);
-		if (c->tx_len - c->tx_off > max_queued)
-			max_queued = c->tx_len - c->tx_off;
-		stopped = !ev_is_active(&c->rio) && out_off < out_len;
+		ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
+		if (conn_queued(c) > max_queued)
+			max_queued = conn_queued(c);
+		stopped = !conn_reading(c) && out_off < out_len;
 	}
 	ok(stopped, "back-pressure: the agent stops reading a peer that does not read");
-	ok(max_queued <= (size_t)c->max_frame * 16,
+	ok(max_queued <= (size_t)conn_max_frame(c) * 16,
 	   "back-pressure: bounded output queue (%zu bytes at most)", max_queued);
 	/* Read again: everything sent gets its ACK, in order. */
 	end = now_s() + TEST_DEADLINE_S;
@@ -299,7 +446,7 @@ static void test_back_pressure(void)
 
 		if (k > 0)
 			out_off += (size_t)k;
-		ev_run(w->loop, EVRUN_NOWAIT);
+		ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
 		peer_read(&p);
 		while (peer_frame(&p, &f, copy, sizeof(copy))) {
 			if (f.type != SPOP_FRM_ACK || f.sid != 1 + (uint64_t)acks)
@@ -341,14 +488,14 @@ static void expect_disconnect(const uint8_t *b, size_t n, int after_hello, unsig
 		double end = now_s() + TEST_DEADLINE_S;
 
 		while (!p.eof && now_s() < end) {
-			ev_run(w->loop, EVRUN_NOWAIT);
+			ev_run(worker_env(w)->loop, EVRUN_NOWAIT);
 			peer_read(&p);
 			usleep(1000);
 		}
 	}
 	ok(p.eof, "disconnect %s: then closed", name);
 	peer_close(&p);
-	ok(w->n_conns == 0, "disconnect %s: connection freed", name);
+	ok(worker_n_conns(w) == 0, "disconnect %s: connection freed", name);
 }
 
 static void test_disconnect_codes(void)
@@ -411,11 +558,13 @@ int main(void)
 
 	free_listen(listen, sizeof(listen));
 	cfg = cfg_load(NULL, (int)(sizeof(opts) / sizeof(opts[0])), opts, err, sizeof(err));
-	if (!cfg || !(w = worker_new(0, cfg, NULL, NULL, err, sizeof(err)))) {
+	if (!cfg || !(w = worker_new(0, cfg, NULL, NULL, test_notify, err, sizeof(err)))) {
 		fprintf(stderr, "setup: %s\n", err);
 		return 2;
 	}
 	test_hello_and_pipelining();
+	test_deferred();
+	test_orphans();
 	test_back_pressure();
 	test_disconnect_codes();
 	worker_free(w);

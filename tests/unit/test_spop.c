@@ -823,6 +823,41 @@ static void test_encoders_short(void)
 	}
 }
 
+/* spop_ack_header(): the header of a frame whose payload follows from the
+ * caller's buffers, the same bytes as spop_frame_begin()/end() around that
+ * payload, and the one size check: a frame of exactly max-frame-size
+ * passes, one byte more (payload or headroom) does not. */
+static void test_ack_header(void)
+{
+	static const uint8_t pay[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
+	uint8_t hdr[SPOP_FRAME_HDR_MAX], whole[SPOP_FRAME_HDR_MAX + sizeof(pay)], *p;
+	size_t hlen, n, frame;
+	struct spop_frame f;
+
+	hlen = spop_ack_header(hdr, hdr + sizeof(hdr), 300, 70000, sizeof(pay), 0, 1u << 20);
+	p = spop_frame_begin(whole, whole + sizeof(whole), SPOP_FRM_ACK, 300, 70000);
+	memcpy(p, pay, sizeof(pay));
+	n = spop_frame_end(whole, p + sizeof(pay));
+	ok(hlen > 0 && hlen + sizeof(pay) == n && memcmp(hdr, whole, hlen) == 0,
+	   "ack_header: the header of the whole frame (%zu bytes)", hlen);
+	ok(spop_frame_decode(whole, n, 1u << 20, &f, NULL) == (long)n && f.type == SPOP_FRM_ACK &&
+	   f.sid == 300 && f.fid == 70000 && f.end - f.payload == (long)sizeof(pay),
+	   "ack_header: decodes as an ACK with its ids and payload");
+	frame = hlen - SPOP_FRAME_LEN_SIZE + sizeof(pay);  /* LEN */
+	ok(spop_ack_header(hdr, hdr + sizeof(hdr), 300, 70000, sizeof(pay), 0,
+	                   (uint32_t)frame) == hlen, "ack_header: a frame of exactly the limit");
+	is_int(spop_ack_header(hdr, hdr + sizeof(hdr), 300, 70000, sizeof(pay), 0,
+	                       (uint32_t)frame - 1), 0, "ack_header: one byte over: refused");
+	ok(spop_ack_header(hdr, hdr + sizeof(hdr), 300, 70000, sizeof(pay) - 4, 4,
+	                   (uint32_t)frame) == hlen, "ack_header: headroom counted up to the limit");
+	is_int(spop_ack_header(hdr, hdr + sizeof(hdr), 300, 70000, sizeof(pay) - 4, 5,
+	                       (uint32_t)frame), 0, "ack_header: headroom one byte over: refused");
+	is_int(spop_ack_header(hdr, hdr + sizeof(hdr), 1, 1, SIZE_MAX - 2, 8, UINT32_MAX), 0,
+	       "ack_header: a size that wraps is refused");
+	is_int(spop_ack_header(hdr, hdr + 8, 1, 1, 0, 0, 1u << 20), 0,
+	       "ack_header: a short header buffer is refused");
+}
+
 /* put_data/put_str/put_set_var/put_unset_var at every too-small size. */
 static void test_put_short(void)
 {
@@ -1368,6 +1403,7 @@ int main(void)
 	test_disconnects();
 	test_agent_frames();
 	test_encoders_short();
+	test_ack_header();
 	test_put_short();
 	test_typed_data();
 	test_truncations();
