@@ -1,5 +1,5 @@
 /*
- * cache.h: the shared, sharded decision cache (issue 3).
+ * cache.h: the shared, sharded decision cache (docs/cache.md).
  *
  * One cache per agent process, used by every worker thread. It maps a 32-byte
  * key (cachekey.h) to a refcounted struct decision, coalesces concurrent misses

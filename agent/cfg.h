@@ -107,7 +107,7 @@ struct cfg {
 	socklen_t admin_addrlen;
 	char *admin_token;              /* POST /cache/invalidate bearer; NULL = disabled */
 
-	/* Decision cache (issue 3, docs/cache.md). */
+	/* Decision cache (docs/cache.md). */
 	int cache;                      /* on/off */
 	size_t cache_max_entries;
 	size_t cache_max_bytes;

@@ -51,7 +51,7 @@ struct upstream_response {
 	char *content_type;
 	char *location;
 	char *www_authenticate;
-	char *cache_control;        /* for the cache (issue 3) */
+	char *cache_control;        /* for the cache (docs/cache.md) */
 	char *auth_scope;           /* X-Auth-Scope: the scope the answer holds for
 	                             * (docs/cache.md, "Scopes") */
 	char *set_cookie[UPSTREAM_MAX_SET_COOKIE];

@@ -1,4 +1,4 @@
-"""Decision cache (issue 3) end to end: HAProxy with the shipped configuration,
+"""Decision cache (docs/cache.md) end to end: HAProxy with the shipped configuration,
 the agent with --cache on, the programmable fake user service. Every test
 counts the token calls the fake received for its own case (Cookie case=<id>),
 and reads the cache result from the X-Auth-Cache response header that the
