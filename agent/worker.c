@@ -355,20 +355,6 @@ static void worker_rebuild_cachekey(struct worker *w)
 		log_error("decision cache bypassed: %s", err);
 }
 
-/* Moves every message of <w>'s inbox to <to> (an empty head), in order;
- * the inbox is left empty. Under inbox_lock. */
-static void worker_inbox_take(struct worker *w, struct list *to)
-{
-	list_init(to);
-	if (list_empty(&w->inbox))
-		return;
-	to->next = w->inbox.next;
-	to->prev = w->inbox.prev;
-	to->next->prev = to;
-	to->prev->next = to;
-	list_init(&w->inbox);
-}
-
 static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
 	struct worker *w = a->data;
@@ -377,7 +363,7 @@ static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 	(void)loop;
 	(void)revents;
 	pthread_mutex_lock(&w->inbox_lock);
-	worker_inbox_take(w, &todo);
+	list_take_all(&todo, &w->inbox);
 	pthread_mutex_unlock(&w->inbox_lock);
 	while (!list_empty(&todo)) {
 		struct worker_msg *m = LIST_ELEM(todo.next, struct worker_msg, link);
