@@ -10,8 +10,11 @@
  * traceparent), a request bigger than the inline buffer, malformed arguments
  * refused; and that the cache key and the request come from the same slices:
  * an argument that is not forwarded changes neither, a dropped unsafe value
- * changes neither, a changed credential changes both. Argument classification
- * itself is test_args.c's.
+ * changes neither, a changed credential changes both; the key builder made
+ * from a cfg by cachekey_from_cfg() (the workers' and the admin endpoint's):
+ * two builders of one cfg agree, another user-service URL (the key's scope)
+ * or cache-key-uri changes the key. Argument classification itself is
+ * test_args.c's.
  *
  * What it never does: open a socket, start a worker or a loop; I/O beyond
  * loading a configuration from arguments.
@@ -255,6 +258,50 @@ static void test_same_slices(const struct cfg *cfg, struct cachekey *ck)
 	   "other uri: other url and other key (uri in the key)");
 }
 
+/* Keys from cachekey_from_cfg(): the same cfg gives the same key in any
+ * builder; the user-service URL (the scope) and cache-key-uri are in it. */
+static void test_key_from_cfg(const struct cfg *cfg)
+{
+	static char *other_url[] = { "--user-service-url", "http://127.0.0.1:1/other" };
+	static char *no_uri[] = { "--cache-key-uri", "off" };
+	static const uint8_t salt[CACHEKEY_SALT_LEN] = { 7 };
+	struct cfg *c2 = load(2, other_url), *c3 = load(2, no_uri);
+	struct cachekey *a = cachekey_from_cfg(cfg, salt, NULL, 0);
+	struct cachekey *b = cachekey_from_cfg(cfg, salt, NULL, 0);
+	struct cachekey *u = cachekey_from_cfg(c2, salt, NULL, 0);
+	struct cachekey *n = cachekey_from_cfg(c3, salt, NULL, 0);
+	struct req ra, rb, ru, rn, rn2;
+	struct enc e;
+
+	ok(a && b && u && n, "key from cfg: builders made");
+	if (!a || !b || !u || !n)
+		goto out;
+	enc_init(&e);
+	ARG(&e, "uri", "/k");
+	ARG(&e, "cookie", "sid=1");
+	build(cfg, a, &e, &ra);
+	build(cfg, b, &e, &rb);
+	build(c2, u, &e, &ru);
+	build(c3, n, &e, &rn);
+	is_mem(ra.key, sizeof(ra.key), rb.key, sizeof(rb.key),
+	       "key from cfg: two builders of one cfg agree");
+	ok(memcmp(ra.key, ru.key, sizeof(ra.key)) != 0,
+	   "key from cfg: another user-service URL, another key");
+	enc_init(&e);
+	ARG(&e, "uri", "/other");
+	ARG(&e, "cookie", "sid=1");
+	build(c3, n, &e, &rn2);
+	is_mem(rn.key, sizeof(rn.key), rn2.key, sizeof(rn2.key),
+	       "key from cfg: cache-key-uri off: the URI is not in the key");
+out:
+	cachekey_free(a);
+	cachekey_free(b);
+	cachekey_free(u);
+	cachekey_free(n);
+	cfg_put(c2);
+	cfg_put(c3);
+}
+
 int main(void)
 {
 	static char *none[] = { NULL };
@@ -270,6 +317,7 @@ int main(void)
 	test_url(ck);
 	test_lines(cfg, ck);
 	test_same_slices(cfg, ck);
+	test_key_from_cfg(cfg);
 	cachekey_free(ck);
 	cfg_put(cfg);
 	return done_testing();
