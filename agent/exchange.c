@@ -491,7 +491,7 @@ static void exchange_release(struct worker *w, struct exchange *x)
 static void exchange_complete(struct exchange *x, struct decision *d, enum exchange_label label)
 {
 	struct worker *w = x->w;
-	struct metrics *met = x->env->met;
+	struct metrics *met = worker_env(w)->met;
 
 	METRICS_INC(met->decisions[d->outcome]);
 	METRICS_DEC(met->inflight);
@@ -537,7 +537,7 @@ static enum exchange_label exchange_leader_done(struct exchange *x, long status,
                                                 const char *body, size_t body_len,
                                                 struct decision **d)
 {
-	const struct worker_env *env = x->env;
+	const struct worker_env *env = worker_env(x->w);
 	uint64_t now = exchange_mono_ms();
 
 	if (status >= 100 && status < 500 && (*d)->outcome != DECISION_ERROR &&
@@ -599,7 +599,7 @@ static void exchange_own_call(struct exchange *x);
  * the connection is gone) and free <x>. */
 static void exchange_cache_deliver(struct worker *w, struct worker_msg *m)
 {
-	struct exchange *x = LIST_ELEM(m, struct exchange, post);
+	struct exchange *x = (struct exchange *)(void *)((char *)m - offsetof(struct exchange, post));
 	struct decision *d;
 	enum exchange_label label = x->cache_stale == CACHE_ANS_STALE ? EXCHANGE_L_STALE
 	                                                               : EXCHANGE_L_COALESCED;
@@ -614,9 +614,9 @@ static void exchange_cache_deliver(struct worker *w, struct worker_msg *m)
 	d = x->cache_d ? x->cache_d : decision_error();
 	x->cache_d = NULL;
 	if (label == EXCHANGE_L_STALE)
-		METRICS_INC(x->env->met->cache_stale);
+		METRICS_INC(worker_env(x->w)->met->cache_stale);
 	else
-		METRICS_INC(x->env->met->cache_coalesced);
+		METRICS_INC(worker_env(x->w)->met->cache_coalesced);
 	exchange_complete(x, d, label);
 }
 
@@ -624,7 +624,7 @@ static void exchange_cache_deliver(struct worker *w, struct worker_msg *m)
  * (worker_free): no ACK, no counters. */
 static void exchange_cache_drop(struct worker_msg *m)
 {
-	struct exchange *x = LIST_ELEM(m, struct exchange, post);
+	struct exchange *x = (struct exchange *)(void *)((char *)m - offsetof(struct exchange, post));
 
 	decision_put(x->cache_d);
 	x->cache_d = NULL;
@@ -633,6 +633,10 @@ static void exchange_cache_drop(struct worker_msg *m)
 	free(x->own_args);
 	free(x);
 }
+
+static const struct worker_msg_ops exchange_post_ops = {
+	exchange_cache_deliver, exchange_cache_drop
+};
 
 /* ---- circuit breaker hooks (breaker.h; one breaker per process) ---- */
 
@@ -697,8 +701,8 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	struct decision *d;
 	int too_big = 0;
 
-	metrics_upstream(x->env->met, r->status, r->latency_us);
-	metrics_upstream_attempts(x->env->met, r->native, r->attempts, r->retries);
+	metrics_upstream(worker_env(x->w)->met, r->status, r->latency_us);
+	metrics_upstream_attempts(worker_env(x->w)->met, r->native, r->attempts, r->retries);
 	exchange_breaker_done(x, r->status);
 	if (r->status == 0) {
 		static struct log_rl rl;
@@ -710,7 +714,7 @@ static void exchange_upstream_done(void *arg, const struct upstream_response *r)
 	if (too_big) {
 		static struct log_rl rl;
 
-		METRICS_INC(x->env->met->ack_too_big);
+		METRICS_INC(worker_env(x->w)->met->ack_too_big);
 		log_ratelimited(LOG_LVL_WARN, &rl, "user-service answer (status %ld) does not "
 		                "fit max-frame-size %u: sending status=0 outcome=error",
 		                r->status, (unsigned)x->cfg->max_frame_size);
@@ -823,7 +827,7 @@ static void exchange_call(struct exchange *x, const struct args *a,
 		log_ratelimited(LOG_LVL_WARN, &rl, "circuit breaker open: user service not called, "
 		                "outcome=error");
 	} else if (exchange_inputs_compute(x->cfg, a, tr, &in) == 0) {
-		int rc = upstream_start(x->env->up, x->cfg, in.url, (const char *const *)in.hdrs,
+		int rc = upstream_start(worker_env(x->w)->up, x->cfg, in.url, (const char *const *)in.hdrs,
 		                        in.n_hdrs, exchange_upstream_done, x);
 
 		exchange_inputs_free(&in);
@@ -884,7 +888,7 @@ static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uin
 	/* A session invalidated here while the read was on its way (or just
 	 * before: Redis learns of it a moment later) is within its hold: the
 	 * value may predate the invalidation, so the user service decides. */
-	if (res == FLEET_L2_HIT && cache_cred_held(x->env->cache, x->cred, exchange_mono_ms()))
+	if (res == FLEET_L2_HIT && cache_cred_held(worker_env(x->w)->cache, x->cred, exchange_mono_ms()))
 		res = FLEET_L2_MISS;
 	if (res == FLEET_L2_HIT) {
 		uint32_t ttl = ttl_ms;
@@ -895,9 +899,9 @@ static void exchange_l2_cb(void *arg, enum fleet_l2 res, struct decision *d, uin
 		 * request's own checks (x->l1_ok) apply at the ACK. */
 		if (d->l1_until_ms && d->l1_until_ms > exchange_wall_ms() + (int64_t)ttl)
 			d->l1_until_ms = exchange_wall_ms() + (int64_t)ttl;
-		cache_complete(x->env->cache, x->key, d, fleet_local_ttl(ttl), exchange_mono_ms(),
+		cache_complete(worker_env(x->w)->cache, x->key, d, fleet_local_ttl(ttl), exchange_mono_ms(),
 		               NULL);
-		METRICS_INC(x->env->met->cache_hit);
+		METRICS_INC(worker_env(x->w)->met->cache_hit);
 		exchange_complete(x, d, EXCHANGE_L_HIT);
 		return;
 	}
@@ -932,7 +936,7 @@ static int exchange_l2_start(struct exchange *x, const uint8_t *args, size_t len
 	l2->tr = *tr;
 	l2->state_off = tr->state ? (size_t)((const uint8_t *)tr->state - args) : 0;
 	x->l2 = l2;
-	if (fleet_get(x->env->fw, x->key, x->cred, x->cfg->max_frame_size, exchange_l2_cb, x) == 0)
+	if (fleet_get(worker_env(x->w)->fw, x->key, x->cred, x->cfg->max_frame_size, exchange_l2_cb, x) == 0)
 		return 0;
 	x->l2 = NULL;
 	free(l2);
@@ -981,7 +985,6 @@ static int exchange_start(struct worker *w, struct conn *c, const struct spop_fr
 		return 0;
 	}
 	x->w = w;
-	x->env = env;
 	x->sid = f->sid;
 	x->fid = f->fid;
 	clock_gettime(CLOCK_MONOTONIC, &x->start);
@@ -1002,8 +1005,6 @@ static int exchange_start(struct worker *w, struct conn *c, const struct spop_fr
 		/* Set before the lookup: once queued, the leader's thread may
 		 * call it at any time. */
 		x->waiter.cb = exchange_waiter_cb;
-		x->post.run = exchange_cache_deliver;
-		x->post.drop = exchange_cache_drop;
 		ca.ck = env->ck;
 		ca.out = x->cred;
 		res = cache_lookup_lazy(env->cache, key, exchange_cred_fn, &ca, exchange_mono_ms(),
@@ -1025,6 +1026,8 @@ static int exchange_start(struct worker *w, struct conn *c, const struct spop_fr
 				memcpy(x->own_args, args_at, x->own_args_len);
 			x->own_nargs = nargs;
 			x->cache_role = EXCHANGE_CACHE_WAITER;
+			/* Read by this thread only, when the posted answer runs. */
+			x->post.ops = &exchange_post_ops;
 			x->cfg = cfg_get(env->cfg);
 			conn_track(c, &x->req);
 			worker_work_begin(w);

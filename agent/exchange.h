@@ -40,7 +40,6 @@ struct exchange {
 	struct conn_req req;            /* its NOTIFY's answer: req.conn is the
 	                                 * connection, NULL once it closed (orphan) */
 	struct worker *w;               /* owner */
-	const struct worker_env *env;   /* the owner's (worker_env()) */
 	struct cfg *cfg;                /* reference: the cfg it started with */
 	uint64_t sid, fid;              /* echoed exactly in the ACK */
 	struct timespec start;

@@ -62,22 +62,6 @@ static inline void list_delete(struct list *el)
 	list_init(el);
 }
 
-/* Moves every element of the list headed by <from> to <to> (an empty head),
- * in order, and leaves <from> empty: a queue taken whole under a lock and
- * walked after it is released. */
-static inline void list_take_all(struct list *to, struct list *from)
-{
-	if (list_empty(from)) {
-		list_init(to);
-		return;
-	}
-	to->next = from->next;
-	to->prev = from->prev;
-	to->next->prev = to;
-	to->prev->next = to;
-	list_init(from);
-}
-
 /* The element of type <type> whose member <member> is the link <lnk>. */
 #define LIST_ELEM(lnk, type, member) \
 	((type *)(void *)((char *)(lnk) - offsetof(type, member)))

@@ -93,22 +93,38 @@ done:
 	return 1;
 }
 
-int spop_varint_encode(uint8_t **p, const uint8_t *end, uint64_t v)
+/* Writes <v> as a varint at <p>, which has room for SPOP_VARINT_MAX bytes;
+ * returns the bytes written. The one copy of the encoding rule. */
+static inline size_t spop_varint_put(uint8_t *p, uint64_t v)
 {
-	uint8_t tmp[SPOP_VARINT_MAX];
 	size_t n = 0;
 
 	if (v < 240) {
-		tmp[n++] = (uint8_t)v;
-	} else {
-		tmp[n++] = (uint8_t)(v | 0xF0);
-		v = (v - 240) >> 4;
-		while (v >= 128) {
-			tmp[n++] = (uint8_t)(v | 0x80);
-			v = (v - 128) >> 7;
-		}
-		tmp[n++] = (uint8_t)v;
+		p[0] = (uint8_t)v;
+		return 1;
 	}
+	p[n++] = (uint8_t)(v | 0xF0);
+	v = (v - 240) >> 4;
+	while (v >= 128) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v = (v - 128) >> 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+int spop_varint_encode(uint8_t **p, const uint8_t *end, uint64_t v)
+{
+	uint8_t tmp[SPOP_VARINT_MAX];
+	size_t n;
+
+	/* Room for the longest: written in place. Else through <tmp>, so that
+	 * a varint that does not fit leaves <*p>'s bytes alone. */
+	if (spop_room(*p, end) >= SPOP_VARINT_MAX) {
+		*p += spop_varint_put(*p, v);
+		return 1;
+	}
+	n = spop_varint_put(tmp, v);
 	if (spop_room(*p, end) < n)
 		return 0;
 	memcpy(*p, tmp, n);
@@ -480,13 +496,17 @@ size_t spop_frame_end(uint8_t *buf, const uint8_t *cur)
 size_t spop_ack_header(uint8_t *buf, const uint8_t *end, uint64_t sid, uint64_t fid,
                        size_t payload_len, size_t headroom, uint32_t max_frame)
 {
-	uint8_t *p = spop_frame_begin(buf, end, SPOP_FRM_ACK, sid, fid);
-	size_t hlen, len;
+	size_t hlen = SPOP_FRAME_LEN_SIZE, len;
 
 	/* Each term bounded first: the sums cannot wrap. */
-	if (!p || payload_len > max_frame || headroom > max_frame)
+	if (spop_room(buf, end) < SPOP_FRAME_HDR_MAX || payload_len > max_frame ||
+	    headroom > max_frame)
 		return 0;
-	hlen = (size_t)(p - buf);
+	buf[hlen++] = SPOP_FRM_ACK;
+	spop_write_be32(buf + hlen, SPOP_FL_FIN);
+	hlen += 4;
+	hlen += spop_varint_put(buf + hlen, sid);
+	hlen += spop_varint_put(buf + hlen, fid);
 	len = hlen - SPOP_FRAME_LEN_SIZE + payload_len;
 	if (len + headroom > max_frame)
 		return 0;

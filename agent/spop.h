@@ -226,12 +226,12 @@ size_t spop_frame_end(uint8_t *buf, const uint8_t *cur);
 
 /* The header of an ACK whose payload (<payload_len> bytes of encoded
  * actions) the caller sends from its own buffers, after it: LEN (that of the
- * whole frame), TYPE, FLAGS=FIN, SID, FID, written at <buf>..<end> (room for
- * SPOP_FRAME_HDR_MAX always suffices). The one check of an ACK's size: the
- * frame (LEN) with <headroom> more payload bytes must fit <max_frame> (the
- * negotiated max-frame-size). Returns the header's size, or 0 if it does not
- * fit <buf> or the frame would be too big (nothing to send then). Never
- * copies the payload. */
+ * whole frame), TYPE, FLAGS=FIN, SID, FID, written at <buf>..<end>, which
+ * must have room for SPOP_FRAME_HDR_MAX bytes. The one check of an ACK's
+ * size: the frame (LEN) with <headroom> more payload bytes must fit
+ * <max_frame> (the negotiated max-frame-size). Returns the header's size,
+ * or 0 if <buf> is shorter than SPOP_FRAME_HDR_MAX or the frame would be too
+ * big (nothing to send then). Never copies the payload. */
 size_t spop_ack_header(uint8_t *buf, const uint8_t *end, uint64_t sid, uint64_t fid,
                        size_t payload_len, size_t headroom, uint32_t max_frame);
 

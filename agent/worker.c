@@ -43,10 +43,11 @@
 #define WORKER_LISTEN_BACKLOG 1024
 
 struct worker {
+	struct worker_env env;          /* first (worker_env()): loop, upstream, ck,
+	                                 * fw owned; cfg a reference; cache shared;
+	                                 * met = &met */
 	unsigned id;
 	pthread_t thread;
-	struct worker_env env;          /* loop, upstream, ck, fw owned; cfg a
-	                                 * reference; cache shared; met = &met */
 	const uint8_t *salt;            /* process-wide key salt (main's storage) */
 	worker_notify_fn notify;        /* every NOTIFY of its connections */
 	int lfd;                        /* listening socket, -1 once closed */
@@ -54,8 +55,8 @@ struct worker {
 	ev_timer accept_pause;          /* EMFILE back-off */
 	ev_async inbox_w;
 	pthread_mutex_t inbox_lock;
-	struct list inbox;              /* of struct worker_msg, FIFO; protected by
-	                                 * inbox_lock */
+	struct worker_msg *inbox;       /* FIFO, oldest first; protected by inbox_lock */
+	struct worker_msg **inbox_tail; /* &inbox or the last one's next */
 	void *spare;                    /* owned: one preallocated exchange, so that
 	                                 * a cache hit allocates nothing */
 	struct list conns;              /* owned: of struct conn (conn_link()) */
@@ -71,14 +72,11 @@ struct worker {
 
 /* RELOAD and DRAIN, which main posts: allocated, unlike the cache's. */
 struct worker_ctl {
-	struct worker_msg m;
+	struct worker_msg m;            /* first: a message is its ctl */
 	struct cfg *cfg;                /* RELOAD: a reference */
 };
 
-const struct worker_env *worker_env(const struct worker *w)
-{
-	return &w->env;
-}
+_Static_assert(offsetof(struct worker, env) == 0, "worker_env() casts the worker");
 
 static void worker_peer_str(const struct sockaddr_storage *ss, char *out, size_t outsz)
 {
@@ -358,32 +356,35 @@ static void worker_rebuild_cachekey(struct worker *w)
 static void worker_inbox_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
 	struct worker *w = a->data;
-	struct list todo;
+	struct worker_msg *m, *todo;
 
 	(void)loop;
 	(void)revents;
 	pthread_mutex_lock(&w->inbox_lock);
-	list_take_all(&todo, &w->inbox);
+	todo = w->inbox;
+	w->inbox = NULL;
+	w->inbox_tail = &w->inbox;
 	pthread_mutex_unlock(&w->inbox_lock);
-	while (!list_empty(&todo)) {
-		struct worker_msg *m = LIST_ELEM(todo.next, struct worker_msg, link);
-
-		list_delete(&m->link);
-		m->run(w, m);  /* may free <m> */
+	while ((m = todo)) {
+		todo = m->next;
+		m->next = NULL;
+		m->ops->run(w, m);  /* may free <m> */
 	}
 }
 
 void worker_post(struct worker *w, struct worker_msg *m)
 {
+	m->next = NULL;
 	pthread_mutex_lock(&w->inbox_lock);
-	list_append(&w->inbox, &m->link);
+	*w->inbox_tail = m;
+	w->inbox_tail = &m->next;
 	pthread_mutex_unlock(&w->inbox_lock);
 	ev_async_send(w->env.loop, &w->inbox_w);
 }
 
 static void worker_ctl_drop(struct worker_msg *m)
 {
-	struct worker_ctl *ctl = LIST_ELEM(m, struct worker_ctl, m);
+	struct worker_ctl *ctl = (struct worker_ctl *)(void *)m;  /* its first member */
 
 	cfg_put(ctl->cfg);
 	free(ctl);
@@ -391,7 +392,7 @@ static void worker_ctl_drop(struct worker_msg *m)
 
 static void worker_reload_run(struct worker *w, struct worker_msg *m)
 {
-	struct worker_ctl *ctl = LIST_ELEM(m, struct worker_ctl, m);
+	struct worker_ctl *ctl = (struct worker_ctl *)(void *)m;
 	struct cfg *old = w->env.cfg;
 	int reshaped;
 
@@ -417,15 +418,16 @@ static void worker_drain_run(struct worker *w, struct worker_msg *m)
 	worker_start_drain(w);
 }
 
-static int worker_post_ctl(struct worker *w, void (*run)(struct worker *, struct worker_msg *),
-                           struct cfg *cfg)
+static const struct worker_msg_ops worker_reload_ops = { worker_reload_run, worker_ctl_drop };
+static const struct worker_msg_ops worker_drain_ops = { worker_drain_run, worker_ctl_drop };
+
+static int worker_post_ctl(struct worker *w, const struct worker_msg_ops *ops, struct cfg *cfg)
 {
 	struct worker_ctl *ctl = calloc(1, sizeof(*ctl));
 
 	if (!ctl)
 		return -1;
-	ctl->m.run = run;
-	ctl->m.drop = worker_ctl_drop;
+	ctl->m.ops = ops;
 	ctl->cfg = cfg ? cfg_get(cfg) : NULL;
 	worker_post(w, &ctl->m);
 	return 0;
@@ -433,13 +435,13 @@ static int worker_post_ctl(struct worker *w, void (*run)(struct worker *, struct
 
 void worker_post_reload(struct worker *w, struct cfg *cfg)
 {
-	if (worker_post_ctl(w, worker_reload_run, cfg) < 0)
+	if (worker_post_ctl(w, &worker_reload_ops, cfg) < 0)
 		log_error("worker %u: out of memory: reload not delivered", w->id);
 }
 
 void worker_post_drain(struct worker *w)
 {
-	if (worker_post_ctl(w, worker_drain_run, NULL) < 0)
+	if (worker_post_ctl(w, &worker_drain_ops, NULL) < 0)
 		log_error("worker %u: out of memory: drain not delivered", w->id);
 }
 
@@ -589,7 +591,7 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
 	w->id = id;
 	w->notify = notify;
 	w->env.met = &w->met;
-	list_init(&w->inbox);
+	w->inbox_tail = &w->inbox;
 	list_init(&w->conns);
 	snprintf(w->name, sizeof(w->name), "w%u", id);
 	w->lfd = worker_listen(cfg, err, errlen);
@@ -690,6 +692,8 @@ int worker_start(struct worker *w)
 
 void worker_free(struct worker *w)
 {
+	struct worker_msg *m;
+
 	if (!w)
 		return;
 	worker_conns_free(w);
@@ -697,12 +701,11 @@ void worker_free(struct worker *w)
 	w->env.up = NULL;
 	/* Every worker was joined, so nobody posts any more: what came too late
 	 * for this worker's loop (a leader's answer, a reload) is dropped. */
-	while (!list_empty(&w->inbox)) {
-		struct worker_msg *m = LIST_ELEM(w->inbox.next, struct worker_msg, link);
-
-		list_delete(&m->link);
-		m->drop(m);
+	while ((m = w->inbox)) {
+		w->inbox = m->next;
+		m->ops->drop(m);
 	}
+	w->inbox_tail = &w->inbox;
 	free(w->spare);
 	w->spare = NULL;
 	cachekey_free(w->env.ck);

@@ -21,7 +21,6 @@
 
 #include <ev.h>
 
-#include "list.h"
 #include "metrics.h"
 
 struct cache;
@@ -61,13 +60,19 @@ struct worker_env {
 
 /* A message for a worker's loop (worker_post()), in storage the poster
  * chooses (embedded in what it is about: posting never allocates, never
- * fails). <link> is the inbox's while queued. */
-struct worker_msg {
+ * fails). <next> is the inbox's while queued. */
+struct worker_msg;
+struct worker_msg_ops {
 	/* On the worker's thread, once, in posting order. */
 	void (*run)(struct worker *w, struct worker_msg *m);
-	/* Instead of <run>, when the worker is freed with <m> still queued. */
+	/* Instead of <run>, when the worker is freed with the message still
+	 * queued. */
 	void (*drop)(struct worker_msg *m);
-	struct list link;
+};
+
+struct worker_msg {
+	const struct worker_msg_ops *ops;
+	struct worker_msg *next;
 };
 
 /* The handler of every decoded NOTIFY of the worker's connections
@@ -94,8 +99,12 @@ struct worker *worker_new(unsigned id, struct cfg *cfg, struct cache *cache,
                           size_t errlen);
 
 /* The worker's environment (see struct worker_env). Worker thread. Never
- * NULL. */
-const struct worker_env *worker_env(const struct worker *w);
+ * NULL. Inline on the hot path: struct worker begins with its env (worker.c
+ * asserts it), the only thing this header knows of its layout. */
+static inline const struct worker_env *worker_env(const struct worker *w)
+{
+	return (const struct worker_env *)(const void *)w;
+}
 
 /* Starts the thread. Returns 0 or -1 (errno). */
 int worker_start(struct worker *w);
@@ -106,7 +115,7 @@ void worker_post_reload(struct worker *w, struct cfg *cfg);
 /* Asks the worker to drain and stop. Any thread. */
 void worker_post_drain(struct worker *w);
 
-/* Queues <m> (m->run and m->drop set, not queued already) for <w>'s loop,
+/* Queues <m> (m->ops set, not queued already) for <w>'s loop,
  * which runs it in posting order. Never allocates, never fails. Any thread:
  * the cache's leaders post their answers from theirs. */
 void worker_post(struct worker *w, struct worker_msg *m);

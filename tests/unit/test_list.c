@@ -4,8 +4,7 @@
  * What it does: empty heads, front and back insertion, order of both walks,
  * deletion of the first, a middle and the last element, deletion (and free)
  * during the safe walk, a second delete of a detached link, LIST_ELEM with
- * the link not first in its struct, a list taken whole (list_take_all()) in
- * order, and an empty one.
+ * the link not first in its struct.
  *
  * What it never does: depend on anything but list.h.
  */
@@ -120,32 +119,9 @@ static void test_safe_walk_frees(void)
 	ok(list_empty(&head), "all freed: empty");
 }
 
-static void test_take_all(void)
-{
-	struct list from = LIST_HEAD_INIT(from), to;
-	struct item items[N_ITEMS];
-	char buf[16];
-	int i;
-
-	list_take_all(&to, &from);
-	ok(list_empty(&to) && list_empty(&from), "take_all of an empty list: both empty");
-	for (i = 0; i < N_ITEMS; i++) {
-		items[i].value = i;
-		list_append(&from, &items[i].link);
-	}
-	list_take_all(&to, &from);
-	ok(list_empty(&from), "take_all: the source is left empty");
-	is_mem(values(&to, buf, sizeof(buf)), 5, "01234", 5, "take_all: every element, in order");
-	is_mem(values_back(&to, buf, sizeof(buf)), 5, "43210", 5, "take_all: prev links follow");
-	list_delete(&items[0].link);
-	list_delete(&items[4].link);
-	is_mem(values(&to, buf, sizeof(buf)), 4, "123", 4, "take_all: the new head's ends unlink");
-}
-
 int main(void)
 {
 	test_basic();
 	test_safe_walk_frees();
-	test_take_all();
 	return done_testing();
 }
