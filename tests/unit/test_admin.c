@@ -12,7 +12,6 @@
 #include "cachekey.h"
 #include "cfg.h"
 #include "decision.h"
-#include "exchange.h"
 #include "metrics.h"
 #include "tap.h"
 
