@@ -16,7 +16,12 @@
  * hash; this module never stores or logs them.
  *
  * A struct cachekey is per worker thread (it owns the hash state); it is
- * built from the configuration and replaced on reload.
+ * built from the configuration (cachekey_from_cfg()) and replaced on
+ * reload. Callers: worker.c (its builder), admin.c (one per invalidation),
+ * args.c (the key of a struct args), main.c (the salt).
+ *
+ * Return convention: constructors return the object or NULL (message in
+ * <err>); everything else returns 0 or -1 (hashing failed).
  */
 #ifndef SPOA_CACHEKEY_H
 #define SPOA_CACHEKEY_H

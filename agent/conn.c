@@ -81,6 +81,10 @@ struct conn {
 #define CONN_HELLO_BUF 256
 #define CONN_DISCONNECT_BUF 512
 #define CONN_EVICT_BUF 128
+/* A drain grace shorter than this is none: quiesce at once. */
+#define CONN_GRACE_MIN_S 0.001
+/* An ACK's pieces: header, the decision's actions, the extra set-vars. */
+#define CONN_ACK_IOV 3
 
 static const char *const conn_state_names[CONN_ST_ENTRIES] = {
 	[CONN_ST_HELLO] = "HEL",
@@ -350,7 +354,7 @@ static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
                            size_t reserve)
 {
 	uint8_t hdr[SPOP_FRAME_HDR_MAX];
-	struct iovec iov[3];
+	struct iovec iov[CONN_ACK_IOV];
 	size_t hlen = spop_ack_header(hdr, hdr + sizeof(hdr), sid, fid, alen + xlen,
 	                              reserve > xlen ? reserve - xlen : 0, c->max_frame);
 
@@ -375,7 +379,7 @@ static void conn_write_ack(struct conn *c, uint64_t sid, uint64_t fid,
 	iov[1].iov_len = alen;
 	iov[2].iov_base = (void *)x;
 	iov[2].iov_len = xlen;
-	conn_write_frame(c, iov, xlen ? 3 : 2);
+	conn_write_frame(c, iov, xlen ? CONN_ACK_IOV : CONN_ACK_IOV - 1);
 	c->last_active = ev_now(c->loop);
 }
 
@@ -476,7 +480,7 @@ void conn_drain(struct conn *c)
 	c->busy++;
 	if (!c->draining) {
 		c->draining = 1;
-		if (grace > 0.001 && c->st != CONN_ST_CLOSING) {
+		if (grace > CONN_GRACE_MIN_S && c->st != CONN_ST_CLOSING) {
 			ev_timer_set(&c->grace, grace, 0.);
 			ev_timer_start(c->loop, &c->grace);
 		} else {

@@ -295,24 +295,20 @@ static size_t exchange_extra(uint8_t *buf, size_t label_len, const uint8_t *labe
 	struct spop_data d;
 
 	memcpy(buf, label, label_len);
+	/* Each fits EXCHANGE_EXTRA_MAX; one that did not would be left out
+	 * (spop_put_set_var() leaves <p> as it was). */
 	if (l1_ttl) {
-		uint8_t *q = p;
-
 		d.type = SPOP_T_INT32;
 		d.u.s64 = l1_ttl;
-		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN,
-		                     EXCHANGE_LIT(EXCHANGE_VAR_L1_TTL), &d) < 0)
-			p = q;
+		spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN,
+		                 EXCHANGE_LIT(EXCHANGE_VAR_L1_TTL), &d);
 	}
 	if (trace_id[0]) {
 		d.type = SPOP_T_STR;
 		d.u.str.ptr = trace_id;
 		d.u.str.len = strlen(trace_id);
-		uint8_t *q = p;
-
-		if (spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN,
-		                     EXCHANGE_LIT(EXCHANGE_VAR_TRACE_ID), &d) < 0)
-			p = q;
+		spop_put_set_var(&p, buf + EXCHANGE_EXTRA_MAX, SPOP_SCOPE_TXN,
+		                 EXCHANGE_LIT(EXCHANGE_VAR_TRACE_ID), &d);
 	}
 	return (size_t)(p - buf);
 }

@@ -9,6 +9,17 @@
  *
  * Wire reference: doc/SPOE.txt and the project's notes on SPOP; the test
  * vectors in tests/vectors are real HAProxy 2.6 and 3.4 captures.
+ *
+ * Every frame the agent sends is encoded here, the ACK's header and its one
+ * size check included (spop_ack_header()). Callers: conn.c (frames),
+ * exchange.c and decision.c (messages, actions), the tests and fuzzers.
+ *
+ * Return convention: cursor decoders return 1 (decoded), 0 (end of the
+ * input, where documented) or -1 (malformed); spop_frame_decode() returns a
+ * byte count, 0 (incomplete) or -(enum spop_error), the payload decoders
+ * (HELLO, DISCONNECT) 0 or -(enum spop_error); cursor writers return 1 or 0
+ * (does not fit, cursor unchanged); frame encoders return the bytes written
+ * or 0 (does not fit).
  */
 #ifndef SPOA_SPOP_H
 #define SPOA_SPOP_H

@@ -41,6 +41,10 @@
 
 /* Backlog of the listening socket. */
 #define WORKER_LISTEN_BACKLOG 1024
+/* Bytes of a worker's thread name ("w<id>"; Linux keeps 15 and the NUL). */
+#define WORKER_NAME_MAX 16
+/* Bytes of a key-builder error message. */
+#define WORKER_ERR_MAX 160
 
 struct worker {
 	struct worker_env env;          /* first (worker_env()): loop, upstream, ck,
@@ -67,7 +71,7 @@ struct worker {
 	ev_timer drain_timer;
 	ev_timer listen_grace;          /* drain: closes the listener when the grace ends */
 	struct metrics met;
-	char name[16];
+	char name[WORKER_NAME_MAX];
 };
 
 /* RELOAD and DRAIN, which main posts: allocated, unlike the cache's. */
@@ -342,7 +346,7 @@ static void worker_start_drain(struct worker *w)
  * right, just uncached). */
 static void worker_rebuild_cachekey(struct worker *w)
 {
-	char err[160];
+	char err[WORKER_ERR_MAX];
 
 	cachekey_free(w->env.ck);
 	w->env.ck = NULL;
