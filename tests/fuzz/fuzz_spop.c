@@ -280,6 +280,22 @@ static void roundtrip_header(const uint8_t *buf, const struct spop_frame *f)
 	CHECK(out[4] == buf[4]);
 	CHECK(memcmp(out + 9, buf + 9, (size_t)(p - out) - 9) == 0);
 	CHECK(spop_frame_end(out, p) == (size_t)(p - out));
+	/* The ACK writer: the same header for this frame's ids and payload, and
+	 * its size check exactly at the frame's LEN. */
+	{
+		uint8_t ack[SPOP_FRAME_HDR_MAX];
+		size_t plen = (size_t)(f->end - f->payload);
+		size_t flen = (size_t)(f->end - buf) - SPOP_FRAME_LEN_SIZE;
+		size_t h = spop_ack_header(ack, ack + sizeof(ack), f->sid, f->fid, plen, 0,
+		                           (uint32_t)flen);
+
+		CHECK(h == (size_t)(p - out));
+		CHECK(ack[4] == SPOP_FRM_ACK);
+		CHECK(memcmp(ack + 9, out + 9, h - 9) == 0);
+		CHECK(memcmp(ack, buf, SPOP_FRAME_LEN_SIZE) == 0);
+		CHECK(spop_ack_header(ack, ack + sizeof(ack), f->sid, f->fid, plen, 1,
+		                      (uint32_t)flen) == 0);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
