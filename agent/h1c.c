@@ -28,7 +28,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include <http_parser.h>
+#include <llhttp.h>
 
 #include "cfg.h"
 #include "h1c.h"
@@ -39,6 +39,10 @@
 #define H1C_NAME_MAX 64
 /* First allocation of the header-value scratch buffer. */
 #define H1C_HV_INIT 256
+/* Header bytes an answer may send before its final header block ends
+ * (interim 1xx answers included): llhttp has no bound of its own; 80 KiB
+ * is what libhttp-parser, the parser before it, allowed. */
+#define H1C_HEADER_MAX (80 * 1024)
 /* First allocation of a body whose length is not announced. */
 #define H1C_BODY_INIT 1024
 #define H1C_DEFAULT_PORT 80
@@ -95,11 +99,14 @@ struct h1c_req {
 	ev_tstamp deadline, attempt_end, connect_end, backoff_end;
 	enum h1c_phase phase;
 	struct h1c_conn *conn;
-	http_parser hp;
+	llhttp_t hp;
 	unsigned attempt;               /* policy attempts started, from 1 */
 	int stale_retried;
 	int got_bytes;                  /* a response byte arrived this attempt */
 	int final_done;                 /* the final answer is complete */
+	int keep;                       /* ... and its connection may be reused */
+	int hdrs_done;                  /* the final answer's headers are complete */
+	size_t hdr_bytes;               /* bytes read while they were not */
 	int oversize;
 	enum h1c_fail pend_fail;        /* for H1C_T_PENDING */
 	const char *pend_err;
@@ -128,7 +135,7 @@ struct h1c {
 	unsigned n_reqs;                /* both lists */
 	unsigned keepalive_max, max_conns;
 	uint32_t rnd;                   /* xorshift32 state, for the jitter */
-	http_parser_settings hs;
+	llhttp_settings_t hs;
 };
 
 static void h1c_attempt_go(struct h1c_req *q);
@@ -314,7 +321,7 @@ static void h1c_commit(struct h1c_req *q)
 	upstream_resp_header(&q->resp, q->cfg, q->hf, q->hf_len, v, n);
 }
 
-static int h1c_on_header_field(http_parser *hp, const char *at, size_t len)
+static int h1c_on_header_field(llhttp_t *hp, const char *at, size_t len)
 {
 	struct h1c_req *q = hp->data;
 
@@ -332,7 +339,7 @@ static int h1c_on_header_field(http_parser *hp, const char *at, size_t len)
 	return 0;
 }
 
-static int h1c_on_header_value(http_parser *hp, const char *at, size_t len)
+static int h1c_on_header_value(llhttp_t *hp, const char *at, size_t len)
 {
 	struct h1c_req *q = hp->data;
 
@@ -362,7 +369,7 @@ static int h1c_on_header_value(http_parser *hp, const char *at, size_t len)
 	return 0;
 }
 
-static int h1c_on_headers_complete(http_parser *hp)
+static int h1c_on_headers_complete(llhttp_t *hp)
 {
 	struct h1c_req *q = hp->data;
 	size_t max = q->cfg->max_response_size;
@@ -371,7 +378,9 @@ static int h1c_on_headers_complete(http_parser *hp)
 		h1c_commit(q);
 	q->hf_len = 0;
 	q->hf_long = 0;
-	if (hp->status_code >= 200 && hp->content_length != ULLONG_MAX) {
+	if (hp->status_code >= 200)
+		q->hdrs_done = 1;
+	if (hp->status_code >= 200 && (hp->flags & F_CONTENT_LENGTH)) {
 		if (hp->content_length > max) {
 			q->oversize = 1;
 			return -1;
@@ -387,7 +396,7 @@ static int h1c_on_headers_complete(http_parser *hp)
 	return 0;
 }
 
-static int h1c_on_body(http_parser *hp, const char *at, size_t len)
+static int h1c_on_body(llhttp_t *hp, const char *at, size_t len)
 {
 	struct h1c_req *q = hp->data;
 	struct upstream_response *r = &q->resp;
@@ -417,7 +426,7 @@ static int h1c_on_body(http_parser *hp, const char *at, size_t len)
 	return 0;
 }
 
-static int h1c_on_message_complete(http_parser *hp)
+static int h1c_on_message_complete(llhttp_t *hp)
 {
 	struct h1c_req *q = hp->data;
 
@@ -428,10 +437,10 @@ static int h1c_on_message_complete(http_parser *hp)
 		return 0;
 	}
 	q->final_done = 1;
+	q->keep = !hp->upgrade && llhttp_should_keep_alive(hp);
 	/* Stop right after the answer: bytes beyond it mean the connection
 	 * cannot be reused. */
-	http_parser_pause(hp, 1);
-	return 0;
+	return HPE_PAUSED;
 }
 
 /* ---- connections ---- */
@@ -802,13 +811,16 @@ static void h1c_attempt_go(struct h1c_req *q)
 	q->sent = 0;
 	q->got_bytes = 0;
 	q->final_done = 0;
+	q->keep = 0;
+	q->hdrs_done = 0;
+	q->hdr_bytes = 0;
 	q->oversize = 0;
 	q->in_value = q->want = 0;
 	q->hf_len = 0;
 	q->hf_long = 0;
 	q->body_cap = 0;
 	h1c_resp_clear(&q->resp);
-	http_parser_init(&q->hp, HTTP_RESPONSE);
+	llhttp_init(&q->hp, HTTP_RESPONSE, &c->hs);
 	q->hp.data = q;
 	if (cfg->upstream_attempt_timeout_ms) {
 		ev_tstamp end = now + cfg->upstream_attempt_timeout_ms / H1C_MS;
@@ -869,7 +881,7 @@ static void h1c_complete(struct h1c_req *q, int extra)
 {
 	struct h1c *c = q->c;
 	long status = (long)q->hp.status_code;
-	int keep = !extra && !q->hp.upgrade && http_should_keep_alive(&q->hp);
+	int keep = !extra && q->keep;
 
 	h1c_release(q, keep);
 	if (status >= 500 && h1c_maybe_retry(q, H1C_FAIL_NONE, status)) {
@@ -883,10 +895,9 @@ static void h1c_complete(struct h1c_req *q, int extra)
 static void h1c_read(struct h1c_req *q)
 {
 	struct h1c_conn *k = q->conn;
-	struct h1c *c = q->c;
 	char buf[H1C_RBUF];
 	ssize_t n;
-	size_t parsed;
+	llhttp_errno_t err;
 
 	n = recv(k->fd, buf, sizeof(buf), 0);
 	if (n == -1) {
@@ -903,7 +914,7 @@ static void h1c_read(struct h1c_req *q)
 			h1c_attempt_fail(q, H1C_FAIL_RESET, "connection closed without an answer");
 			return;
 		}
-		http_parser_execute(&q->hp, &c->hs, NULL, 0);
+		llhttp_finish(&q->hp);
 		if (q->final_done)
 			h1c_complete(q, 1);   /* 1: closed, not reusable */
 		else
@@ -911,14 +922,20 @@ static void h1c_read(struct h1c_req *q)
 		return;
 	}
 	q->got_bytes = 1;
-	parsed = http_parser_execute(&q->hp, &c->hs, buf, (size_t)n);
+	err = llhttp_execute(&q->hp, buf, (size_t)n);
 	if (q->final_done) {
-		h1c_complete(q, parsed != (size_t)n);
+		/* paused by h1c_on_message_complete(), at the answer's end */
+		h1c_complete(q, err != HPE_PAUSED || llhttp_get_error_pos(&q->hp) != buf + n);
 		return;
 	}
-	if (HTTP_PARSER_ERRNO(&q->hp) != HPE_OK)
+	if (err != HPE_OK) {
 		h1c_attempt_fail(q, H1C_FAIL_OTHER,
 		                 q->oversize ? "response too large" : "malformed HTTP response");
+		return;
+	}
+	/* still in a header block: every byte of this read was a header byte */
+	if (!q->hdrs_done && (q->hdr_bytes += (size_t)n) > H1C_HEADER_MAX)
+		h1c_attempt_fail(q, H1C_FAIL_OTHER, "response too large");
 }
 
 static void h1c_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -1018,7 +1035,7 @@ struct h1c *h1c_new(struct ev_loop *loop, const struct cfg *cfg)
 	if (!c)
 		return NULL;
 	c->loop = loop;
-	http_parser_settings_init(&c->hs);
+	llhttp_settings_init(&c->hs);
 	c->hs.on_header_field = h1c_on_header_field;
 	c->hs.on_header_value = h1c_on_header_value;
 	c->hs.on_headers_complete = h1c_on_headers_complete;

@@ -483,6 +483,18 @@ static enum srv_act h_long_value(unsigned k, unsigned n, const char **out, size_
 	return SRV_KEEP;
 }
 
+/* A header block that never ends: 100 lines of 1,000 bytes (over the
+ * 80 KiB bound), the connection kept open. */
+static char endless_headers[120 * 1024];
+
+static enum srv_act h_endless_headers(unsigned k, unsigned n, const char **out, size_t *len)
+{
+	(void)k; (void)n;
+	*out = endless_headers;
+	*len = strlen(endless_headers);
+	return SRV_KEEP;
+}
+
 /* ---- cases ---- */
 
 static void t_fields(void)
@@ -1074,6 +1086,21 @@ int main(void)
 		t_simple("long header value", h_long_value, 200, "ok", NULL);
 		ok(strlen(got[0].copy0) == 1000 && strspn(got[0].copy0, "v") == 1000,
 		   "long header value: kept whole, across two reads");
+	}
+	{
+		char *e = endless_headers;
+
+		e += sprintf(e, "HTTP/1.1 200 OK\r\n");
+		for (i = 0; i < 100; i++) {
+			e += sprintf(e, "X-Pad-%d: ", i);
+			memset(e, 'p', 1000);
+			e += 1000;
+			e += sprintf(e, "\r\n");
+		}
+		/* refused at the bound, not at the 1 s timeout: the client reads
+		 * no further */
+		t_simple("header block over 80 KiB", h_endless_headers, 0, NULL,
+		         "response too large");
 	}
 	t_simple("Transfer-Encoding with Content-Length refused", h_te_and_cl, 0, NULL,
 	         "malformed HTTP response");
