@@ -199,6 +199,9 @@ static const uint8_t httpcc_b64_tab[256] = {
 	['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64,
 };
 
+/* The bits of a base64url value. */
+#define HTTPCC_B64_MASK 63
+
 /* base64url alphabet value, or -1 */
 static inline int httpcc_b64_val(unsigned char c)
 {
@@ -242,16 +245,19 @@ static long httpcc_b64_flat(const char *p, const char *end, uint8_t *out)
 	int a, b, c, d;
 
 	while (e - s >= 4) {
-		a = httpcc_b64_tab[s[0]];
-		b = httpcc_b64_tab[s[1]];
-		c = httpcc_b64_tab[s[2]];
-		d = httpcc_b64_tab[s[3]];
-		if (!a || !b || !c || !d)
+		uint32_t v;
+
+		/* values 0..63, or -1 outside the alphabet: one test for four */
+		a = httpcc_b64_tab[s[0]] - 1;
+		b = httpcc_b64_tab[s[1]] - 1;
+		c = httpcc_b64_tab[s[2]] - 1;
+		d = httpcc_b64_tab[s[3]] - 1;
+		if ((a | b | c | d) & ~HTTPCC_B64_MASK)
 			return -1;
-		a--, b--, c--, d--;
-		o[0] = (uint8_t)(a << 2 | b >> 4);
-		o[1] = (uint8_t)(b << 4 | c >> 2);
-		o[2] = (uint8_t)(c << 6 | d);
+		v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+		o[0] = (uint8_t)(v >> 16);
+		o[1] = (uint8_t)(v >> 8);
+		o[2] = (uint8_t)v;
 		o += 3;
 		s += 4;
 	}
@@ -310,6 +316,39 @@ static void httpcc_json_ws(struct httpcc_b64 *b)
 		httpcc_next(b);
 }
 
+/* A byte repeated in each of the 8 bytes of a uint64_t. */
+#define HTTPCC_BYTES(b) ((uint64_t)(b) * UINT64_C(0x0101010101010101))
+
+/* 1 if one of the 8 bytes of <x> is '"', '\\' or below 0x20: the bytes that
+ * end a plain run inside a JSON string. Exact (the usual zero-byte test on
+ * x ^ '"' and x ^ '\\', and x - 0x20.. & ~x for the controls, which flags
+ * a byte only when it, or a lower byte already flagged, is below 0x20). */
+static int httpcc_word_stops(uint64_t x)
+{
+	uint64_t q = x ^ HTTPCC_BYTES('"'), bs = x ^ HTTPCC_BYTES('\\');
+	uint64_t one = HTTPCC_BYTES(1);
+
+	return (((q - one) & ~q) | ((bs - one) & ~bs) | ((x - HTTPCC_BYTES(0x20)) & ~x)) &
+	       HTTPCC_BYTES(0x80) ? 1 : 0;
+}
+
+/* End of the run of plain string bytes (none of '"', '\\', controls) that
+ * starts at <p>, before <end>: eight bytes a step, then byte by byte. */
+static const char *httpcc_plain_run(const char *p, const char *end)
+{
+	uint64_t w;
+
+	while (end - p >= (long)sizeof(w)) {
+		memcpy(&w, p, sizeof(w));
+		if (httpcc_word_stops(w))
+			break;
+		p += sizeof(w);
+	}
+	while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+		p++;
+	return p;
+}
+
 /* Reads a JSON string whose opening quote was consumed. If <is_exp> is not
  * NULL, sets it to whether the decoded string is exactly "exp". Returns 0 or
  * -1 if malformed. */
@@ -323,9 +362,7 @@ static int httpcc_json_string(struct httpcc_b64 *b, int *is_exp)
 	for (;;) {
 		if (b->plain && b->peeked < 0) {
 			/* decoded bytes: skip the run of plain characters at once */
-			for (q = b->p; q < b->end && *q != '"' && *q != '\\' &&
-			                (unsigned char)*q >= 0x20; q++)
-				;
+			q = httpcc_plain_run(b->p, b->end);
 			run = (size_t)(q - b->p);
 			if (match && run && (n + run > sizeof(exp_lit) ||
 			                     memcmp(b->p, exp_lit + n, run) != 0))
@@ -593,7 +630,11 @@ static const char *httpcc_b64_segment(const char *p, const char *end)
 	end = httpcc_b64_strip(p, end);
 	if (!end)
 		return NULL;
-	for (q = p; q < end; q++)
+	for (q = p; end - q >= 4; q += 4)
+		if ((httpcc_b64_val((unsigned char)q[0]) | httpcc_b64_val((unsigned char)q[1]) |
+		     httpcc_b64_val((unsigned char)q[2]) | httpcc_b64_val((unsigned char)q[3])) < 0)
+			return NULL;
+	for (; q < end; q++)
 		if (httpcc_b64_val((unsigned char)*q) < 0)
 			return NULL;
 	return end;

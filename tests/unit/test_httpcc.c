@@ -371,6 +371,41 @@ static void test_jwt_cap(void)
 	       "deny body is not a token: exp ignored");
 }
 
+/* The string walker skips plain runs eight bytes a step: every byte value
+ * at every position of a 24-byte string value must give the byte rule's
+ * verdict: '"' ends the string early (then garbage: BAD), '\\' starts an
+ * escape ("\\x" is none: BAD), a control byte is BAD, anything else
+ * (UTF-8 bytes included) is part of the string, and "exp" is then read.
+ * NUL cannot go through exp_of()'s strlen(): it is encoded by hand. */
+static void test_jwt_string_every_byte(void)
+{
+	enum { LEN = 24 };
+	char payload[64], tok[256];
+	unsigned wrong = 0, n = 0;
+
+	for (int pos = 0; pos < LEN; pos++)
+		for (int b = 0; b < 256; b++) {
+			size_t plen, o;
+			int64_t exp = 0;
+			int r, want;
+
+			plen = (size_t)snprintf(payload, sizeof(payload), "{\"pad\":\"%.*s\",\"exp\":123}",
+			                        LEN, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+			payload[8 + pos] = (char)b;
+			o = enc("{\"alg\":\"HS256\"}", 15, tok);
+			tok[o++] = '.';
+			o += enc(payload, plen, tok + o);
+			memcpy(tok + o, ".c2ln", 5);
+			o += 5;
+			r = httpcc_jwt_exp(tok, o, &exp);
+			want = (b == '"' || b == '\\' || b < 0x20) ? HTTPCC_JWT_BAD : HTTPCC_JWT_EXP;
+			if (r != want || (r == HTTPCC_JWT_EXP && exp != 123))
+				wrong++;
+			n++;
+		}
+	ok(wrong == 0, "string walk: %u payloads, %u verdicts differ from the byte rule", n, wrong);
+}
+
 int main(void)
 {
 	test_parse();
@@ -378,5 +413,6 @@ int main(void)
 	test_jwt();
 	test_jwt_long_payload();
 	test_jwt_cap();
+	test_jwt_string_every_byte();
 	return done_testing();
 }
