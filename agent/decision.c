@@ -71,7 +71,7 @@ static int decision_is_msgpack(const char *ct)
 	static const char mp[] = "application/msgpack";
 	size_t n = sizeof(mp) - 1;
 
-	if (!ct || strncasecmp(ct, mp, n) != 0)
+	if (!ct || (ct[0] | 0x20) != 'a' || strncasecmp(ct, mp, n) != 0)
 		return 0;
 	return ct[n] == 0 || ct[n] == ';' || ct[n] == ' ';
 }

@@ -19,12 +19,16 @@ static int httpcc_is_ows(char c)
 	return c == ' ' || c == '\t';
 }
 
-/* RFC 9110 tchar */
+/* RFC 9110 tchar (ALPHA, DIGIT and "!#$%&'*+-.^_`|~") as bitmaps of the
+ * bytes 0x00-0x3f and 0x40-0x7f; nothing from 0x80 up. */
+#define HTTPCC_TCHAR_LO UINT64_C(0x03ff6cfa00000000)
+#define HTTPCC_TCHAR_HI UINT64_C(0x57ffffffc7fffffe)
+
 static int httpcc_is_tchar(unsigned char c)
 {
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-		return 1;
-	return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+	if (c >= 0x80)
+		return 0;
+	return (int)(((c < 0x40 ? HTTPCC_TCHAR_LO : HTTPCC_TCHAR_HI) >> (c & 0x3f)) & 1);
 }
 
 static unsigned char httpcc_lower(unsigned char c)

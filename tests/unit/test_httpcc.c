@@ -406,6 +406,36 @@ static void test_jwt_string_every_byte(void)
 	ok(wrong == 0, "string walk: %u payloads, %u verdicts differ from the byte rule", n, wrong);
 }
 
+/* Directive names are RFC 9110 tokens (tchar bitmaps in httpcc.c): each
+ * byte value in the middle of "x?y, max-age=7" must give what the grammar
+ * says: a tchar keeps one unknown directive (well formed), ',' and '='
+ * split it alike, anything else is garbage; max-age is read either way,
+ * except after '"', which opens a quoted string that never ends. */
+static void test_tchar_every_byte(void)
+{
+	unsigned wrong = 0;
+
+	for (int b = 0; b < 256; b++) {
+		char v[] = "x?y, max-age=7";
+		struct httpcc h;
+		int tchar = (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') ||
+		            (b >= '0' && b <= '9') || (b && strchr("!#$%&'*+-.^_`|~", b));
+		int want = tchar || b == ',' || b == '=' ? 0 : -1;
+
+		v[1] = (char)b;
+		if (b == '"') {
+			/* an unterminated quoted string: the rest is in it */
+			if (httpcc_parse(v, sizeof(v) - 1, &h) != -1 || (h.flags & HTTPCC_F_MAX_AGE))
+				wrong++;
+			continue;
+		}
+		if (httpcc_parse(v, sizeof(v) - 1, &h) != want || !(h.flags & HTTPCC_F_MAX_AGE) ||
+		    h.max_age != 7)
+			wrong++;
+	}
+	ok(wrong == 0, "tchar: %u of 256 byte values parsed against the grammar", wrong);
+}
+
 int main(void)
 {
 	test_parse();
@@ -414,5 +444,6 @@ int main(void)
 	test_jwt_long_payload();
 	test_jwt_cap();
 	test_jwt_string_every_byte();
+	test_tchar_every_byte();
 	return done_testing();
 }
