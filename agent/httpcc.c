@@ -203,8 +203,29 @@ static const uint8_t httpcc_b64_tab[256] = {
 	['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64,
 };
 
-/* The bits of a base64url value. */
-#define HTTPCC_B64_MASK 63
+/* httpcc_b64_sN[c]: the base64url value of c shifted left by N, or
+ * HTTPCC_B64_BAD (a bit no shifted value reaches) outside the alphabet.
+ * Four characters decode to 24 bits with four lookups and three ORs, and
+ * one test checks them all. Built by the preprocessor from one definition
+ * of the alphabet. */
+#define HTTPCC_B64_BAD 0x80000000u
+#define HTTPCC_B64V(c) ((c) >= 'A' && (c) <= 'Z' ? (c) - 'A' :                     \
+                        (c) >= 'a' && (c) <= 'z' ? (c) - 'a' + 26 :                \
+                        (c) >= '0' && (c) <= '9' ? (c) - '0' + 52 :                \
+                        (c) == '-' ? 62 : (c) == '_' ? 63 : -1)
+#define HTTPCC_B64E(c, sh) (HTTPCC_B64V(c) < 0 ? HTTPCC_B64_BAD : (uint32_t)HTTPCC_B64V(c) << (sh))
+#define HTTPCC_B64_4(c, sh) HTTPCC_B64E((c), sh), HTTPCC_B64E((c) + 1, sh), \
+                            HTTPCC_B64E((c) + 2, sh), HTTPCC_B64E((c) + 3, sh)
+#define HTTPCC_B64_16(c, sh) HTTPCC_B64_4((c), sh), HTTPCC_B64_4((c) + 4, sh), \
+                             HTTPCC_B64_4((c) + 8, sh), HTTPCC_B64_4((c) + 12, sh)
+#define HTTPCC_B64_64(c, sh) HTTPCC_B64_16((c), sh), HTTPCC_B64_16((c) + 16, sh), \
+                             HTTPCC_B64_16((c) + 32, sh), HTTPCC_B64_16((c) + 48, sh)
+#define HTTPCC_B64_TABLE(sh) { HTTPCC_B64_64(0, sh), HTTPCC_B64_64(64, sh), \
+                               HTTPCC_B64_64(128, sh), HTTPCC_B64_64(192, sh) }
+static const uint32_t httpcc_b64_s18[256] = HTTPCC_B64_TABLE(18);
+static const uint32_t httpcc_b64_s12[256] = HTTPCC_B64_TABLE(12);
+static const uint32_t httpcc_b64_s6[256] = HTTPCC_B64_TABLE(6);
+static const uint32_t httpcc_b64_s0[256] = HTTPCC_B64_TABLE(0);
 
 /* base64url alphabet value, or -1 */
 static inline int httpcc_b64_val(unsigned char c)
@@ -246,19 +267,14 @@ static long httpcc_b64_flat(const char *p, const char *end, uint8_t *out)
 {
 	const unsigned char *s = (const unsigned char *)p, *e = (const unsigned char *)end;
 	uint8_t *o = out;
-	int a, b, c, d;
+	int a, b, c;
 
 	while (e - s >= 4) {
-		uint32_t v;
+		uint32_t v = httpcc_b64_s18[s[0]] | httpcc_b64_s12[s[1]] | httpcc_b64_s6[s[2]] |
+		             httpcc_b64_s0[s[3]];
 
-		/* values 0..63, or -1 outside the alphabet: one test for four */
-		a = httpcc_b64_tab[s[0]] - 1;
-		b = httpcc_b64_tab[s[1]] - 1;
-		c = httpcc_b64_tab[s[2]] - 1;
-		d = httpcc_b64_tab[s[3]] - 1;
-		if ((a | b | c | d) & ~HTTPCC_B64_MASK)
+		if (v & HTTPCC_B64_BAD)
 			return -1;
-		v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
 		o[0] = (uint8_t)(v >> 16);
 		o[1] = (uint8_t)(v >> 8);
 		o[2] = (uint8_t)v;
@@ -635,8 +651,9 @@ static const char *httpcc_b64_segment(const char *p, const char *end)
 	if (!end)
 		return NULL;
 	for (q = p; end - q >= 4; q += 4)
-		if ((httpcc_b64_val((unsigned char)q[0]) | httpcc_b64_val((unsigned char)q[1]) |
-		     httpcc_b64_val((unsigned char)q[2]) | httpcc_b64_val((unsigned char)q[3])) < 0)
+		if ((httpcc_b64_s0[(unsigned char)q[0]] | httpcc_b64_s0[(unsigned char)q[1]] |
+		     httpcc_b64_s0[(unsigned char)q[2]] | httpcc_b64_s0[(unsigned char)q[3]]) &
+		    HTTPCC_B64_BAD)
 			return NULL;
 	for (; q < end; q++)
 		if (httpcc_b64_val((unsigned char)*q) < 0)

@@ -436,6 +436,41 @@ static void test_tchar_every_byte(void)
 	ok(wrong == 0, "tchar: %u of 256 byte values parsed against the grammar", wrong);
 }
 
+/* The base64url tables: every byte value at each of the first eight
+ * positions of the payload and of the signature. Outside the alphabet the
+ * token is not JWT-shaped (NONE); inside it, the signature is not read (the
+ * exp stands; a payload byte changes the JSON, whatever it then says). */
+static void test_b64_every_byte(void)
+{
+	static const char alpha[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	char tok[256];
+	unsigned wrong = 0, n = 0;
+	size_t dot1, dot2, len;
+
+	jwt("{\"exp\":1234567890,\"sub\":\"abcdefgh\"}", tok);
+	len = strlen(tok);
+	dot1 = (size_t)(strchr(tok, '.') - tok);
+	dot2 = (size_t)(strrchr(tok, '.') - tok);
+	for (int seg = 0; seg < 2; seg++)
+		for (size_t i = 0; i < 8; i++)
+			for (int b = 0; b < 256; b++) {
+				char t[256];
+				size_t at = (seg ? dot2 : dot1) + 1 + i;
+				int in = b && strchr(alpha, b) != NULL, r;
+				int64_t exp = 0;
+
+				memcpy(t, tok, len);
+				t[at] = (char)b;
+				r = httpcc_jwt_exp(t, len, &exp);
+				if (!in ? r != HTTPCC_JWT_NONE
+				        : seg && (r != HTTPCC_JWT_EXP || exp != 1234567890))
+					wrong++;
+				n++;
+			}
+	ok(wrong == 0, "base64url: %u tokens, %u verdicts differ from the alphabet", n, wrong);
+}
+
 int main(void)
 {
 	test_parse();
@@ -445,5 +480,6 @@ int main(void)
 	test_jwt_cap();
 	test_jwt_string_every_byte();
 	test_tchar_every_byte();
+	test_b64_every_byte();
 	return done_testing();
 }
