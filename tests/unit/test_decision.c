@@ -334,7 +334,7 @@ static void test_shareable(struct cfg *c)
 static void test_no_heap_creep(void)
 {
 	char *argv[] = { "--max-frame-size", "16380" };
-	enum { LIVE = 1000, WARM = 50000, STEPS = 100000 };
+	enum { LIVE = 1000, WARM = 10000, STEPS = 50000 };
 	static struct decision *live[LIVE];
 	static void *entry[LIVE];
 	struct upstream_response r;
@@ -364,7 +364,10 @@ static void test_no_heap_creep(void)
 	end = mallinfo2().arena;
 	ok(built, "creep: every decision built");
 	/* mallinfo2() reads 0 under ASan: the check is vacuous there */
-	ok(end <= warm + 128 * 1024, "creep: heap %zu KiB once warm, %zu KiB at the end",
+	/* Two of glibc's 128 KiB top-pad steps: one decision allocation per
+	 * build reaches its plateau one step after the warm point (396 ->
+	 * 528 KiB); the shrink-in-place bug grew 1,076 -> 1,540 here. */
+	ok(end <= warm + 256 * 1024, "creep: heap %zu KiB once warm, %zu KiB at the end",
 	   warm / 1024, end / 1024);
 	for (int i = 0; i < LIVE; i++) {
 		decision_put(live[i]);
