@@ -52,14 +52,19 @@ DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl openssl msgpack libmicrohtt
 DEP_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl openssl msgpack libmicrohttpd libnghttp2 hiredis 2>/dev/null || echo -lcurl -lssl -lcrypto -lmsgpackc -lmicrohttpd -lnghttp2 -lhiredis)
 EV_CFLAGS  ?=
 EV_LIBS    ?= -lev
-# Debian's libhttp-parser-dev (nodejs/http-parser) has no .pc file.
-HTTP_PARSER_LIBS ?= -lhttp_parser
-LIBS       := $(DEP_LIBS) $(HTTP_PARSER_LIBS) $(EV_LIBS) -lpthread -lm
+# The HTTP/1.1 response parser of agent/h1c.c: llhttp (Node's parser) as
+# Debian's node-llhttp ships it, C sources for embedding (no library, no .pc),
+# compiled as they are, without our warning set.
+LLHTTP_DIR    ?= /usr/share/llhttp
+LLHTTP_CFLAGS ?= -I/usr/share/include/llhttp
+LIBS       := $(DEP_LIBS) $(EV_LIBS) -lpthread -lm
 
-ALL_CFLAGS := $(STD) $(WARN) $(CFLAGS) $(SAN_FLAGS) $(DEP_CFLAGS) $(EV_CFLAGS) -Iagent -MMD -MP
+ALL_CFLAGS := $(STD) $(WARN) $(CFLAGS) $(SAN_FLAGS) $(DEP_CFLAGS) $(EV_CFLAGS) $(LLHTTP_CFLAGS) -Iagent -MMD -MP
+LLHTTP_SRCS := llhttp.c api.c http.c
 
 AGENT_SRCS := $(filter-out agent/main.c,$(wildcard agent/*.c))
-AGENT_OBJS := $(patsubst agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRCS))
+AGENT_OBJS := $(patsubst agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRCS)) \
+              $(patsubst %.c,$(BUILD)/llhttp/%.o,$(LLHTTP_SRCS))
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 BIN        := $(BUILD)/spoa-auth
@@ -92,6 +97,10 @@ $(BUILD)/libagent.a: $(AGENT_OBJS)
 $(BUILD)/agent/%.o: agent/%.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(CFLAGS) $(SAN_FLAGS) $(LLHTTP_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagent.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
@@ -154,10 +163,12 @@ tsan:
 # on header changes (.d files) and on a change of FUZZ_CC or its flags.
 FUZZ_CC     ?= clang
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_CFLAGS := $(STD) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Iagent $(DEP_CFLAGS) $(EV_CFLAGS) -MMD -MP
+FUZZ_CFLAGS := $(STD) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Iagent $(DEP_CFLAGS) $(EV_CFLAGS) \
+               $(LLHTTP_CFLAGS) -MMD -MP
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(FUZZ_SRCS))
-FUZZ_OBJS := $(patsubst agent/%.c,$(FUZZ_BUILD)/agent/%.o,$(AGENT_SRCS))
+FUZZ_OBJS := $(patsubst agent/%.c,$(FUZZ_BUILD)/agent/%.o,$(AGENT_SRCS)) \
+             $(patsubst %.c,$(FUZZ_BUILD)/llhttp/%.o,$(LLHTTP_SRCS))
 FUZZ_SECONDS ?= 60
 
 fuzz: deps fuzz-build
@@ -175,6 +186,10 @@ endif
 $(FUZZ_BUILD)/.flags: ;
 
 $(FUZZ_BUILD)/agent/%.o: agent/%.c $(FUZZ_BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c $(FUZZ_BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 

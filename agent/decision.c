@@ -3,11 +3,14 @@
  * actions.
  *
  * Runs on worker threads; the result is immutable and may be shared between
- * threads (the cache, docs/cache.md). Encodes into a scratch block sized for
- * the largest frame we could send, then copies the result into a block of its
- * exact size: two mallocs per upstream answer, none per ACK.
+ * threads (the cache, docs/cache.md). Encodes into a scratch block on the stack
+ * (DECISION_STACK bytes, room for the usual answer) or, when the actions
+ * need more, on the heap sized for the largest frame we could send, then
+ * copies the result into a block of its exact size: one malloc per upstream
+ * answer in the usual case, none per ACK.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -69,7 +72,7 @@ static int decision_is_msgpack(const char *ct)
 	static const char mp[] = "application/msgpack";
 	size_t n = sizeof(mp) - 1;
 
-	if (!ct || strncasecmp(ct, mp, n) != 0)
+	if (!ct || (ct[0] | 0x20) != 'a' || strncasecmp(ct, mp, n) != 0)
 		return 0;
 	return ct[n] == 0 || ct[n] == ';' || ct[n] == ' ';
 }
@@ -149,6 +152,25 @@ void decision_put(struct decision *d)
 /* Bytes no header value may carry: C0 controls and DEL. */
 #define DECISION_CTL_LAST 0x1f
 #define DECISION_DEL 0x7f
+/* Scratch bytes on the stack for the actions: a usual answer (a token of a
+ * few hundred bytes, a handful of variables) fits; larger ones take the
+ * max-frame-size heap block. */
+#define DECISION_STACK 4096
+/* A byte repeated in each of the 8 bytes of a uint64_t. */
+#define DECISION_BYTES(b) ((uint64_t)(b) * UINT64_C(0x0101010101010101))
+
+/* 1 if one of the 8 bytes of <x> is a C0 control or DEL. Exact (no false
+ * positive): x - 0x20.. borrows into a byte's high bit only for a byte
+ * below 0x20 (or from a lower byte that already is one), and ~x keeps only
+ * bytes below 0x80; DEL is a zero byte of x ^ 0x7f... */
+static int decision_word_has_ctl(uint64_t x)
+{
+	uint64_t hi = DECISION_BYTES(0x80);
+	uint64_t d = x ^ DECISION_BYTES(DECISION_DEL);
+
+	return (((x - DECISION_BYTES(DECISION_CTL_LAST + 1)) & ~x) |
+	        ((d - DECISION_BYTES(1)) & ~d)) & hi ? 1 : 0;
+}
 
 /* The token of a 2xx text answer: <body> (<len> bytes) less exactly one
  * trailing "\n" or "\r\n", which text servers add after their output. Sets
@@ -162,7 +184,17 @@ static int decision_token(const char *body, size_t len, size_t *tok_len)
 		if (len >= 1 && body[len - 1] == '\r')
 			len--;
 	}
-	for (size_t i = 0; i < len; i++) {
+	size_t i = 0;
+
+	/* Eight bytes a step: the token is most of an allow's bytes. */
+	for (; i + sizeof(uint64_t) <= len; i += sizeof(uint64_t)) {
+		uint64_t w;
+
+		memcpy(&w, body + i, sizeof(w));
+		if (decision_word_has_ctl(w))
+			return 0;
+	}
+	for (; i < len; i++) {
 		unsigned char ch = (unsigned char)body[i];
 
 		if (ch <= DECISION_CTL_LAST || ch == DECISION_DEL)
@@ -250,11 +282,11 @@ struct decision *decision_build(const struct upstream_response *r,
                                 const struct cfg *cfg, int *too_big)
 {
 	enum decision_outcome o;
-	struct decision *d, *shrunk;
-	uint8_t *p;
-	const uint8_t *end;
+	struct decision *d;
+	uint8_t stack[DECISION_STACK], *heap = NULL, *p;
+	const uint8_t *end, *actions = NULL;
 	unsigned skipped = 0;
-	size_t token_len = r->body_len;
+	size_t token_len = r->body_len, len;
 
 	*too_big = 0;
 	if (r->status == 0)
@@ -265,16 +297,40 @@ struct decision *decision_build(const struct upstream_response *r,
 	    !decision_token(r->body ? r->body : "", r->body_len, &token_len))
 		return decision_error();
 
-	d = malloc(sizeof(*d) + cfg->max_frame_size);
-	if (!d)
-		return NULL;
-	p = d->actions;
-	end = d->actions + cfg->max_frame_size;
-	if (!decision_encode(&p, end, r, cfg, o, token_len, &skipped)) {
-		free(d);
-		d = NULL;
+	/* The stack block first; the heap one only when the actions do not fit
+	 * it (and could fit a frame). */
+	stack[0] = 0;   /* GCC 12 takes <end>, a const pointer into it, for a read */
+	p = stack;
+	end = stack + (cfg->max_frame_size < sizeof(stack) ? cfg->max_frame_size : sizeof(stack));
+	skipped = 0;
+	if (decision_encode(&p, end, r, cfg, o, token_len, &skipped)) {
+		actions = stack;
+	} else if (cfg->max_frame_size > sizeof(stack)) {
+		heap = malloc(cfg->max_frame_size);
+		if (!heap)
+			return NULL;
+		p = heap;
+		end = heap + cfg->max_frame_size;
+		skipped = 0;
+		if (decision_encode(&p, end, r, cfg, o, token_len, &skipped))
+			actions = heap;
+	}
+	if (!actions) {
+		free(heap);
 		*too_big = 1;
 		return decision_error();
+	}
+	/* A block of the exact size, never a realloc() of the scratch one: a
+	 * shrunk block stays where the max-frame-size block was carved, and
+	 * the decisions the cache keeps pin those places, so each build needed
+	 * a new max-frame-size hole. Under eviction the arena grew without
+	 * bound while the live bytes stayed flat (docs/reliability.md, make
+	 * soak). */
+	len = (size_t)(p - actions);
+	d = malloc(sizeof(*d) + len);
+	if (!d) {
+		free(heap);
+		return NULL;
 	}
 	atomic_init(&d->refcnt, 1);
 	d->status = (int)r->status;
@@ -282,18 +338,10 @@ struct decision *decision_build(const struct upstream_response *r,
 	d->claims_skipped = skipped;
 	d->set_cookie = r->n_set_cookie > 0;
 	d->l1_until_ms = 0;  /* the exchange marks it, before sharing it */
-	d->actions_len = (size_t)(p - d->actions);
-	/* A new block of the exact size, not realloc() in place. A shrunk
-	 * block stays where the max-frame-size block was carved, and the
-	 * decisions the cache keeps pin those places, so each build needed a
-	 * new max-frame-size hole. Under eviction the arena grew without bound
-	 * while the live bytes stayed flat (docs/reliability.md, make soak). */
-	shrunk = malloc(sizeof(*d) + d->actions_len);
-	if (!shrunk)
-		return d;
-	memcpy(shrunk, d, sizeof(*d) + d->actions_len);
-	free(d);
-	return shrunk;
+	d->actions_len = len;
+	memcpy(d->actions, actions, len);
+	free(heap);
+	return d;
 }
 
 /* ---- the cache's hooks (cache.h: struct cache_opts) ---- */

@@ -28,7 +28,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include <http_parser.h>
+#include <llhttp.h>
 
 #include "cfg.h"
 #include "h1c.h"
@@ -39,8 +39,21 @@
 #define H1C_NAME_MAX 64
 /* First allocation of the header-value scratch buffer. */
 #define H1C_HV_INIT 256
-/* First allocation of a body whose length is not announced. */
+/* Header bytes an answer may send before its final header block ends
+ * (interim 1xx answers included): llhttp has no bound of its own; 80 KiB
+ * is what libhttp-parser, the parser before it, allowed. */
+#define H1C_HEADER_MAX (80 * 1024)
+/* First allocation of a body whose length is not announced, past the
+ * request's own H1C_BODY_SMALL bytes. */
 #define H1C_BODY_INIT 1024
+/* A body (the usual token) up to this size, with its NUL, and the kept header
+ * values (Content-Type, Cache-Control, ...) up to H1C_ARENA bytes live in the
+ * request itself: no malloc for a usual answer. */
+#define H1C_BODY_SMALL 1024
+#define H1C_ARENA 256
+/* Finished requests' allocations kept per client for the next ones: the
+ * usual number in flight, so steady load allocates none. */
+#define H1C_SPARE_MAX 64
 #define H1C_DEFAULT_PORT 80
 #define H1C_MS 1000.0
 
@@ -95,11 +108,14 @@ struct h1c_req {
 	ev_tstamp deadline, attempt_end, connect_end, backoff_end;
 	enum h1c_phase phase;
 	struct h1c_conn *conn;
-	http_parser hp;
+	llhttp_t hp;
 	unsigned attempt;               /* policy attempts started, from 1 */
 	int stale_retried;
 	int got_bytes;                  /* a response byte arrived this attempt */
 	int final_done;                 /* the final answer is complete */
+	int keep;                       /* ... and its connection may be reused */
+	int hdrs_done;                  /* the final answer's headers are complete */
+	size_t hdr_bytes;               /* bytes read while they were not */
 	int oversize;
 	enum h1c_fail pend_fail;        /* for H1C_T_PENDING */
 	const char *pend_err;
@@ -111,10 +127,15 @@ struct h1c_req {
 	char *hv;                       /* value being read, when wanted: hv_small
 	                                 * or, when longer, owned heap */
 	size_t hv_len, hv_cap;
-	char hv_small[H1C_HV_INIT];
 	size_t body_cap;
 	struct timespec start;
 	struct h1c_req *prev, *next;    /* c->qhead list or c->reqs list */
+	size_t alloc_size;              /* of this allocation, for the spare */
+	size_t arena_used;
+	/* Storage, not state: h1c_start() zeroes what is above, not this. */
+	char hv_small[H1C_HV_INIT];
+	char arena[H1C_ARENA];          /* header values kept, NUL-terminated */
+	char body_small[H1C_BODY_SMALL];
 };
 
 struct h1c {
@@ -125,10 +146,13 @@ struct h1c {
 	uint64_t opened;
 	struct h1c_req *reqs;           /* owned: not queued */
 	struct h1c_req *qhead, *qtail;  /* owned: FIFO of QUEUED */
+	struct h1c_req *spare;          /* owned: finished requests' allocations
+	                                 * (linked by ->next), for h1c_start() */
+	unsigned n_spare;
 	unsigned n_reqs;                /* both lists */
 	unsigned keepalive_max, max_conns;
 	uint32_t rnd;                   /* xorshift32 state, for the jitter */
-	http_parser_settings hs;
+	llhttp_settings_t hs;
 };
 
 static void h1c_attempt_go(struct h1c_req *q);
@@ -286,11 +310,33 @@ static uint32_t h1c_rand(struct h1c *c)
 
 /* ---- response capture ---- */
 
-static void h1c_resp_clear(struct upstream_response *r)
+/* Forgets what <q>'s response captured; frees only what is not in <q>. */
+static void h1c_resp_clear(struct h1c_req *q)
 {
-	upstream_resp_clear_headers(r);
-	free(r->body); r->body = NULL;
+	struct upstream_response *r = &q->resp;
+
+	upstream_resp_clear_headers_in(r, q->arena, q->arena + sizeof(q->arena));
+	q->arena_used = 0;
+	if (r->body != q->body_small)
+		free(r->body);
+	r->body = NULL;
 	r->body_len = 0;
+	q->body_cap = 0;
+}
+
+/* upstream_dup_fn: header values into <q>'s arena while there is room. */
+static char *h1c_dup(void *ctx, const char *v, size_t n)
+{
+	struct h1c_req *q = ctx;
+	char *p;
+
+	if (n >= sizeof(q->arena) - q->arena_used)
+		return strndup(v, n);
+	p = q->arena + q->arena_used;
+	memcpy(p, v, n);
+	p[n] = 0;
+	q->arena_used += n + 1;
+	return p;
 }
 
 /* 1 if the header being read is one the response keeps. */
@@ -311,10 +357,10 @@ static void h1c_commit(struct h1c_req *q)
 	q->want = 0;
 	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
 		n--;
-	upstream_resp_header(&q->resp, q->cfg, q->hf, q->hf_len, v, n);
+	upstream_resp_header_dup(&q->resp, q->cfg, q->hf, q->hf_len, v, n, h1c_dup, q);
 }
 
-static int h1c_on_header_field(http_parser *hp, const char *at, size_t len)
+static int h1c_on_header_field(llhttp_t *hp, const char *at, size_t len)
 {
 	struct h1c_req *q = hp->data;
 
@@ -332,7 +378,7 @@ static int h1c_on_header_field(http_parser *hp, const char *at, size_t len)
 	return 0;
 }
 
-static int h1c_on_header_value(http_parser *hp, const char *at, size_t len)
+static int h1c_on_header_value(llhttp_t *hp, const char *at, size_t len)
 {
 	struct h1c_req *q = hp->data;
 
@@ -362,7 +408,7 @@ static int h1c_on_header_value(http_parser *hp, const char *at, size_t len)
 	return 0;
 }
 
-static int h1c_on_headers_complete(http_parser *hp)
+static int h1c_on_headers_complete(llhttp_t *hp)
 {
 	struct h1c_req *q = hp->data;
 	size_t max = q->cfg->max_response_size;
@@ -371,13 +417,16 @@ static int h1c_on_headers_complete(http_parser *hp)
 		h1c_commit(q);
 	q->hf_len = 0;
 	q->hf_long = 0;
-	if (hp->status_code >= 200 && hp->content_length != ULLONG_MAX) {
+	if (hp->status_code >= 200)
+		q->hdrs_done = 1;
+	if (hp->status_code >= 200 && (hp->flags & F_CONTENT_LENGTH)) {
 		if (hp->content_length > max) {
 			q->oversize = 1;
 			return -1;
 		}
-		/* The whole body in one allocation. */
-		if (hp->content_length > 0 && !q->resp.body) {
+		/* The whole body in one allocation (none when it fits the
+		 * request's own bytes: h1c_on_body()). */
+		if (hp->content_length >= sizeof(q->body_small) && !q->resp.body) {
 			q->resp.body = malloc((size_t)hp->content_length + 1);
 			if (!q->resp.body)
 				return -1;
@@ -387,7 +436,7 @@ static int h1c_on_headers_complete(http_parser *hp)
 	return 0;
 }
 
-static int h1c_on_body(http_parser *hp, const char *at, size_t len)
+static int h1c_on_body(llhttp_t *hp, const char *at, size_t len)
 {
 	struct h1c_req *q = hp->data;
 	struct upstream_response *r = &q->resp;
@@ -397,15 +446,25 @@ static int h1c_on_body(http_parser *hp, const char *at, size_t len)
 		q->oversize = 1;
 		return -1;
 	}
+	if (!r->body) {
+		r->body = q->body_small;
+		q->body_cap = sizeof(q->body_small);
+	}
 	if (r->body_len + len + 1 > q->body_cap) {
-		size_t cap = q->body_cap ? q->body_cap : H1C_BODY_INIT;
+		size_t cap = q->body_cap > H1C_BODY_INIT ? q->body_cap : H1C_BODY_INIT;
 		char *nb;
 
 		while (cap < r->body_len + len + 1)
 			cap *= 2;
 		if (cap > max + 1)
 			cap = max + 1;
-		nb = realloc(r->body, cap);
+		if (r->body == q->body_small) {
+			nb = malloc(cap);
+			if (nb)
+				memcpy(nb, r->body, r->body_len);
+		} else {
+			nb = realloc(r->body, cap);
+		}
 		if (!nb)
 			return -1;
 		r->body = nb;
@@ -417,21 +476,20 @@ static int h1c_on_body(http_parser *hp, const char *at, size_t len)
 	return 0;
 }
 
-static int h1c_on_message_complete(http_parser *hp)
+static int h1c_on_message_complete(llhttp_t *hp)
 {
 	struct h1c_req *q = hp->data;
 
 	if (hp->status_code >= 100 && hp->status_code < 200 && hp->status_code != 101) {
 		/* Interim answer: the final one follows on the same connection. */
-		h1c_resp_clear(&q->resp);
-		q->body_cap = 0;
+		h1c_resp_clear(q);
 		return 0;
 	}
 	q->final_done = 1;
+	q->keep = !hp->upgrade && llhttp_should_keep_alive(hp);
 	/* Stop right after the answer: bytes beyond it mean the connection
 	 * cannot be reused. */
-	http_parser_pause(hp, 1);
-	return 0;
+	return HPE_PAUSED;
 }
 
 /* ---- connections ---- */
@@ -614,14 +672,21 @@ static void h1c_finish(struct h1c_req *q, const char *err)
 		}
 	}
 	if (r->status == 0)
-		h1c_resp_clear(r);   /* nothing captured may leak into a decision */
+		h1c_resp_clear(q);   /* nothing captured may leak into a decision */
 	q->done(q->arg, r);
-	h1c_resp_clear(r);
+	h1c_resp_clear(q);
 	r->copy = NULL;   /* in <q>'s allocation */
 	if (q->hv != q->hv_small)
 		free(q->hv);
 	q->hv = NULL;
-	free(q);
+	/* Kept for a next request, up to H1C_SPARE_MAX. */
+	if (c->n_spare < H1C_SPARE_MAX) {
+		q->next = c->spare;
+		c->spare = q;
+		c->n_spare++;
+	} else {
+		free(q);
+	}
 }
 
 /* Gives <q>'s connection back: to the idle pool when <keep> and there is
@@ -802,13 +867,15 @@ static void h1c_attempt_go(struct h1c_req *q)
 	q->sent = 0;
 	q->got_bytes = 0;
 	q->final_done = 0;
+	q->keep = 0;
+	q->hdrs_done = 0;
+	q->hdr_bytes = 0;
 	q->oversize = 0;
 	q->in_value = q->want = 0;
 	q->hf_len = 0;
 	q->hf_long = 0;
-	q->body_cap = 0;
-	h1c_resp_clear(&q->resp);
-	http_parser_init(&q->hp, HTTP_RESPONSE);
+	h1c_resp_clear(q);
+	llhttp_init(&q->hp, HTTP_RESPONSE, &c->hs);
 	q->hp.data = q;
 	if (cfg->upstream_attempt_timeout_ms) {
 		ev_tstamp end = now + cfg->upstream_attempt_timeout_ms / H1C_MS;
@@ -869,11 +936,11 @@ static void h1c_complete(struct h1c_req *q, int extra)
 {
 	struct h1c *c = q->c;
 	long status = (long)q->hp.status_code;
-	int keep = !extra && !q->hp.upgrade && http_should_keep_alive(&q->hp);
+	int keep = !extra && q->keep;
 
 	h1c_release(q, keep);
 	if (status >= 500 && h1c_maybe_retry(q, H1C_FAIL_NONE, status)) {
-		h1c_resp_clear(&q->resp);
+		h1c_resp_clear(q);
 	} else {
 		h1c_finish(q, NULL);
 	}
@@ -883,10 +950,9 @@ static void h1c_complete(struct h1c_req *q, int extra)
 static void h1c_read(struct h1c_req *q)
 {
 	struct h1c_conn *k = q->conn;
-	struct h1c *c = q->c;
 	char buf[H1C_RBUF];
 	ssize_t n;
-	size_t parsed;
+	llhttp_errno_t err;
 
 	n = recv(k->fd, buf, sizeof(buf), 0);
 	if (n == -1) {
@@ -903,7 +969,7 @@ static void h1c_read(struct h1c_req *q)
 			h1c_attempt_fail(q, H1C_FAIL_RESET, "connection closed without an answer");
 			return;
 		}
-		http_parser_execute(&q->hp, &c->hs, NULL, 0);
+		llhttp_finish(&q->hp);
 		if (q->final_done)
 			h1c_complete(q, 1);   /* 1: closed, not reusable */
 		else
@@ -911,14 +977,20 @@ static void h1c_read(struct h1c_req *q)
 		return;
 	}
 	q->got_bytes = 1;
-	parsed = http_parser_execute(&q->hp, &c->hs, buf, (size_t)n);
+	err = llhttp_execute(&q->hp, buf, (size_t)n);
 	if (q->final_done) {
-		h1c_complete(q, parsed != (size_t)n);
+		/* paused by h1c_on_message_complete(), at the answer's end */
+		h1c_complete(q, err != HPE_PAUSED || llhttp_get_error_pos(&q->hp) != buf + n);
 		return;
 	}
-	if (HTTP_PARSER_ERRNO(&q->hp) != HPE_OK)
+	if (err != HPE_OK) {
 		h1c_attempt_fail(q, H1C_FAIL_OTHER,
 		                 q->oversize ? "response too large" : "malformed HTTP response");
+		return;
+	}
+	/* still in a header block: every byte of this read was a header byte */
+	if (!q->hdrs_done && (q->hdr_bytes += (size_t)n) > H1C_HEADER_MAX)
+		h1c_attempt_fail(q, H1C_FAIL_OTHER, "response too large");
 }
 
 static void h1c_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -1018,7 +1090,7 @@ struct h1c *h1c_new(struct ev_loop *loop, const struct cfg *cfg)
 	if (!c)
 		return NULL;
 	c->loop = loop;
-	http_parser_settings_init(&c->hs);
+	llhttp_settings_init(&c->hs);
 	c->hs.on_header_field = h1c_on_header_field;
 	c->hs.on_header_value = h1c_on_header_value;
 	c->hs.on_headers_complete = h1c_on_headers_complete;
@@ -1054,7 +1126,7 @@ int h1c_start(struct h1c *c, const struct cfg *cfg, const char *url,
 {
 	static const char ua[] = "User-Agent: spoa-auth\r\n", acc[] = "Accept: */*\r\n";
 	const char *path = url + cfg->upstream_path_off;
-	size_t plen = strlen(path), hlen = strlen(cfg->upstream_host), len;
+	size_t plen = strlen(path), hlen = strlen(cfg->upstream_host), len, need;
 	int slash = *path != '/', own_host = 1, own_ua = 1, own_acc = 1;
 	struct h1c_req *q;
 	char *p;
@@ -1065,17 +1137,42 @@ int h1c_start(struct h1c *c, const struct cfg *cfg, const char *url,
 	len = 4 + (size_t)slash + plen + 11 + 6 + hlen + 2 + sizeof(ua) - 1 + sizeof(acc) - 1 + 2;
 	for (size_t i = 0; i < n; i++) {
 		len += strlen(headers[i]) + 2;
-		if (strncasecmp(headers[i], "host:", 5) == 0)
-			own_host = 0;
-		else if (strncasecmp(headers[i], "user-agent:", 11) == 0)
-			own_ua = 0;
-		else if (strncasecmp(headers[i], "accept:", 7) == 0)
-			own_acc = 0;
+		/* the first letter, folded, before any strncasecmp() */
+		switch (headers[i][0] | 0x20) {
+		case 'h':
+			if (strncasecmp(headers[i], "host:", 5) == 0)
+				own_host = 0;
+			break;
+		case 'u':
+			if (strncasecmp(headers[i], "user-agent:", 11) == 0)
+				own_ua = 0;
+			break;
+		case 'a':
+			if (strncasecmp(headers[i], "accept:", 7) == 0)
+				own_acc = 0;
+			break;
+		}
 	}
-	/* One allocation: the request, the copy-header slots, the request bytes. */
-	q = calloc(1, sizeof(*q) + cfg->n_copy_headers * sizeof(char *) + len);
-	if (!q)
+	/* One allocation: the request, the copy-header slots, the request
+	 * bytes; the spare one when it is large enough (its state zeroed, its
+	 * storage left as it is). */
+	need = sizeof(*q) + cfg->n_copy_headers * sizeof(char *) + len;
+	q = c->spare;
+	if (q) {
+		c->spare = q->next;
+		c->n_spare--;
+		if (q->alloc_size < need) {
+			free(q);
+			q = NULL;
+		} else {
+			need = q->alloc_size;
+		}
+	}
+	if (!q && !(q = malloc(need)))
 		return -1;
+	memset(q, 0, offsetof(struct h1c_req, hv_small));
+	memset(q + 1, 0, cfg->n_copy_headers * sizeof(char *));
+	q->alloc_size = need;
 	q->resp.copy = (char **)(void *)(q + 1);
 	q->resp.n_copy = cfg->n_copy_headers;
 	q->hv = q->hv_small;
@@ -1175,6 +1272,13 @@ void h1c_free(struct h1c *c)
 	if (!c)
 		return;
 	h1c_abort_all(c);
+	while (c->spare) {
+		struct h1c_req *q = c->spare;
+
+		c->spare = q->next;
+		free(q);
+	}
+	c->n_spare = 0;
 	while (c->idle)
 		h1c_conn_close(c->idle);
 	while (c->busy)

@@ -5,9 +5,10 @@
  *
  * One struct h1c per worker thread, nothing shared between threads. A
  * request is formatted once into one buffer and written with one sendmsg
- * (a writev that cannot raise SIGPIPE); responses are parsed by Debian's
- * libhttp-parser (nodejs/http-parser 2.9, fuzzed upstream), never by code of
- * ours; body bytes go from the read buffer straight into the response body.
+ * (a writev that cannot raise SIGPIPE); responses are parsed by llhttp
+ * (Node's HTTP parser, fuzzed upstream, C sources shipped by Debian's
+ * node-llhttp and compiled in), never by code of ours; body bytes go from
+ * the read buffer straight into the response body.
  *
  * Connections: a pool of keep-alive connections per worker, at most
  * max-upstream-connections of them (0 = unlimited), at most keepalive-max

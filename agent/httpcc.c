@@ -19,12 +19,16 @@ static int httpcc_is_ows(char c)
 	return c == ' ' || c == '\t';
 }
 
-/* RFC 9110 tchar */
+/* RFC 9110 tchar (ALPHA, DIGIT and "!#$%&'*+-.^_`|~") as bitmaps of the
+ * bytes 0x00-0x3f and 0x40-0x7f; nothing from 0x80 up. */
+#define HTTPCC_TCHAR_LO UINT64_C(0x03ff6cfa00000000)
+#define HTTPCC_TCHAR_HI UINT64_C(0x57ffffffc7fffffe)
+
 static int httpcc_is_tchar(unsigned char c)
 {
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-		return 1;
-	return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+	if (c >= 0x80)
+		return 0;
+	return (int)(((c < 0x40 ? HTTPCC_TCHAR_LO : HTTPCC_TCHAR_HI) >> (c & 0x3f)) & 1);
 }
 
 static unsigned char httpcc_lower(unsigned char c)
@@ -199,6 +203,30 @@ static const uint8_t httpcc_b64_tab[256] = {
 	['7'] = 60, ['8'] = 61, ['9'] = 62, ['-'] = 63, ['_'] = 64,
 };
 
+/* httpcc_b64_sN[c]: the base64url value of c shifted left by N, or
+ * HTTPCC_B64_BAD (a bit no shifted value reaches) outside the alphabet.
+ * Four characters decode to 24 bits with four lookups and three ORs, and
+ * one test checks them all. Built by the preprocessor from one definition
+ * of the alphabet. */
+#define HTTPCC_B64_BAD 0x80000000u
+#define HTTPCC_B64V(c) ((c) >= 'A' && (c) <= 'Z' ? (c) - 'A' :                     \
+                        (c) >= 'a' && (c) <= 'z' ? (c) - 'a' + 26 :                \
+                        (c) >= '0' && (c) <= '9' ? (c) - '0' + 52 :                \
+                        (c) == '-' ? 62 : (c) == '_' ? 63 : -1)
+#define HTTPCC_B64E(c, sh) (HTTPCC_B64V(c) < 0 ? HTTPCC_B64_BAD : (uint32_t)HTTPCC_B64V(c) << (sh))
+#define HTTPCC_B64_4(c, sh) HTTPCC_B64E((c), sh), HTTPCC_B64E((c) + 1, sh), \
+                            HTTPCC_B64E((c) + 2, sh), HTTPCC_B64E((c) + 3, sh)
+#define HTTPCC_B64_16(c, sh) HTTPCC_B64_4((c), sh), HTTPCC_B64_4((c) + 4, sh), \
+                             HTTPCC_B64_4((c) + 8, sh), HTTPCC_B64_4((c) + 12, sh)
+#define HTTPCC_B64_64(c, sh) HTTPCC_B64_16((c), sh), HTTPCC_B64_16((c) + 16, sh), \
+                             HTTPCC_B64_16((c) + 32, sh), HTTPCC_B64_16((c) + 48, sh)
+#define HTTPCC_B64_TABLE(sh) { HTTPCC_B64_64(0, sh), HTTPCC_B64_64(64, sh), \
+                               HTTPCC_B64_64(128, sh), HTTPCC_B64_64(192, sh) }
+static const uint32_t httpcc_b64_s18[256] = HTTPCC_B64_TABLE(18);
+static const uint32_t httpcc_b64_s12[256] = HTTPCC_B64_TABLE(12);
+static const uint32_t httpcc_b64_s6[256] = HTTPCC_B64_TABLE(6);
+static const uint32_t httpcc_b64_s0[256] = HTTPCC_B64_TABLE(0);
+
 /* base64url alphabet value, or -1 */
 static inline int httpcc_b64_val(unsigned char c)
 {
@@ -239,19 +267,17 @@ static long httpcc_b64_flat(const char *p, const char *end, uint8_t *out)
 {
 	const unsigned char *s = (const unsigned char *)p, *e = (const unsigned char *)end;
 	uint8_t *o = out;
-	int a, b, c, d;
+	int a, b, c;
 
 	while (e - s >= 4) {
-		a = httpcc_b64_tab[s[0]];
-		b = httpcc_b64_tab[s[1]];
-		c = httpcc_b64_tab[s[2]];
-		d = httpcc_b64_tab[s[3]];
-		if (!a || !b || !c || !d)
+		uint32_t v = httpcc_b64_s18[s[0]] | httpcc_b64_s12[s[1]] | httpcc_b64_s6[s[2]] |
+		             httpcc_b64_s0[s[3]];
+
+		if (v & HTTPCC_B64_BAD)
 			return -1;
-		a--, b--, c--, d--;
-		o[0] = (uint8_t)(a << 2 | b >> 4);
-		o[1] = (uint8_t)(b << 4 | c >> 2);
-		o[2] = (uint8_t)(c << 6 | d);
+		o[0] = (uint8_t)(v >> 16);
+		o[1] = (uint8_t)(v >> 8);
+		o[2] = (uint8_t)v;
 		o += 3;
 		s += 4;
 	}
@@ -310,6 +336,39 @@ static void httpcc_json_ws(struct httpcc_b64 *b)
 		httpcc_next(b);
 }
 
+/* A byte repeated in each of the 8 bytes of a uint64_t. */
+#define HTTPCC_BYTES(b) ((uint64_t)(b) * UINT64_C(0x0101010101010101))
+
+/* 1 if one of the 8 bytes of <x> is '"', '\\' or below 0x20: the bytes that
+ * end a plain run inside a JSON string. Exact (the usual zero-byte test on
+ * x ^ '"' and x ^ '\\', and x - 0x20.. & ~x for the controls, which flags
+ * a byte only when it, or a lower byte already flagged, is below 0x20). */
+static int httpcc_word_stops(uint64_t x)
+{
+	uint64_t q = x ^ HTTPCC_BYTES('"'), bs = x ^ HTTPCC_BYTES('\\');
+	uint64_t one = HTTPCC_BYTES(1);
+
+	return (((q - one) & ~q) | ((bs - one) & ~bs) | ((x - HTTPCC_BYTES(0x20)) & ~x)) &
+	       HTTPCC_BYTES(0x80) ? 1 : 0;
+}
+
+/* End of the run of plain string bytes (none of '"', '\\', controls) that
+ * starts at <p>, before <end>: eight bytes a step, then byte by byte. */
+static const char *httpcc_plain_run(const char *p, const char *end)
+{
+	uint64_t w;
+
+	while (end - p >= (long)sizeof(w)) {
+		memcpy(&w, p, sizeof(w));
+		if (httpcc_word_stops(w))
+			break;
+		p += sizeof(w);
+	}
+	while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+		p++;
+	return p;
+}
+
 /* Reads a JSON string whose opening quote was consumed. If <is_exp> is not
  * NULL, sets it to whether the decoded string is exactly "exp". Returns 0 or
  * -1 if malformed. */
@@ -323,9 +382,7 @@ static int httpcc_json_string(struct httpcc_b64 *b, int *is_exp)
 	for (;;) {
 		if (b->plain && b->peeked < 0) {
 			/* decoded bytes: skip the run of plain characters at once */
-			for (q = b->p; q < b->end && *q != '"' && *q != '\\' &&
-			                (unsigned char)*q >= 0x20; q++)
-				;
+			q = httpcc_plain_run(b->p, b->end);
 			run = (size_t)(q - b->p);
 			if (match && run && (n + run > sizeof(exp_lit) ||
 			                     memcmp(b->p, exp_lit + n, run) != 0))
@@ -593,7 +650,12 @@ static const char *httpcc_b64_segment(const char *p, const char *end)
 	end = httpcc_b64_strip(p, end);
 	if (!end)
 		return NULL;
-	for (q = p; q < end; q++)
+	for (q = p; end - q >= 4; q += 4)
+		if ((httpcc_b64_s0[(unsigned char)q[0]] | httpcc_b64_s0[(unsigned char)q[1]] |
+		     httpcc_b64_s0[(unsigned char)q[2]] | httpcc_b64_s0[(unsigned char)q[3]]) &
+		    HTTPCC_B64_BAD)
+			return NULL;
+	for (; q < end; q++)
 		if (httpcc_b64_val((unsigned char)*q) < 0)
 			return NULL;
 	return end;

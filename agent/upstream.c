@@ -110,22 +110,35 @@ uint64_t upstream_elapsed_us(const struct timespec *t0)
 
 /* ---- response capture ---- */
 
+/* Frees <*slot> unless it lies in [<lo>, <hi>) (the caller's own storage),
+ * and clears it either way. */
+static void upstream_drop(char **slot, const char *lo, const char *hi)
+{
+	uintptr_t a = (uintptr_t)*slot;
+
+	/* as integers: a heap string and <lo> are different objects */
+	if (*slot && !(lo && a >= (uintptr_t)lo && a < (uintptr_t)hi))
+		free(*slot);
+	*slot = NULL;
+}
+
+void upstream_resp_clear_headers_in(struct upstream_response *r, const char *lo, const char *hi)
+{
+	upstream_drop(&r->content_type, lo, hi);
+	upstream_drop(&r->location, lo, hi);
+	upstream_drop(&r->www_authenticate, lo, hi);
+	upstream_drop(&r->cache_control, lo, hi);
+	upstream_drop(&r->auth_scope, lo, hi);
+	for (unsigned i = 0; i < r->n_set_cookie; i++)
+		upstream_drop(&r->set_cookie[i], lo, hi);
+	r->n_set_cookie = 0;
+	for (size_t i = 0; i < r->n_copy; i++)
+		upstream_drop(&r->copy[i], lo, hi);
+}
+
 void upstream_resp_clear_headers(struct upstream_response *r)
 {
-	free(r->content_type); r->content_type = NULL;
-	free(r->location); r->location = NULL;
-	free(r->www_authenticate); r->www_authenticate = NULL;
-	free(r->cache_control); r->cache_control = NULL;
-	free(r->auth_scope); r->auth_scope = NULL;
-	for (unsigned i = 0; i < r->n_set_cookie; i++) {
-		free(r->set_cookie[i]);
-		r->set_cookie[i] = NULL;
-	}
-	r->n_set_cookie = 0;
-	for (size_t i = 0; i < r->n_copy; i++) {
-		free(r->copy[i]);
-		r->copy[i] = NULL;
-	}
+	upstream_resp_clear_headers_in(r, NULL, NULL);
 }
 
 static void upstream_resp_free(struct upstream_response *r)
@@ -170,16 +183,25 @@ static size_t upstream_write_cb(char *ptr, size_t size, size_t nmemb, void *user
 }
 
 /* Keeps the first value of a header (later duplicates ignored). */
-static void upstream_keep(char **slot, const char *v, size_t vlen)
+static void upstream_keep(char **slot, const char *v, size_t vlen, upstream_dup_fn dup, void *ctx)
 {
 	if (*slot)
 		return;
-	*slot = strndup(v, vlen);   /* on OOM the header is just missing */
+	*slot = dup(ctx, v, vlen);   /* on OOM the header is just missing */
 }
 
+static char *upstream_strndup(void *ctx, const char *v, size_t vlen)
+{
+	(void)ctx;
+	return strndup(v, vlen);
+}
+
+/* <lit> is lowercase (or not a letter) in its first byte: the first byte,
+ * folded, rules most names out before strncasecmp() is called. */
 static int upstream_name_is(const char *n, size_t nlen, const char *lit, size_t litlen)
 {
-	return nlen == litlen && strncasecmp(n, lit, nlen) == 0;
+	return nlen == litlen && nlen && (unsigned char)(n[0] | 0x20) == (unsigned char)(lit[0] | 0x20) &&
+	       strncasecmp(n, lit, nlen) == 0;
 }
 
 #define UPSTREAM_HDR_IS(lit) upstream_name_is(name, nlen, (lit), sizeof(lit) - 1)
@@ -197,28 +219,35 @@ int upstream_resp_wants(const struct upstream_response *r, const struct cfg *cfg
 	return 0;
 }
 
-void upstream_resp_header(struct upstream_response *r, const struct cfg *cfg,
-                          const char *name, size_t nlen, const char *v, size_t vlen)
+void upstream_resp_header_dup(struct upstream_response *r, const struct cfg *cfg,
+                              const char *name, size_t nlen, const char *v, size_t vlen,
+                              upstream_dup_fn dup, void *ctx)
 {
 	if (UPSTREAM_HDR_IS("content-type"))
-		upstream_keep(&r->content_type, v, vlen);
+		upstream_keep(&r->content_type, v, vlen, dup, ctx);
 	else if (UPSTREAM_HDR_IS("location"))
-		upstream_keep(&r->location, v, vlen);
+		upstream_keep(&r->location, v, vlen, dup, ctx);
 	else if (UPSTREAM_HDR_IS("www-authenticate"))
-		upstream_keep(&r->www_authenticate, v, vlen);
+		upstream_keep(&r->www_authenticate, v, vlen, dup, ctx);
 	else if (UPSTREAM_HDR_IS("cache-control"))
-		upstream_keep(&r->cache_control, v, vlen);
+		upstream_keep(&r->cache_control, v, vlen, dup, ctx);
 	else if (UPSTREAM_HDR_IS("x-auth-scope"))
-		upstream_keep(&r->auth_scope, v, vlen);
+		upstream_keep(&r->auth_scope, v, vlen, dup, ctx);
 	else if (UPSTREAM_HDR_IS("set-cookie") && r->n_set_cookie < UPSTREAM_MAX_SET_COOKIE) {
-		r->set_cookie[r->n_set_cookie] = strndup(v, vlen);
+		r->set_cookie[r->n_set_cookie] = dup(ctx, v, vlen);
 		if (r->set_cookie[r->n_set_cookie])
 			r->n_set_cookie++;
 	}
 	/* copy-header may also name one of the above: check independently. */
 	for (size_t i = 0; i < r->n_copy; i++)
 		if (upstream_name_is(name, nlen, cfg->copy_headers[i], strlen(cfg->copy_headers[i])))
-			upstream_keep(&r->copy[i], v, vlen);
+			upstream_keep(&r->copy[i], v, vlen, dup, ctx);
+}
+
+void upstream_resp_header(struct upstream_response *r, const struct cfg *cfg,
+                          const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	upstream_resp_header_dup(r, cfg, name, nlen, v, vlen, upstream_strndup, NULL);
 }
 
 #undef UPSTREAM_HDR_IS

@@ -69,6 +69,9 @@ struct upstream_response {
 uint64_t upstream_elapsed_us(const struct timespec *t0);
 /* Frees every captured header of <r> (not the body), for a 1xx or a retry. */
 void upstream_resp_clear_headers(struct upstream_response *r);
+/* The same, except that a value inside [<lo>, <hi>) (the client's own
+ * storage, see upstream_resp_header_dup()) is only forgotten, not freed. */
+void upstream_resp_clear_headers_in(struct upstream_response *r, const char *lo, const char *hi);
 /* 1 if <r> keeps the header <name>[0..<nlen>) (case-insensitive): the fixed
  * ones or one of <cfg>'s copy-header list. */
 int upstream_resp_wants(const struct upstream_response *r, const struct cfg *cfg,
@@ -78,6 +81,15 @@ int upstream_resp_wants(const struct upstream_response *r, const struct cfg *cfg
  * leaves the header missing. */
 void upstream_resp_header(struct upstream_response *r, const struct cfg *cfg,
                           const char *name, size_t nlen, const char *v, size_t vlen);
+/* A NUL-terminated copy of <v>[0..<vlen>), or NULL when out of memory;
+ * <ctx> is the caller's. */
+typedef char *(*upstream_dup_fn)(void *ctx, const char *v, size_t vlen);
+/* upstream_resp_header() with the copies made by <dup>(<ctx>, ...) instead
+ * of strndup(): a client may keep them in its own storage (then clear with
+ * upstream_resp_clear_headers_in()). */
+void upstream_resp_header_dup(struct upstream_response *r, const struct cfg *cfg,
+                              const char *name, size_t nlen, const char *v, size_t vlen,
+                              upstream_dup_fn dup, void *ctx);
 
 /* Called once per request, outside any curl callback. <arg> is the one given
  * to upstream_start(). The request is freed when the callback returns. */

@@ -1,7 +1,8 @@
 /*
  * fuzz_h1resp.c: libFuzzer target for the response path of the native
- * user-service client: bytes from the user service -> agent/h1c.c (Debian's
- * libhttp-parser underneath) -> struct upstream_response -> decision_build().
+ * user-service client: bytes from the user service -> agent/h1c.c (llhttp
+ * underneath, from Debian's node-llhttp) -> struct upstream_response ->
+ * decision_build().
  *
  * What it does: per input, starts one request on a real loopback connection
  * to an in-process listener, answers it with the input (the first byte picks

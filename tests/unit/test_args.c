@@ -12,13 +12,16 @@
  * credential hash as the NOTIFY path for the same headers, unsafe ones
  * included; that args_key() is the key of exactly those slices; and that the
  * access-log hash is HMAC-SHA256 (checked against OpenSSL's HMAC()), keyed,
- * and never the unkeyed SHA-256 prefix.
+ * and never the unkeyed SHA-256 prefix; that the IPv4 client text is
+ * exactly inet_ntop()'s for every octet value in every position, and that a
+ * buffer too small for the longest quad is refused.
  *
  * What it never does: I/O beyond loading defaults with cfg_load(NULL, ...).
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -362,6 +365,38 @@ static void test_log_hash(const struct cfg *cfg)
 	ok(strcmp(h1, unkeyed) != 0 && strcmp(h2, unkeyed) != 0, "  never the unkeyed SHA-256");
 }
 
+/* args_src_text() formats IPv4 itself (no printf): the same text as
+ * inet_ntop() for each octet value 0..255 in each of the four positions
+ * (others fixed at edge values), and -1 for a buffer under 16 bytes. */
+static void test_src_text_ipv4(void)
+{
+	static const uint8_t edge[] = { 0, 9, 10, 99, 100, 255 };
+	struct args a;
+	char want[INET_ADDRSTRLEN], got[ARGS_SRC_TEXT_MAX + 1];
+	unsigned bad = 0, n = 0;
+
+	args_init(&a);
+	a.src_kind = CACHEKEY_ADDR_IPV4;
+	a.src_len = 4;
+	for (unsigned pos = 0; pos < 4; pos++)
+		for (unsigned v = 0; v < 256; v++)
+			for (size_t e = 0; e < sizeof(edge); e++) {
+				for (unsigned i = 0; i < 4; i++)
+					a.src_ip[i] = edge[(e + i) % sizeof(edge)];
+				a.src_ip[pos] = (uint8_t)v;
+				inet_ntop(AF_INET, a.src_ip, want, sizeof(want));
+				memset(got, 'z', sizeof(got));
+				if (args_src_text(&a, got, sizeof(got)) != 0 || strcmp(got, want) != 0)
+					bad++;
+				n++;
+			}
+	ok(bad == 0, "IPv4 text equals inet_ntop's for %u addresses (%u differ)", n, bad);
+	memset(a.src_ip, 255, 4);
+	ok(args_src_text(&a, got, 16) == 0 && strcmp(got, "255.255.255.255") == 0,
+	   "the longest quad fits 16 bytes");
+	ok(args_src_text(&a, got, 15) < 0, "a 15-byte buffer is refused");
+}
+
 int main(void)
 {
 	char err[256];
@@ -376,6 +411,7 @@ int main(void)
 	test_scope_key(cfg);
 	test_admin_same_rules(cfg);
 	test_log_hash(cfg);
+	test_src_text_ipv4();
 	cfg_put(cfg);
 	return done_testing();
 }

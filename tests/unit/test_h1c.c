@@ -483,6 +483,37 @@ static enum srv_act h_long_value(unsigned k, unsigned n, const char **out, size_
 	return SRV_KEEP;
 }
 
+/* A header block that never ends: 100 lines of 1,000 bytes (over the
+ * 80 KiB bound), the connection kept open. */
+static char endless_headers[120 * 1024];
+
+static enum srv_act h_endless_headers(unsigned k, unsigned n, const char **out, size_t *len)
+{
+	(void)k; (void)n;
+	*out = endless_headers;
+	*len = strlen(endless_headers);
+	return SRV_KEEP;
+}
+
+/* A chunked body of three 600-byte chunks ('a', 'b', 'c'): it outgrows the
+ * request's own body bytes; then, on the same connection, a bare answer. */
+static char grow_answer[2400];
+
+static enum srv_act h_grow_then_bare(unsigned k, unsigned n, const char **out, size_t *len)
+{
+	static const char bare[] = "HTTP/1.1 204 No Content\r\n\r\n";
+
+	(void)k;
+	if (n == 0) {
+		*out = grow_answer;
+		*len = strlen(grow_answer);
+	} else {
+		*out = bare;
+		*len = sizeof(bare) - 1;
+	}
+	return SRV_KEEP;
+}
+
 /* ---- cases ---- */
 
 static void t_fields(void)
@@ -1074,6 +1105,56 @@ int main(void)
 		t_simple("long header value", h_long_value, 200, "ok", NULL);
 		ok(strlen(got[0].copy0) == 1000 && strspn(got[0].copy0, "v") == 1000,
 		   "long header value: kept whole, across two reads");
+	}
+	{
+		char *e = endless_headers;
+
+		e += sprintf(e, "HTTP/1.1 200 OK\r\n");
+		for (i = 0; i < 100; i++) {
+			e += sprintf(e, "X-Pad-%d: ", i);
+			memset(e, 'p', 1000);
+			e += 1000;
+			e += sprintf(e, "\r\n");
+		}
+		/* refused at the bound, not at the 1 s timeout: the client reads
+		 * no further */
+		t_simple("header block over 80 KiB", h_endless_headers, 0, NULL,
+		         "response too large");
+	}
+	{
+		/* A request's storage is reused by the next one: a body that grew
+		 * out of it must come whole, and nothing of the first answer may
+		 * show in the second. */
+		struct cfg *c = mkcfg(NULL, 0, port);
+		struct h1c *h = h1c_new(loop, c);
+		char want[1800], *e = grow_answer;
+
+		e += sprintf(e, "HTTP/1.1 200 OK\r\nContent-Type: text/x-grow\r\n"
+		             "X-User-Id: u-grow\r\nTransfer-Encoding: chunked\r\n\r\n");
+		for (i = 0; i < 3; i++) {
+			e += sprintf(e, "258\r\n");
+			memset(e, 'a' + i, 600);
+			memset(want + 600 * i, 'a' + i, 600);
+			e += 600;
+			e += sprintf(e, "\r\n");
+		}
+		sprintf(e, "0\r\n\r\n");
+		srv_reset(h_grow_then_bare);
+		n_done = 0;
+		start_one(h, c, "/g1");
+		run_until(1);
+		is_int(got[0].status, 200, "reuse: a 1800-byte chunked body");
+		is_mem(got[0].body, got[0].body_len, want, sizeof(want), "reuse: the body whole");
+		ok(strcmp(got[0].ct, "text/x-grow") == 0 && strcmp(got[0].copy0, "u-grow") == 0,
+		   "reuse: its headers");
+		start_one(h, c, "/g2");
+		run_until(2);
+		is_int(got[1].status, 204, "reuse: the next answer");
+		ok(!got[1].has_body && strcmp(got[1].ct, "(null)") == 0 &&
+		   strcmp(got[1].copy0, "(null)") == 0, "reuse: nothing of the first one");
+		is_int(h1c_conns_opened(h), 1, "reuse: one connection");
+		h1c_free(h);
+		cfg_put(c);
 	}
 	t_simple("Transfer-Encoding with Content-Length refused", h_te_and_cl, 0, NULL,
 	         "malformed HTTP response");

@@ -371,6 +371,106 @@ static void test_jwt_cap(void)
 	       "deny body is not a token: exp ignored");
 }
 
+/* The string walker skips plain runs eight bytes a step: every byte value
+ * at every position of a 24-byte string value must give the byte rule's
+ * verdict: '"' ends the string early (then garbage: BAD), '\\' starts an
+ * escape ("\\x" is none: BAD), a control byte is BAD, anything else
+ * (UTF-8 bytes included) is part of the string, and "exp" is then read.
+ * NUL cannot go through exp_of()'s strlen(): it is encoded by hand. */
+static void test_jwt_string_every_byte(void)
+{
+	enum { LEN = 24 };
+	char payload[64], tok[256];
+	unsigned wrong = 0, n = 0;
+
+	for (int pos = 0; pos < LEN; pos++)
+		for (int b = 0; b < 256; b++) {
+			size_t plen, o;
+			int64_t exp = 0;
+			int r, want;
+
+			plen = (size_t)snprintf(payload, sizeof(payload), "{\"pad\":\"%.*s\",\"exp\":123}",
+			                        LEN, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+			payload[8 + pos] = (char)b;
+			o = enc("{\"alg\":\"HS256\"}", 15, tok);
+			tok[o++] = '.';
+			o += enc(payload, plen, tok + o);
+			memcpy(tok + o, ".c2ln", 5);
+			o += 5;
+			r = httpcc_jwt_exp(tok, o, &exp);
+			want = (b == '"' || b == '\\' || b < 0x20) ? HTTPCC_JWT_BAD : HTTPCC_JWT_EXP;
+			if (r != want || (r == HTTPCC_JWT_EXP && exp != 123))
+				wrong++;
+			n++;
+		}
+	ok(wrong == 0, "string walk: %u payloads, %u verdicts differ from the byte rule", n, wrong);
+}
+
+/* Directive names are RFC 9110 tokens (tchar bitmaps in httpcc.c): each
+ * byte value in the middle of "x?y, max-age=7" must give what the grammar
+ * says: a tchar keeps one unknown directive (well formed), ',' and '='
+ * split it alike, anything else is garbage; max-age is read either way,
+ * except after '"', which opens a quoted string that never ends. */
+static void test_tchar_every_byte(void)
+{
+	unsigned wrong = 0;
+
+	for (int b = 0; b < 256; b++) {
+		char v[] = "x?y, max-age=7";
+		struct httpcc h;
+		int tchar = (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') ||
+		            (b >= '0' && b <= '9') || (b && strchr("!#$%&'*+-.^_`|~", b));
+		int want = tchar || b == ',' || b == '=' ? 0 : -1;
+
+		v[1] = (char)b;
+		if (b == '"') {
+			/* an unterminated quoted string: the rest is in it */
+			if (httpcc_parse(v, sizeof(v) - 1, &h) != -1 || (h.flags & HTTPCC_F_MAX_AGE))
+				wrong++;
+			continue;
+		}
+		if (httpcc_parse(v, sizeof(v) - 1, &h) != want || !(h.flags & HTTPCC_F_MAX_AGE) ||
+		    h.max_age != 7)
+			wrong++;
+	}
+	ok(wrong == 0, "tchar: %u of 256 byte values parsed against the grammar", wrong);
+}
+
+/* The base64url tables: every byte value at each of the first eight
+ * positions of the payload and of the signature. Outside the alphabet the
+ * token is not JWT-shaped (NONE); inside it, the signature is not read (the
+ * exp stands; a payload byte changes the JSON, whatever it then says). */
+static void test_b64_every_byte(void)
+{
+	static const char alpha[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	char tok[256];
+	unsigned wrong = 0, n = 0;
+	size_t dot1, dot2, len;
+
+	jwt("{\"exp\":1234567890,\"sub\":\"abcdefgh\"}", tok);
+	len = strlen(tok);
+	dot1 = (size_t)(strchr(tok, '.') - tok);
+	dot2 = (size_t)(strrchr(tok, '.') - tok);
+	for (int seg = 0; seg < 2; seg++)
+		for (size_t i = 0; i < 8; i++)
+			for (int b = 0; b < 256; b++) {
+				char t[256];
+				size_t at = (seg ? dot2 : dot1) + 1 + i;
+				int in = b && strchr(alpha, b) != NULL, r;
+				int64_t exp = 0;
+
+				memcpy(t, tok, len);
+				t[at] = (char)b;
+				r = httpcc_jwt_exp(t, len, &exp);
+				if (!in ? r != HTTPCC_JWT_NONE
+				        : seg && (r != HTTPCC_JWT_EXP || exp != 1234567890))
+					wrong++;
+				n++;
+			}
+	ok(wrong == 0, "base64url: %u tokens, %u verdicts differ from the alphabet", n, wrong);
+}
+
 int main(void)
 {
 	test_parse();
@@ -378,5 +478,8 @@ int main(void)
 	test_jwt();
 	test_jwt_long_payload();
 	test_jwt_cap();
+	test_jwt_string_every_byte();
+	test_tchar_every_byte();
+	test_b64_every_byte();
 	return done_testing();
 }
