@@ -375,6 +375,27 @@ def gateway(logdir, haproxy_bin, agent_bin, user_url, user_port, biz_port, agent
 
 
 @contextlib.contextmanager
+def haproxy_gateway(logdir, haproxy_bin, user_port, biz_port, agent_port, cfg=None,
+                    haproxy_env=None, ready=False, **info):
+    """HAProxy alone (start_haproxy, <cfg>, <haproxy_env>) in front of
+    whatever the test runs on <agent_port>: nothing, or a fake agent; if
+    <ready>, wait_agent_up. Yields a Gateway with haproxy, agent_port,
+    user_port, biz_port and <info>; HAProxy is stopped on exit."""
+    gw_port = free_ports(1)[0]
+    procs = []
+    try:
+        hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port,
+                            cfg=cfg, env_extra=haproxy_env)
+        procs.append(hap)
+        if ready:
+            wait_agent_up(gw_port, procs)
+        yield Gateway(gw_port, procs, haproxy=hap, agent_port=agent_port, user_port=user_port,
+                      biz_port=biz_port, **info)
+    finally:
+        stop_all(procs)
+
+
+@contextlib.contextmanager
 def solo_agent(logdir, agent_bin, user_url, extra=(), admin=False, name="agent", env=None,
           started=False):
     """An agent alone (no HAProxy: the test speaks SPOP itself), started as

@@ -16,7 +16,6 @@ import contextlib
 import json
 import random
 import signal
-import sys
 import threading
 import time
 
