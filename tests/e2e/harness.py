@@ -434,6 +434,17 @@ class Bringup:
         return self.exits.enter_context(gateway(self.logdir, self.haproxy_bin(), self.agent_bin,
                                                 user_url, user_port, biz_port, **kw))
 
+    def fleet_node(self, name, user_url, user_port, biz_port, redis_address, **kw):
+        """fleet_node(...) on this test's agent binary: returns the Gateway."""
+        return self.exits.enter_context(fleet_node(self.logdir, self.haproxy_bin(),
+                                                   self.agent_bin, name, user_url, user_port,
+                                                   biz_port, redis_address, **kw))
+
+    def callback(self, fn, *args):
+        """Calls fn(*args) at close(), after stopping what was started after
+        it (a Redis the nodes use: stopped once they are)."""
+        self.exits.callback(fn, *args)
+
     def close(self):
         self.exits.close()
 
@@ -864,6 +875,20 @@ def start_fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, 
         raise
     return Gateway(gw_port, procs, agent=agent, haproxy=hap, agent_port=agent_port,
                    admin_port=admin_port, name=name, user_port=user_port, biz_port=biz_port)
+
+
+@contextlib.contextmanager
+def fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, biz_port,
+               redis_address, extra=(), env=None, haproxy_env=None):
+    """start_fleet_node(...) for a with block: yields the Gateway; on exit
+    its HAProxy and agent are stopped, the agent strictly (a crash, a missed
+    SIGTERM or a sanitizer report fails the test)."""
+    n = start_fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, biz_port,
+                         redis_address, extra=extra, env=env, haproxy_env=haproxy_env)
+    try:
+        yield n
+    finally:
+        stop_all(n.procs, strict=(n.agent.name,))
 
 
 def fleet_invalidate(gw, body, token=FLEET_ADMIN_TOKEN):
