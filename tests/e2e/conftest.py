@@ -28,7 +28,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_user_service import FakeUserService  # noqa: E402
-from harness import (HOST, PROCS, REPO, free_ports, gateway,  # noqa: E402
+from harness import (HOST, PROCS, REPO, Bringup, free_ports, gateway,  # noqa: E402
                      start_python_service, stop_all)
 
 
@@ -97,6 +97,19 @@ def agent_bin():
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory):
     return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture
+def bringup(request, logdir, agent_bin):
+    """A harness.Bringup for this test: bringup.agent(user_url, ...) and
+    bringup.gateway(user_url, user_port, biz_port, ...) start what the test
+    needs as it goes; all of it is stopped (strictly, for the agents) at its
+    end. HAProxy is looked up (or the test skipped) only for a gateway."""
+    b = Bringup(logdir, agent_bin, lambda: request.getfixturevalue("haproxy_bin"))
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture(scope="session")

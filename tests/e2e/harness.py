@@ -233,6 +233,19 @@ class Gateway:
     def get(self, path, headers=(), timeout=10.0):
         return http(self.port, "GET", path, headers, None, timeout)
 
+    def restart_agent(self, name, extra=None):
+        """Another agent on this gateway's agent port (after the test killed
+        or stopped the first), with the same user service and options unless
+        <extra> is given; stopped strictly with the others. Returns its Proc
+        (self.agent stays the first one)."""
+        r = self._restart
+        p = start_agent(r["logdir"], r["agent_bin"], self.agent_port, r["user_url"],
+                        extra=r["extra"] if extra is None else extra, admin=r["admin"],
+                        name=name, env=r["env"])
+        self.procs.append(p)
+        r["strict"].append(name)
+        return p
+
     def login(self, username, password=None):
         """Logs in through the gateway; returns (cookie header value, json)."""
         r = self.request("POST", "/api/user/login", [("Content-Type", "application/json")],
@@ -326,31 +339,114 @@ def wait_agent_up(gw_port, procs, path="/api/business/__ready"):
 @contextlib.contextmanager
 def gateway(logdir, haproxy_bin, agent_bin, user_url, user_port, biz_port, agent_extra=(),
             admin=False, agent_name="agent", agent_env=None, cfg=None, haproxy_env=None,
-            ready=True, **info):
+            ready=True, agent_started=False, **info):
     """The agent (start_agent: <agent_extra>, <admin>, <agent_name>,
-    <agent_env>) and HAProxy in front of it (start_haproxy: the user service
+    <agent_env>; with <agent_started>, waited for until it logged its
+    startup line, as start_agent_args does: a SIGHUP sent afterwards is
+    handled) and HAProxy in front of it (start_haproxy: the user service
     on <user_port>, the business service on <biz_port>, <cfg>, <haproxy_env>),
     then, if <ready>, wait_agent_up. Yields a Gateway with agent (its Proc),
     haproxy, agent_port, admin_port (None without <admin>), user_port,
-    biz_port and <info>. On
-    exit both are stopped; a crash, a missed SIGTERM or a sanitizer report of
-    the agent fails the test."""
+    biz_port and <info>; gw.restart_agent() starts another agent behind it.
+    On exit every process is stopped; a crash, a missed SIGTERM or a
+    sanitizer report of an agent fails the test (an agent the test stopped
+    itself, with terminate() or wait_exit(), is not stopped again)."""
     gw_port, agent_port = free_ports(2)
-    procs = []
+    procs, strict = [], [agent_name]
     try:
         agent = start_agent(logdir, agent_bin, agent_port, user_url, extra=agent_extra,
                             admin=admin, name=agent_name, env=agent_env)
         procs.append(agent)
+        if agent_started:
+            wait_log(agent, AGENT_STARTED)
         hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port,
                             cfg=cfg, env_extra=haproxy_env)
         procs.append(hap)
         if ready:
             wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent=agent, haproxy=hap, agent_port=agent_port,
-                      admin_port=agent.admin_port, user_port=user_port, biz_port=biz_port,
-                      **info)
+        gw = Gateway(gw_port, procs, agent=agent, haproxy=hap, agent_port=agent_port,
+                     admin_port=agent.admin_port, user_port=user_port, biz_port=biz_port,
+                     **info)
+        gw._restart = dict(logdir=logdir, agent_bin=agent_bin, user_url=user_url,
+                           extra=agent_extra, admin=admin, env=agent_env, strict=strict)
+        yield gw
     finally:
-        stop_all(procs, strict=(agent_name,))
+        stop_all(procs, strict=strict)
+
+
+@contextlib.contextmanager
+def haproxy_gateway(logdir, haproxy_bin, user_port, biz_port, agent_port, cfg=None,
+                    haproxy_env=None, ready=False, **info):
+    """HAProxy alone (start_haproxy, <cfg>, <haproxy_env>) in front of
+    whatever the test runs on <agent_port>: nothing, or a fake agent; if
+    <ready>, wait_agent_up. Yields a Gateway with haproxy, agent_port,
+    user_port, biz_port and <info>; HAProxy is stopped on exit."""
+    gw_port = free_ports(1)[0]
+    procs = []
+    try:
+        hap = start_haproxy(logdir, haproxy_bin, gw_port, user_port, biz_port, agent_port,
+                            cfg=cfg, env_extra=haproxy_env)
+        procs.append(hap)
+        if ready:
+            wait_agent_up(gw_port, procs)
+        yield Gateway(gw_port, procs, haproxy=hap, agent_port=agent_port, user_port=user_port,
+                      biz_port=biz_port, **info)
+    finally:
+        stop_all(procs)
+
+
+@contextlib.contextmanager
+def solo_agent(logdir, agent_bin, user_url, extra=(), admin=False, name="agent", env=None,
+          started=False):
+    """An agent alone (no HAProxy: the test speaks SPOP itself), started as
+    start_agent does on a free port, kept in p.port; with <started>, waited
+    for until it logged its startup line. Yields its Proc. On exit it is
+    stopped; a crash, a missed SIGTERM or a sanitizer report fails the test
+    (unless the test stopped it itself with terminate() or wait_exit())."""
+    port = free_ports(1)[0]
+    p = start_agent(logdir, agent_bin, port, user_url, extra=extra, admin=admin, name=name,
+                    env=env)
+    p.port = port
+    try:
+        if started:
+            wait_log(p, AGENT_STARTED)
+        yield p
+    finally:
+        stop_all([p], strict=(name,))
+
+
+class Bringup:
+    """What one test starts as it goes (any number of agents and gateways),
+    stopped together by close(), with solo_agent() and gateway() above: the same
+    strict stop. <haproxy_bin>: a callable giving HAProxy's path, asked only
+    when a gateway is started (an agent-only test runs without HAProxy)."""
+
+    def __init__(self, logdir, agent_bin, haproxy_bin):
+        self.logdir, self.agent_bin, self.haproxy_bin = logdir, agent_bin, haproxy_bin
+        self.exits = contextlib.ExitStack()
+
+    def agent(self, user_url, **kw):
+        """solo_agent(...): returns its Proc (p.port, p.admin_port)."""
+        return self.exits.enter_context(solo_agent(self.logdir, self.agent_bin, user_url, **kw))
+
+    def gateway(self, user_url, user_port, biz_port, **kw):
+        """gateway(...): returns the Gateway."""
+        return self.exits.enter_context(gateway(self.logdir, self.haproxy_bin(), self.agent_bin,
+                                                user_url, user_port, biz_port, **kw))
+
+    def fleet_node(self, name, user_url, user_port, biz_port, redis_address, **kw):
+        """fleet_node(...) on this test's agent binary: returns the Gateway."""
+        return self.exits.enter_context(fleet_node(self.logdir, self.haproxy_bin(),
+                                                   self.agent_bin, name, user_url, user_port,
+                                                   biz_port, redis_address, **kw))
+
+    def callback(self, fn, *args):
+        """Calls fn(*args) at close(), after stopping what was started after
+        it (a Redis the nodes use: stopped once they are)."""
+        self.exits.callback(fn, *args)
+
+    def close(self):
+        self.exits.close()
 
 
 def user_stats(gw):
@@ -779,6 +875,20 @@ def start_fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, 
         raise
     return Gateway(gw_port, procs, agent=agent, haproxy=hap, agent_port=agent_port,
                    admin_port=admin_port, name=name, user_port=user_port, biz_port=biz_port)
+
+
+@contextlib.contextmanager
+def fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, biz_port,
+               redis_address, extra=(), env=None, haproxy_env=None):
+    """start_fleet_node(...) for a with block: yields the Gateway; on exit
+    its HAProxy and agent are stopped, the agent strictly (a crash, a missed
+    SIGTERM or a sanitizer report fails the test)."""
+    n = start_fleet_node(logdir, haproxy_bin, agent_bin, name, user_url, user_port, biz_port,
+                         redis_address, extra=extra, env=env, haproxy_env=haproxy_env)
+    try:
+        yield n
+    finally:
+        stop_all(n.procs, strict=(n.agent.name,))
 
 
 def fleet_invalidate(gw, body, token=FLEET_ADMIN_TOKEN):

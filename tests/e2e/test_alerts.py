@@ -4,20 +4,17 @@ metric would otherwise leave an alert that can never fire. (promtool checks
 the rules themselves: make alerts.)"""
 import re
 
-from harness import HOST, REPO, free_ports, http, start_agent, stop_all
+from harness import HOST, REPO, free_ports, http, solo_agent
 
 RULES = REPO / "scripts" / "spoa-auth.rules.yml"
 SELECTOR = re.compile(r"\b(spoa_auth_[a-z0-9_]+)(\{[^}]*\})?")
 
 
 def test_rule_series_exist(agent_bin, logdir):
-    port, dead = free_ports(2)
-    p = start_agent(logdir, agent_bin, port, "http://%s:%d/t" % (HOST, dead), admin=True,
-                    name="agent-alerts")
-    try:
+    dead, = free_ports(1)
+    with solo_agent(logdir, agent_bin, "http://%s:%d/t" % (HOST, dead), admin=True,
+                    name="agent-alerts") as p:
         text = http(p.admin_port, "GET", "/metrics").body.decode()
-    finally:
-        stop_all([p], strict=("agent-alerts",))
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     used = SELECTOR.findall(RULES.read_text())
     assert len(used) >= 6, used

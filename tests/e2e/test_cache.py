@@ -13,8 +13,7 @@ import urllib.parse
 import pytest
 
 from spop import NOTIFY, T_IPV4, Client, Typed, frame, notify_payload
-from harness import (Gateway, HOST, free_ports, gateway, http, new_case, start_agent,
-                     start_haproxy, stop_all, wait_agent_up)
+from harness import HOST, gateway, http, new_case
 
 DENY_TTL_S = 1.0
 STALE_GRACE_S = 2.0
@@ -305,15 +304,10 @@ def test_reload_keeps_cache_and_key_change_empties_it(fake_user, demo_services, 
                                                       agent_bin, logdir, tmp_path):
     conf = tmp_path / "spoa-auth.conf"
     conf.write_text("cache on\nadmin-listen off\n")
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
-                                 extra=["-f", str(conf)]))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        gw = Gateway(gw_port, procs, user=fake_user)
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=["-f", str(conf)], agent_started=True,
+                 user=fake_user) as gw:
+        agent = gw.agent
         case = ok_case(gw)
 
         def label():
@@ -322,12 +316,12 @@ def test_reload_keeps_cache_and_key_change_empties_it(fake_user, demo_services, 
             return r.header("X-Auth-Cache")
 
         def reload_and_wait(text):
-            before = procs[0].tail(1 << 20).count("configuration reloaded")
+            before = agent.tail(1 << 20).count("configuration reloaded")
             conf.write_text(text)
-            procs[0].p.send_signal(signal.SIGHUP)
+            agent.p.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 5
-            while procs[0].tail(1 << 20).count("configuration reloaded") == before:
-                assert time.monotonic() < deadline, procs[0].describe()
+            while agent.tail(1 << 20).count("configuration reloaded") == before:
+                assert time.monotonic() < deadline, agent.describe()
                 time.sleep(0.05)
             time.sleep(0.1)   # workers take the new cfg from their inbox
 
@@ -338,7 +332,5 @@ def test_reload_keeps_cache_and_key_change_empties_it(fake_user, demo_services, 
         # variable: only emptying the cache makes this a miss.
         reload_and_wait("cache on\nadmin-listen off\ncache-ttl 20s\ncopy-header X-Foo\n")
         assert [label(), label()] == ["miss", "hit"]
-        assert "decision cache emptied" in procs[0].tail(1 << 20)
+        assert "decision cache emptied" in agent.tail(1 << 20)
         assert calls(gw, case) == 2
-    finally:
-        stop_all(procs, strict=("agent",))

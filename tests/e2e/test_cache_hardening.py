@@ -21,7 +21,7 @@ import time
 import pytest
 
 from spop import NOTIFY, T_IPV4, Client, Typed, frame, notify_payload
-from harness import free_ports, gateway, new_case, start_agent
+from harness import gateway, new_case, solo_agent
 
 
 def parallel(n, fn):
@@ -145,11 +145,9 @@ def test_logout_flood_keeps_other_sessions_cached(hgw):
 def cred_of(fake_user, agent_bin, logdir, name, extra=()):
     """Starts an agent at log-level access, sends one exchange straight over
     SPOP with a fixed credential, returns the cred= of its access line."""
-    port = free_ports(1)[0]
-    p = start_agent(logdir, agent_bin, port, fake_user.url,
-                    extra=["--log-level", "access", *extra], name=name)
-    try:
-        c = Client(port)
+    with solo_agent(logdir, agent_bin, fake_user.url,
+                    extra=["--log-level", "access", *extra], name=name) as p:
+        c = Client(p.port)
         try:
             c.hello()
             c.send(frame(NOTIFY, notify_payload([("exchange", [
@@ -165,8 +163,6 @@ def cred_of(fake_user, agent_bin, logdir, name, extra=()):
                 return m.group(1)
             time.sleep(0.05)
         raise AssertionError("no access line\n" + p.describe())
-    finally:
-        p.stop()
 
 
 CRED_COOKIE = "case=log-hash-guessable"

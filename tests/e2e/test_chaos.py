@@ -12,24 +12,29 @@ and once the fault is lifted, 200s come back (a bounded wait, no figure).
 The user service is bench/chaos-user.py, whose faults are switched on its
 control port. Behaviour only: no timing figure is asserted.
 """
+import contextlib
 import json
 import random
 import signal
-import sys
 import threading
 import time
 
 import pytest
 
-from harness import (HOST, REPO, PYTHON, Gateway, Proc, free_ports, http, start_agent,
-                     start_haproxy, stop_all, wait_agent_up, wait_port)
+from harness import HOST, REPO, PYTHON, Proc, free_ports, gateway, http, stop_all, wait_port
 
 TIMEOUT_PROCESSING_S = 1.5      # haproxy/spoe-auth.conf
 HANG_BOUND_S = TIMEOUT_PROCESSING_S + 1.5
 CLIENTS = 4
 FAULT_S = 2.0
 RECOVERY_BOUND_S = 10.0
-KILLED_S = 3.0                  # below fall x inter of the former checks (4 s)
+# After the SIGKILL, the load goes on until this many requests sent after it
+# have been answered: a count, not a duration, so that a few slow answers
+# (those HAProxy sent before it saw the agent gone) cannot decide alone.
+KILLED_ANSWERS = 60
+# Bound on getting them: with every answer waiting out timeout processing
+# (the failure this guards against) the count still arrives within it.
+KILLED_DEADLINE_S = KILLED_ANSWERS * TIMEOUT_PROCESSING_S / CLIENTS + 10.0
 
 
 class Load:
@@ -80,6 +85,16 @@ class Load:
             return (t0, r.elapsed, 200, "wrong", "session %s got identity %r" % (sid, got))
         return (t0, r.elapsed, r.status, "failed", repr(r))
 
+    def wait_answers(self, since, n, timeout):
+        """Waits (bounded by <timeout>) until <n> requests sent at or after
+        <since> have been answered; returns how many were."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = sum(1 for r in list(self.results) if r[0] >= since)
+            if got >= n or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
+
     def stop(self):
         self.stop_flag.set()
         for t in self.threads:
@@ -129,20 +144,19 @@ def user_mode(user, name):
 def chaos(demo_services, haproxy_bin, agent_bin, logdir):
     """HAProxy (shipped configuration) + agent + bench/chaos-user.py as the
     user service + the demo business service (it echoes the identity)."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
+    with chaos_gateway(demo_services, haproxy_bin, agent_bin, logdir) as gw:
+        yield gw
+
+
+@contextlib.contextmanager
+def chaos_gateway(demo_services, haproxy_bin, agent_bin, logdir):
+    user = start_chaos_user(logdir)
     try:
-        user = start_chaos_user(logdir)
-        procs.append(user)
-        url = "http://%s:%d/api/user/token" % (HOST, user.port)
-        procs.append(start_agent(logdir, agent_bin, agent_port, url))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, user=user, agent=procs[1], agent_port=agent_port,
-                      agent_bin=agent_bin, user_url=url, logdir=logdir, **demo_services)
+        with gateway(logdir, haproxy_bin, agent_bin, "http://%s:%d/api/user/token" % (
+                HOST, user.port), user.port, demo_services["biz_port"], user=user) as gw:
+            yield gw
     finally:
-        stop_all(procs, strict=("agent",))
+        stop_all([user])
 
 
 @pytest.mark.parametrize("mode", ["refuse", "hang", "garbage"])
@@ -180,40 +194,31 @@ def test_agent_killed_under_load(demo_services, haproxy_bin, agent_bin, logdir):
     timeout processing (HAProxy marks the agent DOWN on the first refused
     connect, haproxy.cfg "observe layer4"), public routes keep working, and
     200s come back once the agent is restarted."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        user = start_chaos_user(logdir)
-        procs.append(user)
-        url = "http://%s:%d/api/user/token" % (HOST, user.port)
-        agent = start_agent(logdir, agent_bin, agent_port, url)
-        procs.append(agent)
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        gw = Gateway(gw_port, procs)
-        load = Load(gw_port).start()
+    with chaos_gateway(demo_services, haproxy_bin, agent_bin, logdir) as gw:
+        load = Load(gw.port).start()
         time.sleep(0.5)
         t_kill = time.monotonic()
-        agent.p.kill()
-        agent.p.wait()
-        time.sleep(KILLED_S)
+        gw.agent.p.kill()
+        gw.agent.wait_exit(-signal.SIGKILL)
+        answered = load.wait_answers(t_kill, KILLED_ANSWERS, KILLED_DEADLINE_S)
         results = load.stop()
         check_answers(results)
-        # The agent stays dead for a few seconds under load. Without passive
-        # detection every 503 waits out timeout processing until the health
-        # checks have failed "fall" times; with it, HAProxy marks the agent
-        # DOWN at the first refused connect and most 503s come at once (2.6
-        # still lets the odd one, queued on a thread without an applet, wait).
+        # The agent stays dead until KILLED_ANSWERS requests sent after the
+        # kill are answered. Without passive detection every 503 waits out
+        # timeout processing until the health checks have failed "fall"
+        # times; with it, HAProxy marks the agent DOWN at the first refused
+        # connect and most 503s come at once (2.6 still lets the odd one,
+        # queued on a thread without an applet, wait).
         after = [r for r in results if r[0] >= t_kill]
-        assert after and all(r[2] == 503 for r in after), after[:10]
+        assert answered >= KILLED_ANSWERS, \
+            "%d requests answered in %.0fs after the kill, want %d: %r" % (
+                answered, KILLED_DEADLINE_S, KILLED_ANSWERS, after[:10])
+        assert all(r[2] == 503 for r in after), after[:10]
         waited = [r for r in after if r[1] >= TIMEOUT_PROCESSING_S - 0.1]
         fast = len(after) - len(waited)
         assert fast > len(waited), "%d 503s waited out timeout processing, %d did not" % (
             len(waited), fast)
-        pub = http(gw_port, "POST", "/api/user/logout", [("Cookie", "sid=v3")], body=b"")
+        pub = http(gw.port, "POST", "/api/user/logout", [("Cookie", "sid=v3")], body=b"")
         assert pub.status == 200, pub
-        procs.append(start_agent(logdir, agent_bin, agent_port, url, name="agent-restarted"))
+        gw.restart_agent("agent-restarted")
         wait_200(gw)
-    finally:
-        stop_all(procs, strict=("agent-restarted",))

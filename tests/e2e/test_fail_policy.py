@@ -5,8 +5,7 @@ fails closed with AUTH_UNAVAILABLE_STATUS/CTYPE/BODY (default 503 JSON); a
 refusal is never turned into a pass, and a client cannot forge the marker."""
 import pytest
 
-from harness import (Gateway, biz_requests, free_ports, gateway, new_case, start_haproxy,
-                     stop_all)
+from harness import biz_requests, free_ports, gateway, haproxy_gateway, new_case
 
 OPEN_PREFIX = "/api/business/open"
 STATUS, CTYPE, BODY = 521, "application/problem+json", '{"title":"auth down","retry":true}'
@@ -33,14 +32,12 @@ def pgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir, tmp_path_facto
 @pytest.fixture(scope="module")
 def nogw(demo_services, haproxy_bin, logdir, tmp_path_factory):
     """The same policy, and no agent at all (HAProxy sets txn.auth.error)."""
-    gw_port, dead_agent = free_ports(2)
-    procs = [start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                           demo_services["biz_port"], dead_agent,
-                           env_extra=policy_env(tmp_path_factory.mktemp("policy")))]
-    try:
-        yield Gateway(gw_port, procs, **demo_services)
-    finally:
-        stop_all(procs)
+    dead_agent, = free_ports(1)
+    with haproxy_gateway(logdir, haproxy_bin, demo_services["user_port"],
+                         demo_services["biz_port"], dead_agent,
+                         haproxy_env=policy_env(tmp_path_factory.mktemp("policy")),
+                         secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def cookie(case):

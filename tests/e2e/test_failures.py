@@ -4,8 +4,7 @@ import pytest
 
 from fake_agent import NOACK, FakeAgent
 from fake_user_service import GARBAGE
-from harness import (HOST, Gateway, biz_requests, free_ports, new_case, start_agent, start_haproxy, stop_all,
-                     wait_agent_up)
+from harness import HOST, biz_requests, free_ports, gateway, haproxy_gateway, new_case
 
 UNAVAILABLE = {"error": "authentication_unavailable"}
 
@@ -24,18 +23,13 @@ def assert_unavailable(r):
 @pytest.fixture(scope="module")
 def dead_user(demo_services, haproxy_bin, agent_bin, logdir, upstream_client):
     """The agent points at a port where nothing listens."""
-    gw_port, agent_port, dead_port = free_ports(3)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port,
-                                 "http://%s:%d/api/user/token" % (HOST, dead_port),
-                                 extra=("--upstream-client", upstream_client),
-                                 name="agent-" + upstream_client))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                                   demo_services["biz_port"], agent_port))
-        yield Gateway(gw_port, procs, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent-" + upstream_client,))
+    dead_port, = free_ports(1)
+    with gateway(logdir, haproxy_bin, agent_bin, "http://%s:%d/api/user/token" % (HOST, dead_port),
+                 demo_services["user_port"], demo_services["biz_port"],
+                 agent_extra=("--upstream-client", upstream_client),
+                 agent_name="agent-" + upstream_client, ready=False,
+                 secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def test_user_service_down_is_503(dead_user):
@@ -94,14 +88,11 @@ def test_oversized_answer_is_503(fake, status):
 @pytest.fixture(scope="module")
 def no_agent(demo_services, haproxy_bin, logdir):
     """HAProxy pointing at a port where no agent listens."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                                   demo_services["biz_port"], agent_port))
-        yield Gateway(gw_port, procs, **demo_services)
-    finally:
-        stop_all(procs)
+    agent_port, = free_ports(1)
+    with haproxy_gateway(logdir, haproxy_bin, demo_services["user_port"],
+                         demo_services["biz_port"], agent_port,
+                         secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def test_agent_down_is_503_and_public_routes_work(no_agent):
@@ -122,16 +113,13 @@ def scripted(demo_services, haproxy_bin, logdir):
     """HAProxy in front of a scripted fake agent, to check what the shipped
     configuration does with each kind of verdict."""
     agent = FakeAgent().start()
-    gw_port, = free_ports(1)
-    procs = []
+    agent.program("/api/business/__ready", [("status", 401), ("outcome", "deny")])
     try:
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                                   demo_services["biz_port"], agent.port))
-        agent.program("/api/business/__ready", [("status", 401), ("outcome", "deny")])
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent=agent, **demo_services)
+        with haproxy_gateway(logdir, haproxy_bin, demo_services["user_port"],
+                             demo_services["biz_port"], agent.port, ready=True, agent=agent,
+                             secret=demo_services["secret"]) as gw:
+            yield gw
     finally:
-        stop_all(procs)
         agent.stop()
 
 

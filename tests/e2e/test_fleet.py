@@ -9,14 +9,15 @@ fake user service that counts its calls per session (Cookie case=<id>).
 - POST /cache/invalidate on one agent (one session, or all) reaches the other;
 - neither Redis nor any log holds a session cookie value or an identity token.
 """
+import contextlib
 import json
 import sys
 
 import pytest
 
 from harness import (FLEET_ADMIN_TOKEN, FLEET_KEY_SECRET, RedisServer, agent_has_redis,
-                     fleet_invalidate, metric, new_case, percentile, start_fleet_node,
-                     stop_all, wait_metric, wait_status)
+                     fleet_invalidate, fleet_node, metric, new_case, percentile, wait_metric,
+                     wait_status)
 
 LOGOUT_ROUNDS = 100
 REFUSE_DEADLINE_S = 5.0         # bound of every poll for a refusal (not a latency target)
@@ -44,12 +45,11 @@ def redis(fleet_agent, logdir):
 def fleet(fleet_agent, haproxy_bin, fake_user, demo_services, redis, logdir):
     """Nodes A and B: each its own HAProxy and agent, one Redis, one fake
     user service."""
-    nodes = []
-    try:
-        for name in ("a", "b"):
-            nodes.append(start_fleet_node(logdir, haproxy_bin, fleet_agent, name, fake_user.url,
-                                          fake_user.port, demo_services["biz_port"],
-                                          redis.address))
+    with contextlib.ExitStack() as stack:
+        nodes = [stack.enter_context(fleet_node(logdir, haproxy_bin, fleet_agent, name,
+                                                fake_user.url, fake_user.port,
+                                                demo_services["biz_port"], redis.address))
+                 for name in ("a", "b")]
         for n in nodes:
             n.user = fake_user
             assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
@@ -57,9 +57,6 @@ def fleet(fleet_agent, haproxy_bin, fake_user, demo_services, redis, logdir):
             assert wait_metric(n.admin_port, "spoa_auth_redis_stream_up", 1,
                                CONNECT_DEADLINE_S) == 1, n.agent.describe()
         yield nodes
-    finally:
-        procs = [p for n in nodes for p in n.procs]
-        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
 
 
 def cookie(case):

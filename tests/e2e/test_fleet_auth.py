@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import (HOST, RedisServer, agent_has_redis, fleet_agent_args, free_ports, metric,
-                     new_case, start_fleet_node, stop_all, wait_metric)
+                     new_case, wait_metric)
 
 START_DEADLINE_S = 15.0         # a wrong password must end the start within this
 CONNECT_DEADLINE_S = 10.0
@@ -34,16 +34,21 @@ def cookie(case):
     return [("Cookie", "case=%s" % case)]
 
 
+def nodes_at(env, names, address, extra=()):
+    """One fleet node per name (env["bringup"]: stopped at the test's end,
+    strictly, before what the test registered earlier, e.g. its Redis)."""
+    return [env["bringup"].fleet_node(name, env["user"].url, env["user"].port,
+                                      env["biz_port"], address, extra=extra) for name in names]
+
+
+def with_redis(env, redis):
+    """<redis>, stopped at the test's end once the nodes started after it are."""
+    env["bringup"].callback(redis.stop)
+    return redis
+
+
 def two_nodes(env, redis, extra):
-    nodes = []
-    try:
-        for name in ("pa", "pb"):
-            nodes.append(start_fleet_node(env["logdir"], env["haproxy_bin"], env["agent_bin"],
-                                          name, env["user"].url, env["user"].port,
-                                          env["biz_port"], redis.address, extra=extra))
-    except BaseException:
-        stop_all([p for n in nodes for p in n.procs])
-        raise
+    nodes = nodes_at(env, ("pa", "pb"), redis.address, extra)
     for n in nodes:
         assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
                            CONNECT_DEADLINE_S) == 1, n.agent.describe()
@@ -61,24 +66,18 @@ def shared(nodes, user):
 
 
 @pytest.fixture
-def env(fleet_agent, haproxy_bin, fake_user, demo_services, logdir):
+def env(fleet_agent, haproxy_bin, fake_user, demo_services, logdir, bringup):
     return {"agent_bin": fleet_agent, "haproxy_bin": haproxy_bin, "user": fake_user,
-            "biz_port": demo_services["biz_port"], "logdir": logdir}
+            "biz_port": demo_services["biz_port"], "logdir": logdir, "bringup": bringup}
 
 
 def test_password(env):
     pw = "rp-" + secrets.token_hex(12)
-    redis = RedisServer(env["logdir"], password=pw, name="redis-pass").start()
-    nodes = []
-    try:
-        nodes = two_nodes(env, redis, ["--redis-password", pw])
-        shared(nodes, env["user"])
-        for n in nodes:
-            assert pw not in n.agent.tail(1 << 22), "the Redis password is in the agent's log"
-    finally:
-        procs = [p for n in nodes for p in n.procs]
-        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
-        redis.stop()
+    redis = with_redis(env, RedisServer(env["logdir"], password=pw, name="redis-pass").start())
+    nodes = two_nodes(env, redis, ["--redis-password", pw])
+    shared(nodes, env["user"])
+    for n in nodes:
+        assert pw not in n.agent.tail(1 << 22), "the Redis password is in the agent's log"
 
 
 def test_acl_user_limited_to_the_prefix(env):
@@ -90,29 +89,24 @@ def test_acl_user_limited_to_the_prefix(env):
                         users={"spoa": (pw, "resetkeys ~%s* -@all %s" % (
                             PREFIX, " ".join("+" + c for c in ACL_COMMANDS.split())))},
                         name="redis-acl").start()
-    nodes = []
-    try:
-        nodes = two_nodes(env, redis, ["--redis-user", "spoa", "--redis-password", pw,
-                                       "--redis-prefix", PREFIX])
-        case = shared(nodes, env["user"])
-        env["user"].program(case, status=401, body='{"error":"logged out"}',
-                            content_type="application/json")
-        a, b = nodes
-        assert a.request("POST", "/api/user/logout", cookie(case), body="").status == 200
-        deadline = time.monotonic() + 5
-        while b.get(PATH, cookie(case)).status != 401:
-            assert time.monotonic() < deadline, "logout on A not applied on B"
-            time.sleep(0.01)
-        keys = [k for k, _, _ in redis.dump()]
-        assert keys, "nothing written to Redis"
-        assert all(k.startswith(PREFIX.encode()) for k in keys), keys[:5]
-        for n in nodes:
-            assert (metric(n.admin_port, "spoa_auth_redis_commands_total",
-                           result="error") or 0) == 0, "a command the ACL user may not run"
-    finally:
-        procs = [p for n in nodes for p in n.procs]
-        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
-        redis.stop()
+    with_redis(env, redis)
+    nodes = two_nodes(env, redis, ["--redis-user", "spoa", "--redis-password", pw,
+                                   "--redis-prefix", PREFIX])
+    case = shared(nodes, env["user"])
+    env["user"].program(case, status=401, body='{"error":"logged out"}',
+                        content_type="application/json")
+    a, b = nodes
+    assert a.request("POST", "/api/user/logout", cookie(case), body="").status == 200
+    deadline = time.monotonic() + 5
+    while b.get(PATH, cookie(case)).status != 401:
+        assert time.monotonic() < deadline, "logout on A not applied on B"
+        time.sleep(0.01)
+    keys = [k for k, _, _ in redis.dump()]
+    assert keys, "nothing written to Redis"
+    assert all(k.startswith(PREFIX.encode()) for k in keys), keys[:5]
+    for n in nodes:
+        assert (metric(n.admin_port, "spoa_auth_redis_commands_total",
+                       result="error") or 0) == 0, "a command the ACL user may not run"
 
 
 @pytest.mark.parametrize("user", [None, "spoa"])
@@ -146,29 +140,21 @@ def test_unreachable_at_start_then_joins(env):
     """No Redis at start: the agent starts and answers as a single node; once
     a Redis listens at its address it joins the fleet, with no restart."""
     redis = RedisServer(env["logdir"], name="redis-late")      # not started yet
-    nodes = []
-    try:
-        for name in ("la", "lb"):
-            nodes.append(start_fleet_node(env["logdir"], env["haproxy_bin"], env["agent_bin"],
-                                          name, env["user"].url, env["user"].port,
-                                          env["biz_port"], redis.address))
-        for n in nodes:
-            assert metric(n.admin_port, "spoa_auth_redis_up") == 0
-            case = new_case()
-            env["user"].program(case, status=200, body="tok-" + case)
-            assert n.get(PATH, cookie(case)).status == 200
-            assert n.get(PATH, cookie(case)).header("X-Auth-Cache") == "hit"
-        redis.start()
-        for n in nodes:
-            assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
-                               CONNECT_DEADLINE_S) == 1, n.agent.describe()
-            assert wait_metric(n.admin_port, "spoa_auth_redis_stream_up", 1,
-                               CONNECT_DEADLINE_S) == 1, n.agent.describe()
-        shared(nodes, env["user"])
-    finally:
-        procs = [p for n in nodes for p in n.procs]
-        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
-        redis.stop()
+    with_redis(env, redis)
+    nodes = nodes_at(env, ("la", "lb"), redis.address)
+    for n in nodes:
+        assert metric(n.admin_port, "spoa_auth_redis_up") == 0
+        case = new_case()
+        env["user"].program(case, status=200, body="tok-" + case)
+        assert n.get(PATH, cookie(case)).status == 200
+        assert n.get(PATH, cookie(case)).header("X-Auth-Cache") == "hit"
+    redis.start()
+    for n in nodes:
+        assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
+                           CONNECT_DEADLINE_S) == 1, n.agent.describe()
+        assert wait_metric(n.admin_port, "spoa_auth_redis_stream_up", 1,
+                           CONNECT_DEADLINE_S) == 1, n.agent.describe()
+    shared(nodes, env["user"])
 
 
 def ipv6_loopback():
@@ -190,22 +176,14 @@ def test_other_addresses(env, kind):
     redis = RedisServer(env["logdir"], name="redis-" + kind,
                         unixsocket=sock if kind == "unix" else None,
                         ipv6=kind == "ipv6").start()
+    with_redis(env, redis)
     address = "unix:%s" % sock if kind == "unix" else redis.address6
-    nodes = []
-    try:
-        for name in ("xa", "xb"):
-            nodes.append(start_fleet_node(env["logdir"], env["haproxy_bin"], env["agent_bin"],
-                                          name, env["user"].url, env["user"].port,
-                                          env["biz_port"], address))
-        for n in nodes:
-            assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
-                               CONNECT_DEADLINE_S) == 1, n.agent.describe()
-        shared(nodes, env["user"])
-        assert redis.dump(), "nothing written through " + address
-        # The agents are connected the way asked (unix clients carry flag U).
-        clients = redis.cmd("CLIENT", "LIST").decode()
-        assert ("addr=[::1]:" if kind == "ipv6" else "flags=U") in clients, clients
-    finally:
-        procs = [p for n in nodes for p in n.procs]
-        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
-        redis.stop()
+    nodes = nodes_at(env, ("xa", "xb"), address)
+    for n in nodes:
+        assert wait_metric(n.admin_port, "spoa_auth_redis_up", 1,
+                           CONNECT_DEADLINE_S) == 1, n.agent.describe()
+    shared(nodes, env["user"])
+    assert redis.dump(), "nothing written through " + address
+    # The agents are connected the way asked (unix clients carry flag U).
+    clients = redis.cmd("CLIENT", "LIST").decode()
+    assert ("addr=[::1]:" if kind == "ipv6" else "flags=U") in clients, clients

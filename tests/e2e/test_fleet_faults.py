@@ -7,6 +7,7 @@ single-node path gives (the fake user service's programmed status), never an
 SPOE error (a request past HAProxy's "timeout processing" is one), and the
 fleet level must come back without restarting an agent, revocations
 included."""
+import contextlib
 import http.client as httpclient
 import re
 import sys
@@ -15,8 +16,8 @@ import time
 
 import pytest
 
-from harness import (HOST, FakeResp, RedisServer, agent_has_redis, metric, new_case,
-                     start_fleet_node, stop_all, wait_metric, wait_status)
+from harness import (HOST, FakeResp, RedisServer, agent_has_redis, fleet_node, metric,
+                     new_case, wait_metric, wait_status)
 
 LOAD_S = 3.0
 LOAD_THREADS = 4
@@ -53,18 +54,15 @@ def proxy(redis):
 
 @pytest.fixture(scope="module")
 def fleet(fleet_agent, haproxy_bin, fake_user, demo_services, redis, proxy, logdir):
-    nodes = []
-    try:
-        for name, addr in (("fa", redis.address), ("fb", proxy.address)):
-            nodes.append(start_fleet_node(logdir, haproxy_bin, fleet_agent, name, fake_user.url,
-                                          fake_user.port, demo_services["biz_port"], addr))
+    with contextlib.ExitStack() as stack:
+        nodes = [stack.enter_context(fleet_node(logdir, haproxy_bin, fleet_agent, name,
+                                                fake_user.url, fake_user.port,
+                                                demo_services["biz_port"], addr))
+                 for name, addr in (("fa", redis.address), ("fb", proxy.address))]
         for n in nodes:
             n.user = fake_user
         wait_connected(nodes)
         yield nodes
-    finally:
-        procs = [p for n in nodes for p in n.procs]
-        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
 
 
 def cookie(case):
@@ -334,14 +332,16 @@ def test_stream_trimmed_while_disconnected_flushes(fleet_agent, haproxy_bin, fak
     it flushes its local cache; a session revoked meanwhile is refused."""
     redis = RedisServer(logdir, name="redis-trim").start()
     proxy = FakeResp(redis.port)
-    nodes = []
     extra = ["--redis-stream-maxlen", str(STREAM_MAXLEN)]
-    try:
-        for name, addr in (("ta", redis.address), ("tb", proxy.address)):
-            nodes.append(start_fleet_node(logdir, haproxy_bin, fleet_agent, name, fake_user.url,
-                                          fake_user.port, demo_services["biz_port"], addr,
-                                          extra=extra))
-            nodes[-1].user = fake_user
+    with contextlib.ExitStack() as stack:
+        stack.callback(redis.stop)
+        stack.callback(proxy.stop)
+        nodes = [stack.enter_context(fleet_node(logdir, haproxy_bin, fleet_agent, name,
+                                                fake_user.url, fake_user.port,
+                                                demo_services["biz_port"], addr, extra=extra))
+                 for name, addr in (("ta", redis.address), ("tb", proxy.address))]
+        for n in nodes:
+            n.user = fake_user
         wait_connected(nodes)
         a, b = nodes
         case = new_case()
@@ -370,8 +370,3 @@ def test_stream_trimmed_while_disconnected_flushes(fleet_agent, haproxy_bin, fak
                            RECONNECT_DEADLINE_S) >= flushes + 1
         r, waited, _ = wait_status(b, PATH, cookie(case), 401, REFUSE_DEADLINE_S)
         assert r.status == 401, "B still allows after reconnecting: %r" % r
-    finally:
-        procs = [p for n in nodes for p in n.procs]
-        stop_all(procs, strict=[p.name for p in procs if p.name.startswith("agent-")])
-        proxy.stop()
-        redis.stop()

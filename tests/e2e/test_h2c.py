@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from harness import (HOST, Gateway, Proc, free_ports, start_agent, start_haproxy, stop_all,
-                     wait_agent_up, wait_log, wait_port)
+import harness
+from harness import HOST, Proc, free_ports, stop_all, wait_log, wait_port
 
 CONCURRENT = 24
 H2C_MIN_CURL = 0x080000     # first libcurl that reuses prior-knowledge connections
@@ -114,24 +114,21 @@ def access_lines(h2_user, port):
 
 
 def gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, version, name, url=None,
-            extra=()):
-    gw_port, agent_port = free_ports(2)
-    procs = [start_agent(logdir, agent_bin, agent_port, url or h2_user["url"], name=name,
-                         extra=["--upstream-http-version", version, "--workers", "1",
-                                *extra])]
-    procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                               demo_services["biz_port"], agent_port))
-    return Gateway(gw_port, procs, **demo_services)
+            extra=(), ready=True):
+    """harness.gateway() with one worker speaking <version> to the nginx user
+    service at <url> (default: the h2c one)."""
+    return harness.gateway(logdir, haproxy_bin, agent_bin, url or h2_user["url"],
+                           demo_services["user_port"], demo_services["biz_port"],
+                           agent_extra=["--upstream-http-version", version, "--workers", "1",
+                                        *extra],
+                           agent_name=name, ready=ready, secret=demo_services["secret"])
 
 
 @pytest.fixture(scope="module")
 def h2gw(h2_user, demo_services, haproxy_bin, agent_bin, logdir):
-    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-h2c")
-    try:
-        wait_agent_up(gw.port, gw.procs)
+    with gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c",
+                 "agent-h2c") as gw:
         yield gw
-    finally:
-        stop_all(gw.procs, strict=("agent-h2c",))
 
 
 def identity(r):
@@ -179,16 +176,10 @@ def test_h2c_exchanges_share_one_connection(h2gw, h2_user):
 
 def test_http11_to_an_h2c_only_service_fails_closed(h2_user, demo_services, haproxy_bin,
                                                      agent_bin, logdir):
-    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "1.1", "agent-h11")
-    try:
-        r = None
-        for _ in range(20):   # until HAProxy sees the agent up
-            r = gw.get("/api/business/x", [("Cookie", "session=ok")])
-            if r.header("X-Auth-Cache") is not None:
-                break
+    with gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "1.1", "agent-h11",
+                 ready=False) as gw:
+        r = until_agent_answers(gw)
         assert r.status == 503, r
-    finally:
-        stop_all(gw.procs, strict=("agent-h11",))
 
 
 @pytest.mark.parametrize("args", [["--upstream-http-version", "2"],
@@ -230,17 +221,16 @@ def until_agent_answers(gw):
         if r.header("X-Auth-Cache") is not None:
             return r
         time.sleep(0.05)
-    return r
+    # HAProxy's own 503 (agent not seen up) would pass for the agent's.
+    raise AssertionError("no answer carried the agent's verdict: %r" % r)
 
 
 def test_h2c_goaway_mid_load_loses_nothing(h2_user, demo_services, haproxy_bin, agent_bin,
                                            logdir):
     # nginx closes each connection with GOAWAY after GOAWAY_AFTER streams:
     # streams it did not take are retried on a new connection, none fails.
-    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-goaway",
-                 url=h2_user["goaway_url"])
-    try:
-        wait_agent_up(gw.port, gw.procs)
+    with gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-goaway",
+                 url=h2_user["goaway_url"]) as gw:
         n = 6 * GOAWAY_AFTER
         rs = concurrent_gets(gw, n)
         assert all(r.status == 200 for r in rs), [r.status for r in rs]
@@ -248,44 +238,34 @@ def test_h2c_goaway_mid_load_loses_nothing(h2_user, demo_services, haproxy_bin, 
         conns = {conn for _, conn in lines}
         assert len(conns) >= n // GOAWAY_AFTER, lines
         assert all(proto == "HTTP/2.0" for proto, _ in lines), lines
-    finally:
-        stop_all(gw.procs, strict=("agent-goaway",))
 
 
 def test_h2c_timeout_fails_closed_and_the_connection_goes_on(h2_user, demo_services,
                                                              haproxy_bin, agent_bin, logdir):
-    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-slow",
-                 url=h2_user["slow_url"], extra=["--timeout", "300ms"])
-    try:
+    with gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-slow",
+                 url=h2_user["slow_url"], extra=["--timeout", "300ms"], ready=False) as gw:
         r = until_agent_answers(gw)
         assert r.status == 503, r
-        wait_log(gw.procs[0], "no usable answer: timeout")
-        assert gw.procs[0].alive()
-    finally:
-        stop_all(gw.procs, strict=("agent-slow",))
+        wait_log(gw.agent, "no usable answer: timeout")
+        assert gw.agent.alive()
 
 
 def test_h2c_oversize_answer_fails_that_exchange_only(h2_user, demo_services, haproxy_bin,
                                                       agent_bin, logdir):
-    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-big",
-                 url=h2_user["big_url"], extra=["--max-response-size", str(BIG_BODY // 2)])
-    try:
+    with gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-big",
+                 url=h2_user["big_url"], extra=["--max-response-size", str(BIG_BODY // 2)],
+                 ready=False) as gw:
         r = until_agent_answers(gw)
         assert r.status == 503, r
-        wait_log(gw.procs[0], "no usable answer: response too large")
-    finally:
-        stop_all(gw.procs, strict=("agent-big",))
+        wait_log(gw.agent, "no usable answer: response too large")
 
 
 def test_h2c_to_an_http11_only_service_is_a_clear_error_not_a_hang(
         h2_user, demo_services, haproxy_bin, agent_bin, logdir):
     # a long exchange timeout: a hang would show as the client's timeout
-    gw = gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-h1only",
-                 url=h2_user["h1_url"], extra=["--timeout", "30s"])
-    try:
+    with gateway(h2_user, demo_services, haproxy_bin, agent_bin, logdir, "h2c", "agent-h1only",
+                 url=h2_user["h1_url"], extra=["--timeout", "30s"], ready=False) as gw:
         r = until_agent_answers(gw)
         assert r.status == 503, r
         # nginx without http2 on its listen line closes on our preface
-        wait_log(gw.procs[0], "speak h2c")
-    finally:
-        stop_all(gw.procs, strict=("agent-h1only",))
+        wait_log(gw.agent, "speak h2c")

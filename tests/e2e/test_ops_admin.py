@@ -79,7 +79,10 @@ def parse_metrics(text):
     assert buckets and buckets == sorted(buckets), buckets
     assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), buckets
     assert math.isinf(buckets[-1][0]) and buckets[-1][1] == samples[(h + "_count", "")]
-    assert samples[(h + "_sum", "")] >= 0
+    # Every observation is a real call (microseconds at least): a sum of 0
+    # with calls counted, or a negative one, is a broken histogram.
+    count, total = samples[(h + "_count", "")], samples[(h + "_sum", "")]
+    assert (total > 0) if count > 0 else (total == 0), (count, total)
     return samples
 
 

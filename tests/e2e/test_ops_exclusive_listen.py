@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness import HOST, free_ports, start_agent, stop_all
+from harness import HOST, free_ports, solo_agent
 from spop import Client
 
 START_TIMEOUT_S = 10
@@ -25,12 +25,8 @@ def run_second(agent_bin, tmp_path, spop_port, admin):
 
 @pytest.fixture
 def first(agent_bin, fake_user, logdir):
-    port, = free_ports(1)
-    p = start_agent(logdir, agent_bin, port, fake_user.url, admin=True)
-    try:
-        yield p, port
-    finally:
-        stop_all([p], strict=("agent",))
+    with solo_agent(logdir, agent_bin, fake_user.url, admin=True) as p:
+        yield p, p.port
 
 
 def test_second_agent_on_spop_port_refused(agent_bin, tmp_path, first):

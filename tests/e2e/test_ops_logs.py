@@ -8,30 +8,20 @@ import time
 
 import pytest
 
-from harness import (HOST, free_ports, http, new_case, start_agent, start_haproxy, stop_all,
-                     wait_agent_up, wait_log)
+from harness import HOST, free_ports, http, new_case
 
 LOG_RL_BURST = 5        # agent/log.h
 
 
 @pytest.fixture
-def stack_factory(demo_services, haproxy_bin, agent_bin, logdir):
-    procs = []
-
+def stack_factory(bringup, demo_services):
     def make(user_url, user_port, *extra, ready=True):
-        gw_port, agent_port = free_ports(2)
-        agent = start_agent(logdir, agent_bin, agent_port, user_url, extra)
-        procs.append(agent)
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, user_port,
-                                   demo_services["biz_port"], agent_port))
-        if ready:
-            wait_agent_up(gw_port, procs)
-        else:  # every answer is 503 anyway: wait for the agent itself
-            wait_log(agent, "listening on")
-        return gw_port, agent
+        # Not <ready>: every answer is 503 anyway, wait for the agent itself.
+        gw = bringup.gateway(user_url, user_port, demo_services["biz_port"], agent_extra=extra,
+                             ready=ready, agent_started=not ready)
+        return gw.port, gw.agent
 
-    yield make
-    stop_all(procs, strict=("agent",))
+    return make
 
 
 def test_dead_user_service_does_not_flood_the_log(stack_factory):

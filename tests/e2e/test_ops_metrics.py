@@ -86,7 +86,11 @@ def parse_exposition(text):
         assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), \
             "%s: buckets not cumulative %r" % (fam, buckets)
         assert buckets[-1][1] == s[(fam + "_count", ())], "%s: +Inf != _count" % fam
-        assert s[(fam + "_sum", ())] >= 0
+        # Observations are durations of real calls: with any counted, the sum
+        # is above 0; with none, it is 0.
+        count, total = s[(fam + "_count", ())], s[(fam + "_sum", ())]
+        assert (total > 0) if count > 0 else (total == 0), \
+            "%s: _sum %r for _count %r" % (fam, total, count)
     return fams
 
 
@@ -112,6 +116,8 @@ def test_parser_rejects_bad_expositions():
     for bad in (good.replace("x_total{a=\"1\"} 3", "x_total{a=1} 3"),
                 good.replace(" 3\n", " three\n"),
                 good.replace("h_count 2", "h_count 3"),
+                good.replace("h_sum 0.5", "h_sum 0"),
+                good.replace("h_sum 0.5", "h_sum -1"),
                 good.replace("le=\"1\"} 1", "le=\"1\"} 5"),
                 good.replace("# TYPE x_total counter\n", ""),
                 good.replace("x_total{", "1x_total{"),

@@ -6,8 +6,7 @@ import signal
 import subprocess
 import time
 
-from harness import (REPO, free_ports, http, new_case, start_agent, start_haproxy, stop_all,
-                     wait_agent_up, wait_log)
+from harness import REPO, gateway, http, new_case, wait_log
 from test_ops_drain import Load
 from test_ops_metrics import scrape, value
 
@@ -31,16 +30,10 @@ def test_check_shipped_and_broken_configs(agent_bin, tmp_path):
 def test_reload_under_load(fake_user, demo_services, haproxy_bin, agent_bin, logdir, tmp_path):
     conf = tmp_path / "agent.conf"
     conf.write_text("timeout 500ms\n")
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        agent = start_agent(logdir, agent_bin, agent_port, fake_user.url, ("-f", str(conf)),
-                            admin=True)
-        procs.append(agent)
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        wait_log(agent, "listening on")
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=("-f", str(conf)), admin=True,
+                 agent_started=True) as gw:
+        agent, gw_port = gw.agent, gw.port
         case = new_case()
         fake_user.program(case, status=200, body=b"tok", delay=0.02)
         with Load(gw_port, case) as load:
@@ -65,5 +58,3 @@ def test_reload_under_load(fake_user, demo_services, haproxy_bin, agent_bin, log
         assert agent.alive()
         assert http(gw_port, "GET", "/api/business/x",
                     [("Cookie", "case=%s" % case)]).status == 200
-    finally:
-        stop_all(procs, strict=("agent",))

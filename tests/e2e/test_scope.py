@@ -13,8 +13,7 @@ import urllib.parse
 
 import pytest
 
-from harness import (HOST, REPO, Gateway, free_ports, http, new_case, start_agent,
-                     start_haproxy, stop_all, user_stats, wait_agent_up, wait_port)
+from harness import HOST, REPO, gateway, http, new_case, user_stats
 from rawhttp import raw_request
 from spop import NOTIFY, T_IPV4, Client, Typed, frame, notify_payload
 
@@ -26,21 +25,13 @@ ADMIN_DENY = ("admin", 403, '{"error":"admin only"}', [])
 @pytest.fixture(scope="module")
 def sgw(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
     """HAProxy (scopes on) + agent (cache on, admin endpoint) + the fake."""
-    gw_port, agent_port, admin_port = free_ports(3)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url, extra=[
-            "--cache", "on", "--cache-deny-ttl", "30s", "--cache-logout-hold", "0",
-            "--admin-listen", "%s:%d" % (HOST, admin_port), "--admin-token", ADMIN_TOKEN]))
-        wait_port(admin_port, procs[-1])
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port,
-                                   env_extra={"SCOPE_MAP": str(SCOPE_MAP)}))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, agent_port=agent_port, admin_port=admin_port,
-                      user=fake_user, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=[
+                     "--cache", "on", "--cache-deny-ttl", "30s", "--cache-logout-hold", "0",
+                     "--admin-token", ADMIN_TOKEN], admin=True,
+                 haproxy_env={"SCOPE_MAP": str(SCOPE_MAP)}, user=fake_user,
+                 secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def cookie(case):
@@ -338,17 +329,10 @@ def test_logout_drops_every_scope(sgw):
 @pytest.fixture(scope="module")
 def plain_gw(fake_user, demo_services, haproxy_bin, agent_bin, logdir):
     """The same gateway without SCOPE_MAP (the shipped default)."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port, fake_user.url,
-                                 extra=["--cache", "on"]))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, fake_user.port,
-                                   demo_services["biz_port"], agent_port))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, user=fake_user, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port,
+                 demo_services["biz_port"], agent_extra=["--cache", "on"], user=fake_user,
+                 secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def test_without_scope_map_every_uri_is_its_own_entry(plain_gw):
@@ -364,19 +348,13 @@ def test_without_scope_map_every_uri_is_its_own_entry(plain_gw):
 def demo_scoped(demo_services, haproxy_bin, agent_bin, logdir):
     """The demo (as `make run`): demo services, cache keyed on the session
     cookie, scopes on."""
-    gw_port, agent_port = free_ports(2)
-    procs = []
-    try:
-        procs.append(start_agent(logdir, agent_bin, agent_port,
-                                 "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"]),
-                                 extra=["--cache", "on", "--cache-key-cookies", "session"]))
-        procs.append(start_haproxy(logdir, haproxy_bin, gw_port, demo_services["user_port"],
-                                   demo_services["biz_port"], agent_port,
-                                   env_extra={"SCOPE_MAP": str(SCOPE_MAP)}))
-        wait_agent_up(gw_port, procs)
-        yield Gateway(gw_port, procs, **demo_services)
-    finally:
-        stop_all(procs, strict=("agent",))
+    with gateway(logdir, haproxy_bin, agent_bin,
+                 "http://%s:%d/api/user/token" % (HOST, demo_services["user_port"]),
+                 demo_services["user_port"], demo_services["biz_port"],
+                 agent_extra=["--cache", "on", "--cache-key-cookies", "session"],
+                 haproxy_env={"SCOPE_MAP": str(SCOPE_MAP)},
+                 secret=demo_services["secret"]) as gw:
+        yield gw
 
 
 def test_demo_scopes(demo_scoped):

@@ -15,7 +15,7 @@ import pytest
 
 from spop import AGENT_HELLO, HAPROXY_HELLO, NOTIFY, T_IPV4, Client, Typed, frame, \
     hello_payload, notify_payload
-from harness import free_ports, new_case, start_agent, stop_all
+from harness import new_case, solo_agent
 
 CONNS = 8
 BODY = 8000                      # fits max-response-size 8192: an 8 KB ACK
@@ -46,12 +46,8 @@ def small_rcvbuf_client(port):
 
 @pytest.fixture
 def cache_agent(fake_user, agent_bin, logdir):
-    port, = free_ports(1)
-    p = start_agent(logdir, agent_bin, port, fake_user.url, extra=["--cache", "on"])
-    try:
-        yield port, p
-    finally:
-        stop_all([p], strict=("agent",))
+    with solo_agent(logdir, agent_bin, fake_user.url, extra=["--cache", "on"]) as p:
+        yield p.port, p
 
 
 def test_unread_hit_acks_stay_bounded(cache_agent, fake_user):

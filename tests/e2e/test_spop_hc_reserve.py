@@ -13,13 +13,14 @@ HELLO only:
 - a reserve slot must HELLO within ~1 s, so silent connections cannot hold
   the reserve; past the reserve, connections are refused (closed at once).
 """
+import contextlib
 import socket
 import time
 import urllib.request
 
 import pytest
 
-from harness import HOST, free_ports, start_agent, stop_all
+from harness import HOST, solo_agent
 from spop import AGENT_DISCONNECT, AGENT_HELLO, HAPROXY_HELLO, NOTIFY, Client, frame, \
     hello_payload, notify_payload
 
@@ -47,12 +48,20 @@ def full_agent(agent_bin, fake_user, logdir):
     """An agent whose MAX_CONNS slots all carry a NOTIFY the user service
     does not answer for HANG_S."""
     fake_user.program("hang", status=200, body=b"tok", delay=HANG_S)
-    port, = free_ports(1)
-    p = start_agent(logdir, agent_bin, port, fake_user.url,
+    with solo_agent(logdir, agent_bin, fake_user.url,
                     ("--max-connections", str(MAX_CONNS), "--workers", "1",
                      "--timeout", "%ds" % (HANG_S + 4), "--upstream-retries", "0"),
-                    admin=True)
+                    admin=True) as p:
+        with busy_slots(p.port, fake_user) as port:
+            yield port, p
+
+
+@contextlib.contextmanager
+def busy_slots(port, fake_user):
+    """Fills the agent's MAX_CONNS slots (see full_agent); yields <port>."""
     busy = []
+    # The fake user service is the session's: earlier tests' calls count too.
+    before = len(fake_user.calls("hang"))
     try:
         for sid in range(1, MAX_CONNS + 1):
             c = Client(port)
@@ -63,16 +72,15 @@ def full_agent(agent_bin, fake_user, logdir):
                 ("cookie", "case=hang")])]), sid=sid, fid=1))
         # The NOTIFYs reached the user service: the slots are working.
         deadline = time.monotonic() + 5
-        while len(fake_user.calls("hang")) < MAX_CONNS:
+        while len(fake_user.calls("hang")) < before + MAX_CONNS:
             assert time.monotonic() < deadline, "NOTIFYs never reached the user service"
             time.sleep(0.02)
         # Past the eviction ages (0.1 s new, 1 s used): only work keeps them.
         time.sleep(1.2)
-        yield port, p
+        yield port
     finally:
         for c in busy:
             c.close()
-        stop_all([p], strict=("agent",))
 
 
 def first_frame(c, timeout=3.0):

@@ -8,19 +8,15 @@ import time
 import pytest
 
 from spop import HAPROXY_HELLO, Client, frame, hello_payload
-from harness import free_ports, start_agent, stop_all
+from harness import solo_agent
 
 HELLO_TIMEOUT_S = 5.0
 
 
 @pytest.fixture
 def agent_port(fake_user, agent_bin, logdir):
-    port, = free_ports(1)
-    p = start_agent(logdir, agent_bin, port, fake_user.url)
-    try:
-        yield port
-    finally:
-        stop_all([p], strict=("agent",))
+    with solo_agent(logdir, agent_bin, fake_user.url) as p:
+        yield p.port
 
 
 def closed_after(sock, limit):

@@ -18,9 +18,8 @@ import urllib.request
 
 import pytest
 
-from harness import HOST, free_ports, gateway, start_agent, stop_all
-from spop import (AGENT_DISCONNECT, HAPROXY_HELLO, NOTIFY, Client, frame, hello_payload,
-                  notify_payload)
+from harness import HOST, gateway, solo_agent
+from spop import AGENT_DISCONNECT, NOTIFY, Client, frame, notify_payload
 
 CLOSE_BOUND_S = 6.0     # liveness bound for a close expected after ~1 s
 
@@ -53,13 +52,9 @@ def disconnect_then_close(client, limit):
 
 @pytest.fixture
 def short_agent(agent_bin, fake_user, logdir):
-    port, = free_ports(1)
-    p = start_agent(logdir, agent_bin, port, fake_user.url,
-                    ("--idle-timeout", "1s", "--frame-timeout", "1s"))
-    try:
-        yield port
-    finally:
-        stop_all([p], strict=("agent",))
+    with solo_agent(logdir, agent_bin, fake_user.url,
+                    ("--idle-timeout", "1s", "--frame-timeout", "1s")) as p:
+        yield p.port
 
 
 def status_of(kv):

@@ -6,7 +6,7 @@ import re
 import pytest
 
 import spop
-from harness import free_ports, http, start_agent, stop_all
+from harness import free_ports, http, solo_agent
 
 # NOTIFYs sent in one sendall(): small frames, so they arrive in one read.
 BURST = 32
@@ -22,11 +22,10 @@ def counter(admin_port, name):
 @pytest.fixture
 def agent(agent_bin, logdir):
     # The user service is never called: the NOTIFYs carry no exchange message.
-    port, dead = free_ports(2)
-    p = start_agent(logdir, agent_bin, port, "http://127.0.0.1:%d/api/user/token" % dead,
-                    extra=["--workers", "1"], admin=True, name="agent-writes")
-    yield port, p
-    stop_all([p], strict=[p.name])
+    dead, = free_ports(1)
+    with solo_agent(logdir, agent_bin, "http://127.0.0.1:%d/api/user/token" % dead,
+                    extra=["--workers", "1"], admin=True, name="agent-writes") as p:
+        yield p.port, p
 
 
 def test_acks_ready_in_one_turn_leave_in_one_write(agent):

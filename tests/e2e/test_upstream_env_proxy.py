@@ -20,7 +20,7 @@ import time
 import pytest
 
 from fake_user_service import FakeUserService
-from harness import HOST, free_ports, new_case, start_agent, stop_all
+from harness import HOST, new_case, solo_agent
 from spop import ACK, NOTIFY, Client, frame, notify_payload
 
 PROXY_TOKEN = b"proxy-token"
@@ -95,17 +95,14 @@ def env_pointing_at(proxy_url):
 
 
 @pytest.fixture
-def agent_with(agent_bin, fake_user, logdir):
-    """Starts an agent with <env> and <extra>; stops every one at the end."""
-    procs = []
+def agent_with(bringup, fake_user):
+    """Starts an agent with <env> and <extra>, returns its port; stops every
+    one at the end."""
 
     def start(env=None, extra=()):
-        port, = free_ports(1)
-        procs.append(start_agent(logdir, agent_bin, port, fake_user.url, extra, env=env))
-        return port
+        return bringup.agent(fake_user.url, extra=extra, env=env).port
 
-    yield start
-    stop_all(procs, strict=("agent",))
+    return start
 
 
 def exchange(port, case, sid=1, authorization=None):
@@ -232,12 +229,8 @@ def test_sslkeylogfile_ignored(agent_bin, logdir, tls_user, tmp_path):
     keylog = tmp_path / "keys.log"
     case = new_case()
     tls_user.program(case, status=200, body="user-token")
-    port, = free_ports(1)
-    p = start_agent(logdir, agent_bin, port, tls_user.url, ("--ca-file", str(tls_user.cert)),
-                    env={"SSLKEYLOGFILE": str(keylog)})
-    try:
-        v = exchange(port, case)
+    with solo_agent(logdir, agent_bin, tls_user.url, ("--ca-file", str(tls_user.cert)),
+                    env={"SSLKEYLOGFILE": str(keylog)}) as p:
+        v = exchange(p.port, case)
         assert text(v.get("token")) == "user-token", v
-    finally:
-        stop_all([p], strict=("agent",))
     assert not keylog.exists() or keylog.read_text() == "", keylog.read_text()[:200]
