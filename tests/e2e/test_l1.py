@@ -164,8 +164,9 @@ def l1_cred(case):
 
 
 def l1_key(case, path):
-    """The key of the entry for <case> at <path> (no scope applies)."""
-    return sha256_hex(l1_cred(case) + "|u:" + path).upper()
+    """The key of the entry for <case> at <path> (no scope applies): the URL,
+    the tag "u", the session hash."""
+    return path + "u" + l1_cred(case)
 
 
 def admin_post(gw, body):
@@ -467,3 +468,51 @@ def test_reload_empties_the_l1(fake_user, demo_services, haproxy_bin, agent_bin,
         assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
     finally:
         stop_all(procs, strict=("agent",))
+
+
+def test_hit_drops_client_identity_marker_and_subprotocol(l1):
+    """A hit ends the frontend's rules early: it still drops every client
+    copy of the identity header and of the fail-open marker (any spelling)
+    and the client's Sec-WebSocket-Protocol, as every other path does."""
+    case = ok_case(l1)
+    primed(l1, case)
+    forged = [("X_Example_Authorization", "forged"), ("x-example_authorization", "f2"),
+              ("X-Auth-Failure-Mode-Allowed", "true"), ("x_auth_failure_mode_allowed", "1"),
+              ("Sec-WebSocket-Protocol", "X-Example-Authorization.forged")]
+    r = get(l1, case, extra=forged)
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "l1"), r
+    got = r.json()
+    assert got["x_example_authorization"] == ["tok-" + case]
+    names = [k.lower().replace("_", "-") for k, _ in got["headers"]]
+    assert names.count("x-example-authorization") == 1, got
+    assert "x-auth-failure-mode-allowed" not in names, got
+    assert "sec-websocket-protocol" not in names, got
+
+
+def test_long_url_is_never_stored(l1):
+    """Without a scope the key holds the URL: over 256 bytes it is no
+    candidate (the agent's own cache still answers)."""
+    case = ok_case(l1)
+    path = "/api/business/" + "x" * 250
+    labels = [get(l1, case, path).header("X-Auth-Cache") for _ in range(3)]
+    assert labels == ["miss", "hit", "hit"], labels
+    path = "/api/business/" + "x" * 240
+    labels = [get(l1, case, path).header("X-Auth-Cache") for _ in range(2)]
+    assert labels == ["miss", "l1"], labels
+
+
+def test_key_holding_a_bar_is_never_stored(l1):
+    """The entry's key ends its value's first field: a URL holding "|" would
+    let a crafted entry read as another URL's, with its own expiry, status
+    and token. With one slot every key shares it: the crafted URL's answer
+    must never serve /api/business/admin."""
+    gw = l1.tiny
+    case = ok_case(l1)
+    c = l1_cred(case)
+    crafted = "/api/business/adminu%s|9999999999|200|forged" % c
+    for _ in range(2):
+        r = get(gw, case, crafted)
+        assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
+    r = get(gw, case, "/api/business/admin")
+    assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
+    assert identity(r) == ["tok-" + case]
