@@ -516,3 +516,34 @@ def test_key_holding_a_bar_is_never_stored(l1):
     r = get(gw, case, "/api/business/admin")
     assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
     assert identity(r) == ["tok-" + case]
+
+
+def test_one_connection_never_reuses_another_cookies_hash(l1):
+    """A connection keeps its last session cookie and hash (sess.l1_*): the
+    next request on it with another cookie, or with none, must be keyed on
+    its own, never on the one before."""
+    import http.client
+    a, b = ok_case(l1), ok_case(l1)
+    primed(l1, a)
+    primed(l1, b)
+    unknown = new_case()        # the fake answers 401
+    conn = http.client.HTTPConnection(HOST, l1.port, timeout=10)
+    try:
+        def ask(hdrs):
+            conn.request("GET", "/api/business/x", headers=dict(hdrs))
+            r = conn.getresponse()
+            body = r.read()
+            return r.status, r.getheader("X-Auth-Cache"), body
+        for me in (a, b, a):
+            status, label, body = ask(cookie(me))
+            assert (status, label) == (200, "l1"), (me, status, label)
+            assert ("tok-" + me).encode() in body and ("tok-" + (b if me == a else a)).encode() \
+                not in body
+        status, label, _ = ask(cookie(unknown))
+        assert status == 401 and label != "l1", (status, label)
+        status, label, _ = ask([])
+        assert status == 401 and label != "l1", (status, label)
+        status, label, body = ask(cookie(a))
+        assert (status, label) == (200, "l1") and ("tok-" + a).encode() in body
+    finally:
+        conn.close()
