@@ -188,6 +188,8 @@ def test_hit_reaches_neither_agent_nor_user_service(l1):
     assert calls(l1, case) == c0 == 1
     log = l1.haproxy.tail(1 << 20)
     assert "l1=hit" in log and "l1=miss" in log
+    # a hit logs what an agent's allow would: outcome, status, the L1 as its cache
+    assert re.search(r" auth=allow/200 .* l1=hit .* spoe_ms=- cache=l1 ", log), log[-600:]
     # the cookie never reaches HAProxy's log, nor its hash
     assert case not in log
 
