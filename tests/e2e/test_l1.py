@@ -549,3 +549,44 @@ def test_one_connection_never_reuses_another_cookies_hash(l1):
         assert (status, label) == (200, "l1") and ("tok-" + a).encode() in body
     finally:
         conn.close()
+
+
+def test_hit_with_identity_trailer_never_reaches_the_backend(fake_user, haproxy_bin, agent_bin,
+                                                            logdir, tmp_path):
+    """A hit goes to its own backend (business_service_l1): like every HTTP
+    backend it drops request trailers on 3.2+, where chunked bodies pass;
+    before 3.2 the frontend refuses chunked bodies first. Checked on the
+    bytes a raw TCP backend receives."""
+    from harness import gateway
+    from rawhttp import CaptureServer, raw_request
+    sock = str(tmp_path / "rt.sock")
+    env, map_name = l1_env(haproxy_bin, tmp_path, sock)
+    admin_port = free_ports(1)[0]
+    out = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True).stdout
+    drops = tuple(int(x) for x in re.search(r"version (\d+)\.(\d+)", out).groups()) >= (3, 2)
+    cap = CaptureServer().start()
+    try:
+        with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port, cap.port,
+                     agent_extra=agent_args(sock, map_name, admin_port), haproxy_env=env,
+                     user=fake_user) as gw:
+            case = ok_case(gw)
+            head = b"POST /api/business/upload HTTP/1.1\r\nHost: gateway\r\nCookie: case=%s\r\n" \
+                % case.encode()
+            for _ in range(2):          # the first one fills the L1
+                r = raw_request(gw.port, head + b"Content-Length: 5\r\n\r\nhello")
+                assert r is not None and r.status == 200, r
+            before = len(cap.data())
+            r = raw_request(gw.port, head + b"Transfer-Encoding: chunked\r\n"
+                            b"Trailer: X-Example-Authorization\r\n\r\n"
+                            b"5\r\nhello\r\n0\r\nX-Example-Authorization: FORGED\r\n"
+                            b"x_example_authorization: FORGED\r\n\r\n")
+            got = cap.data()[before:]
+            assert b"forged" not in got.lower(), got
+            if drops:
+                assert r is not None and r.status == 200, r
+                assert r.header("X-Auth-Cache") == "l1", r
+                assert b"\r\nx-example-authorization: tok-" + case.encode() in got.lower(), got
+            else:
+                assert r is not None and r.status == 411, r
+    finally:
+        cap.stop()
