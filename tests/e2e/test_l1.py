@@ -164,8 +164,9 @@ def l1_cred(case):
 
 
 def l1_key(case, path):
-    """The key of the entry for <case> at <path> (no scope applies)."""
-    return sha256_hex(l1_cred(case) + "|u:" + path).upper()
+    """The key of the entry for <case> at <path> (no scope applies): the URL,
+    the tag "u", the session hash."""
+    return path + "u" + l1_cred(case)
 
 
 def admin_post(gw, body):
@@ -187,6 +188,8 @@ def test_hit_reaches_neither_agent_nor_user_service(l1):
     assert calls(l1, case) == c0 == 1
     log = l1.haproxy.tail(1 << 20)
     assert "l1=hit" in log and "l1=miss" in log
+    # a hit logs what an agent's allow would: outcome, status, the L1 as its cache
+    assert re.search(r" auth=allow/200 .* l1=hit .* spoe_ms=- cache=l1 ", log), log[-600:]
     # the cookie never reaches HAProxy's log, nor its hash
     assert case not in log
 
@@ -467,3 +470,123 @@ def test_reload_empties_the_l1(fake_user, demo_services, haproxy_bin, agent_bin,
         assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
     finally:
         stop_all(procs, strict=("agent",))
+
+
+def test_hit_drops_client_identity_marker_and_subprotocol(l1):
+    """A hit ends the frontend's rules early: it still drops every client
+    copy of the identity header and of the fail-open marker (any spelling)
+    and the client's Sec-WebSocket-Protocol, as every other path does."""
+    case = ok_case(l1)
+    primed(l1, case)
+    forged = [("X_Example_Authorization", "forged"), ("x-example_authorization", "f2"),
+              ("X-Auth-Failure-Mode-Allowed", "true"), ("x_auth_failure_mode_allowed", "1"),
+              ("Sec-WebSocket-Protocol", "X-Example-Authorization.forged")]
+    r = get(l1, case, extra=forged)
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "l1"), r
+    got = r.json()
+    assert got["x_example_authorization"] == ["tok-" + case]
+    names = [k.lower().replace("_", "-") for k, _ in got["headers"]]
+    assert names.count("x-example-authorization") == 1, got
+    assert "x-auth-failure-mode-allowed" not in names, got
+    assert "sec-websocket-protocol" not in names, got
+
+
+def test_long_url_is_never_stored(l1):
+    """Without a scope the key holds the URL: over 256 bytes it is no
+    candidate (the agent's own cache still answers)."""
+    case = ok_case(l1)
+    path = "/api/business/" + "x" * 250
+    labels = [get(l1, case, path).header("X-Auth-Cache") for _ in range(3)]
+    assert labels == ["miss", "hit", "hit"], labels
+    path = "/api/business/" + "x" * 240
+    labels = [get(l1, case, path).header("X-Auth-Cache") for _ in range(2)]
+    assert labels == ["miss", "l1"], labels
+
+
+def test_key_holding_a_bar_is_never_stored(l1):
+    """The entry's key ends its value's first field: a URL holding "|" would
+    let a crafted entry read as another URL's, with its own expiry, status
+    and token. With one slot every key shares it: the crafted URL's answer
+    must never serve /api/business/admin."""
+    gw = l1.tiny
+    case = ok_case(l1)
+    c = l1_cred(case)
+    crafted = "/api/business/adminu%s|9999999999|200|forged" % c
+    for _ in range(2):
+        r = get(gw, case, crafted)
+        assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
+    r = get(gw, case, "/api/business/admin")
+    assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
+    assert identity(r) == ["tok-" + case]
+
+
+def test_one_connection_never_reuses_another_cookies_hash(l1):
+    """A connection keeps its last session cookie and hash (sess.l1_*): the
+    next request on it with another cookie, or with none, must be keyed on
+    its own, never on the one before."""
+    import http.client
+    a, b = ok_case(l1), ok_case(l1)
+    primed(l1, a)
+    primed(l1, b)
+    unknown = new_case()        # the fake answers 401
+    conn = http.client.HTTPConnection(HOST, l1.port, timeout=10)
+    try:
+        def ask(hdrs):
+            conn.request("GET", "/api/business/x", headers=dict(hdrs))
+            r = conn.getresponse()
+            body = r.read()
+            return r.status, r.getheader("X-Auth-Cache"), body
+        for me in (a, b, a):
+            status, label, body = ask(cookie(me))
+            assert (status, label) == (200, "l1"), (me, status, label)
+            assert ("tok-" + me).encode() in body and ("tok-" + (b if me == a else a)).encode() \
+                not in body
+        status, label, _ = ask(cookie(unknown))
+        assert status == 401 and label != "l1", (status, label)
+        status, label, _ = ask([])
+        assert status == 401 and label != "l1", (status, label)
+        status, label, body = ask(cookie(a))
+        assert (status, label) == (200, "l1") and ("tok-" + a).encode() in body
+    finally:
+        conn.close()
+
+
+def test_hit_with_identity_trailer_never_reaches_the_backend(fake_user, haproxy_bin, agent_bin,
+                                                            logdir, tmp_path):
+    """A hit goes to its own backend (business_service_l1): like every HTTP
+    backend it drops request trailers on 3.2+, where chunked bodies pass;
+    before 3.2 the frontend refuses chunked bodies first. Checked on the
+    bytes a raw TCP backend receives."""
+    from harness import gateway
+    from rawhttp import CaptureServer, raw_request
+    sock = str(tmp_path / "rt.sock")
+    env, map_name = l1_env(haproxy_bin, tmp_path, sock)
+    admin_port = free_ports(1)[0]
+    out = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True).stdout
+    drops = tuple(int(x) for x in re.search(r"version (\d+)\.(\d+)", out).groups()) >= (3, 2)
+    cap = CaptureServer().start()
+    try:
+        with gateway(logdir, haproxy_bin, agent_bin, fake_user.url, fake_user.port, cap.port,
+                     agent_extra=agent_args(sock, map_name, admin_port), haproxy_env=env,
+                     user=fake_user) as gw:
+            case = ok_case(gw)
+            head = b"POST /api/business/upload HTTP/1.1\r\nHost: gateway\r\nCookie: case=%s\r\n" \
+                % case.encode()
+            for _ in range(2):          # the first one fills the L1
+                r = raw_request(gw.port, head + b"Content-Length: 5\r\n\r\nhello")
+                assert r is not None and r.status == 200, r
+            before = len(cap.data())
+            r = raw_request(gw.port, head + b"Transfer-Encoding: chunked\r\n"
+                            b"Trailer: X-Example-Authorization\r\n\r\n"
+                            b"5\r\nhello\r\n0\r\nX-Example-Authorization: FORGED\r\n"
+                            b"x_example_authorization: FORGED\r\n\r\n")
+            got = cap.data()[before:]
+            assert b"forged" not in got.lower(), got
+            if drops:
+                assert r is not None and r.status == 200, r
+                assert r.header("X-Auth-Cache") == "l1", r
+                assert b"\r\nx-example-authorization: tok-" + case.encode() in got.lower(), got
+            else:
+                assert r is not None and r.status == 411, r
+    finally:
+        cap.stop()
