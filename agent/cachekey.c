@@ -189,14 +189,25 @@ static int cachekey_field(struct cachekey *k, uint8_t tag, const void *p, size_t
 
 static unsigned char cachekey_lower(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+	/* branch-free: 'a' - 'A' is bit 5, added for A..Z only */
+	return (unsigned char)(c + ((unsigned)((unsigned)(c - 'A') < 26u) << 5));
 }
 
-/* A present field, lowercased while copied into the buffer (header names). */
+/* A present field, lowercased while copied into the buffer (header names):
+ * in one go when the buffer has room (a usual name), else piecewise. */
 static int cachekey_field_lower(struct cachekey *k, uint8_t tag, const char *p, size_t n)
 {
 	size_t i, j;
 
+	if (n <= CACHEKEY_BUF && CACHEKEY_BUF - k->buf_n >= 1 + CACHEKEY_VARINT_MAX + n) {
+		uint8_t *o = k->buf + k->buf_n;
+
+		o += cachekey_put_u64(o, tag, (uint64_t)n + 1);
+		for (i = 0; i < n; i++)
+			o[i] = cachekey_lower((unsigned char)p[i]);
+		k->buf_n = (size_t)(o + n - k->buf);
+		return 0;
+	}
 	if (cachekey_u64(k, tag, (uint64_t)n + 1) < 0)
 		return -1;
 	for (i = 0; i < n; i += j) {
