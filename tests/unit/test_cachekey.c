@@ -739,7 +739,8 @@ static void enc_sha(const struct enc *e, const uint8_t *tail, size_t tail_n, uin
 	struct enc t = *e;
 	unsigned len = 32;
 
-	enc_put(&t, tail, tail_n);
+	if (tail_n)
+		enc_put(&t, tail, tail_n);
 	if (EVP_Digest(t.b, t.n, out, &len, EVP_sha256(), NULL) != 1)
 		diag("EVP_Digest failed");
 }
