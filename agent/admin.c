@@ -562,6 +562,19 @@ static const char *admin_l1_invalidate(const struct cfg *cfg, int all, const cha
 	return "ok";
 }
 
+/* <*v>/<*len> less the SP and HT around it (RFC 9110 5.5: not part of a
+ * field value; HAProxy never sends them, so a pasted header matches what
+ * the agent and HAProxy's L1 hashed). */
+static void admin_trim_ows(const char **v, size_t *len)
+{
+	while (*len && (**v == ' ' || **v == '\t')) {
+		(*v)++;
+		(*len)--;
+	}
+	while (*len && ((*v)[*len - 1] == ' ' || (*v)[*len - 1] == '\t'))
+		(*len)--;
+}
+
 /* Constant time in the token's content. */
 static int admin_token_ok(const char *auth, const char *token)
 {
@@ -583,7 +596,10 @@ static int admin_token_ok(const char *auth, const char *token)
  * The credential digest is computed exactly as for the `logout` message,
  * by the same rules (args_add_header(), args_key()); the headers are taken in
  * forward-headers order, which must be the order of the SPOE message's
- * arguments (it is in the shipped files). Values are never logged.
+ * arguments (it is in the shipped files); the SP/HT around a value are
+ * dropped, as HAProxy drops them. With haproxy-runtime-socket set, a
+ * `cookie` that is not one name=value pair (the only form HAProxy's L1 key
+ * is made of) is a 400 and drops nothing. Values are never logged.
  */
 static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admin_req *rq)
 {
@@ -593,8 +609,9 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 	struct cachekey *ck = NULL;
 	struct args *a = NULL;  /* ~8 KiB: not on this thread's stack */
 	uint8_t key[CACHE_KEY_LEN], cred[CACHE_KEY_LEN];
-	const char *v;
-	size_t vlen, np, given = 0;
+	const char *v, *cv = NULL;
+	size_t vlen, cvlen = 0, np, given = 0;
+	int has_cookie, l1_cookie;
 	enum MHD_Result ret;
 	char err[160];
 
@@ -646,12 +663,28 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		if (!admin_param_get(conn, ps, np, h, &v, &vlen))
 			continue;
 		given++;
+		admin_trim_ows(&v, &vlen);
 		args_add_header(a, cfg, h, strlen(h), v, vlen);
 	}
 	if (!given) {
 		ret = admin_reply_static(conn, MHD_HTTP_BAD_REQUEST,
 		                         "give all=1, or the session's credential headers as "
 		                         "parameters named like forward-headers (cookie=...)\n");
+		goto out;
+	}
+	/* HAProxy's L1 keys a session on its one "<L1_COOKIE>=<value>" pair
+	 * only: any other cookie form would drop the agent's entries (under
+	 * cache-key-cookies) and leave the L1's, so it is refused while the L1
+	 * is reachable, before anything is dropped. */
+	has_cookie = admin_param_get(conn, ps, np, "cookie", &cv, &cvlen);
+	if (has_cookie)
+		admin_trim_ows(&cv, &cvlen);
+	l1_cookie = has_cookie && hapi_l1_cookie_ok(cv, cvlen);
+	if (has_cookie && !l1_cookie && cfg->haproxy_runtime_socket) {
+		ret = admin_reply_static(conn, MHD_HTTP_BAD_REQUEST,
+		                         "with haproxy-runtime-socket set, give cookie= as the "
+		                         "session cookie HAProxy's L1 is keyed on: one name=value "
+		                         "pair (<L1_COOKIE>=<value>, no ';')\n");
 		goto out;
 	}
 	if (args_key(a, ck, key, cred) < 0) {
@@ -661,8 +694,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 	{
 		struct timespec ts;
 		char l1[HAPI_L1_CRED_HEX + 1];
-		int has_l1 = admin_param_get(conn, ps, np, "cookie", &v, &vlen) &&
-		             hapi_l1_cred(v, vlen, l1) == 0;
+		int has_l1 = l1_cookie && hapi_l1_cred(cv, cvlen, l1) == 0;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		cache_invalidate_cred(admin.cache, cred,
@@ -672,8 +704,7 @@ static enum MHD_Result admin_invalidate(struct MHD_Connection *conn, struct admi
 		OPENSSL_cleanse(l1, sizeof(l1));
 	}
 	{
-		const char *l1 = admin_param_get(conn, ps, np, "cookie", &v, &vlen)
-		                 ? admin_l1_invalidate(cfg, 0, v, vlen) : "off";
+		const char *l1 = l1_cookie ? admin_l1_invalidate(cfg, 0, cv, cvlen) : "off";
 
 		log_info("admin: one session's cached decisions invalidated (L1: %s)", l1);
 		ret = admin_reply_inval(conn, "session", l1);

@@ -34,9 +34,15 @@
  * after the aligned prefix (at most 55 bytes), so a hit costs one
  * compression. The bytes are gathered in a small buffer and handed to
  * SHA256_Update() in one call where possible (each call has a fixed cost
- * larger than the bytes of a tag).
+ * larger than the bytes of a tag); when a request's bytes after the prefix
+ * fit one block with the padding, that block is padded in the buffer and
+ * compressed with SHA256_Transform() from the prefix's state (the digest
+ * SHA256_Final() gives, without its Update/Final bookkeeping).
  * cred and key are one pass: the running state after the headers is copied
- * (a plain struct) and finished as cred, then fed the key's fields. The cred
+ * (a plain struct) and finished as cred, then fed the key's fields; while
+ * that state is still the prefix plus bytes in the buffer, cred is only
+ * those bytes' length, and is hashed when cachekey_cred() asks (a hit never
+ * does). The cred
  * prefix (salt, scope, filter) is hashed once in cachekey_new() and copied
  * per request. cred's input is a strict prefix of key's input, but the two
  * digests live in separate tables and key's input continues with a flags
@@ -73,7 +79,10 @@ struct cachekey {
 	SHA256_CTX prefix;   /* cred hash with the prefix already fed */
 	SHA256_CTX ctx;      /* the running hash */
 	SHA256_CTX cred;     /* cred's state when cachekey_end*() deferred it */
-	int cred_pending;    /* <cred> holds a state for cachekey_cred() */
+	int cred_pending;    /* cachekey_cred() has a state to finish */
+	int cred_in_buf;     /* cred's state is <prefix> fed buf[0..cred_n) */
+	size_t cred_n;
+	int fresh;           /* <ctx> is <prefix>, not copied yet (nothing flushed) */
 	char **cookies;      /* owned: sorted, deduplicated names; NULL = no filter */
 	size_t *cookie_lens; /* owned */
 	size_t n_cookies;
@@ -82,12 +91,31 @@ struct cachekey {
 	uint8_t buf[CACHEKEY_BUF];
 };
 
+/* Largest input tail finished in the block that holds it: one byte of
+ * 0x80 and the 64-bit bit count must fit after it (FIPS 180-4, 5.1.1). */
+#define CACHEKEY_ONE_BLOCK_MAX (SHA256_CBLOCK - 1 - 8)
+
+/* Moves cred's pending input out of <buf> into <cred> (before <buf> is
+ * flushed or reused). Returns 0, or -1 if OpenSSL failed. */
+static int cachekey_cred_take(struct cachekey *k)
+{
+	k->cred_in_buf = 0;
+	k->cred = k->prefix;
+	return SHA256_Update(&k->cred, k->buf, k->cred_n) == 1 ? 0 : -1;
+}
+
 /* Feeds the gathered bytes to the running hash. Returns 0, or -1 if
  * OpenSSL failed. */
 static int cachekey_flush(struct cachekey *k)
 {
 	size_t n = k->buf_n;
 
+	if (k->cred_in_buf && cachekey_cred_take(k) < 0)
+		return -1;
+	if (k->fresh) {
+		k->ctx = k->prefix;
+		k->fresh = 0;
+	}
 	k->buf_n = 0;
 	return n == 0 || SHA256_Update(&k->ctx, k->buf, n) == 1 ? 0 : -1;
 }
@@ -161,14 +189,25 @@ static int cachekey_field(struct cachekey *k, uint8_t tag, const void *p, size_t
 
 static unsigned char cachekey_lower(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+	/* branch-free: 'a' - 'A' is bit 5, added for A..Z only */
+	return (unsigned char)(c + ((unsigned)((unsigned)(c - 'A') < 26u) << 5));
 }
 
-/* A present field, lowercased while copied into the buffer (header names). */
+/* A present field, lowercased while copied into the buffer (header names):
+ * in one go when the buffer has room (a usual name), else piecewise. */
 static int cachekey_field_lower(struct cachekey *k, uint8_t tag, const char *p, size_t n)
 {
 	size_t i, j;
 
+	if (n <= CACHEKEY_BUF && CACHEKEY_BUF - k->buf_n >= 1 + CACHEKEY_VARINT_MAX + n) {
+		uint8_t *o = k->buf + k->buf_n;
+
+		o += cachekey_put_u64(o, tag, (uint64_t)n + 1);
+		for (i = 0; i < n; i++)
+			o[i] = cachekey_lower((unsigned char)p[i]);
+		k->buf_n = (size_t)(o + n - k->buf);
+		return 0;
+	}
 	if (cachekey_u64(k, tag, (uint64_t)n + 1) < 0)
 		return -1;
 	for (i = 0; i < n; i += j) {
@@ -497,7 +536,8 @@ void cachekey_free(struct cachekey *k)
 int cachekey_begin(struct cachekey *k)
 {
 	k->cred_pending = 0;
-	k->ctx = k->prefix;
+	k->cred_in_buf = 0;
+	k->fresh = 1;  /* <ctx> is taken from <prefix> at the first flush */
 	k->buf_n = 0;
 	return 0;
 }
@@ -519,19 +559,60 @@ int cachekey_header(struct cachekey *k, const char *name, size_t name_len, const
  * key's own fields. */
 static int cachekey_split(struct cachekey *k, uint8_t cred[CACHEKEY_LEN], uint8_t extra_flags)
 {
+	uint8_t flags = k->flags | extra_flags;
+
 	/* 'E' ends the header list: every header starts with 'n', and no tag
 	 * inside a header is 'E', so no count is needed */
-	if (cachekey_feed(k, "E", 1) < 0 || cachekey_flush(k) < 0)
+	if (cachekey_feed(k, "E", 1) < 0)
 		return -1;
-	k->cred = k->ctx;
 	k->cred_pending = 1;
+	if (k->fresh) {
+		/* everything since the prefix is still in <buf>: cred is the
+		 * prefix fed buf[0..cred_n), the key's bytes follow in <buf> */
+		k->cred_in_buf = 1;
+		k->cred_n = k->buf_n;
+	} else {
+		if (cachekey_flush(k) < 0)
+			return -1;
+		k->cred = k->ctx;
+	}
 	if (cred && cachekey_cred(k, cred) < 0)
 		return -1;
-	/* the buffer is empty after the flush above; the flags byte (< 8)
-	 * is never cred's 'C' */
-	k->buf[0] = k->flags | extra_flags;
-	k->buf_n = 1;
-	return 0;
+	/* the flags byte (< 8) is never cred's 'C' */
+	return cachekey_feed(k, &flags, 1);
+}
+
+/* <v> big-endian at <p> (compilers make it one store). */
+static void cachekey_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* Finishes the key when all of its input after the prefix is in <buf> and
+ * fits one block with the padding: the same digest SHA256_Final() gives,
+ * without the Update/Final bookkeeping (one compression, at <buf>). */
+static void cachekey_final_block(struct cachekey *k, uint8_t key[CACHEKEY_LEN])
+{
+	uint64_t bits = (((uint64_t)k->prefix.Nh << 32) | k->prefix.Nl) + (uint64_t)k->buf_n * 8;
+	SHA256_CTX c;
+
+	k->buf[k->buf_n] = 0x80;
+	memset(k->buf + k->buf_n + 1, 0, CACHEKEY_ONE_BLOCK_MAX - k->buf_n);
+	cachekey_be32(k->buf + SHA256_CBLOCK - 8, (uint32_t)(bits >> 32));
+	cachekey_be32(k->buf + SHA256_CBLOCK - 4, (uint32_t)bits);
+	memcpy(c.h, k->prefix.h, sizeof(c.h));
+	SHA256_Transform(&c, k->buf);
+	cachekey_be32(key, c.h[0]);
+	cachekey_be32(key + 4, c.h[1]);
+	cachekey_be32(key + 8, c.h[2]);
+	cachekey_be32(key + 12, c.h[3]);
+	cachekey_be32(key + 16, c.h[4]);
+	cachekey_be32(key + 20, c.h[5]);
+	cachekey_be32(key + 24, c.h[6]);
+	cachekey_be32(key + 28, c.h[7]);
 }
 
 /* <tag> 'u': <uri> is the URI; 'o': a scope name (cachekey_end_scope()). */
@@ -540,6 +621,10 @@ static int cachekey_finish(struct cachekey *k, uint8_t tag, const char *uri, siz
 {
 	if ((k->flags & CACHEKEY_F_URI) && cachekey_field(k, tag, uri, uri_len) < 0)
 		return -1;
+	if (k->fresh && k->buf_n <= CACHEKEY_ONE_BLOCK_MAX) {
+		cachekey_final_block(k, key);
+		return 0;
+	}
 	if (cachekey_flush(k) < 0)
 		return -1;
 	return SHA256_Final(key, &k->ctx) == 1 ? 0 : -1;
@@ -550,6 +635,8 @@ int cachekey_cred(struct cachekey *k, uint8_t cred[CACHEKEY_LEN])
 	if (!k->cred_pending)
 		return -1;
 	k->cred_pending = 0;
+	if (k->cred_in_buf && cachekey_cred_take(k) < 0)
+		return -1;
 	if (SHA256_Update(&k->cred, "C", 1) != 1 || SHA256_Final(cred, &k->cred) != 1)
 		return -1;
 	return 0;

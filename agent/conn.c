@@ -182,8 +182,10 @@ static int conn_is_idle(const struct conn *c)
 	       conn_tx_pending(c) == 0;
 }
 
-/* Queues <n> bytes (the unsent tail of a frame). Returns 0 or -1 (OOM). */
-static int conn_tx_append(struct conn *c, const uint8_t *p, size_t n)
+/* Room for <n> more bytes at the end of <c>'s send buffer (compacted or
+ * grown as needed): where they go, or NULL (OOM). The caller copies them
+ * and adds <n> to tx_len. */
+static uint8_t *conn_tx_room(struct conn *c, size_t n)
 {
 	if (c->tx_off && c->tx_off == c->tx_len)
 		c->tx_off = c->tx_len = 0;
@@ -200,13 +202,11 @@ static int conn_tx_append(struct conn *c, const uint8_t *p, size_t n)
 			cap *= 2;
 		nb = realloc(c->tx, cap);
 		if (!nb)
-			return -1;
+			return NULL;
 		c->tx = nb;
 		c->tx_cap = cap;
 	}
-	memcpy(c->tx + c->tx_len, p, n);
-	c->tx_len += n;
-	return 0;
+	return c->tx + c->tx_len;
 }
 
 static void conn_io_error(struct conn *c, int err)
@@ -229,18 +229,27 @@ static void conn_io_error(struct conn *c, int err)
  * socket buffer is full (then the rest follows on EV_WRITE, as before). */
 static void conn_write_frame(struct conn *c, struct iovec *iov, int cnt)
 {
+	size_t total = 0;
+	uint8_t *o;
+
 	if (c->dead)
 		return;
-	for (int i = 0; i < cnt; i++) {
-		if (conn_tx_append(c, iov[i].iov_base, iov[i].iov_len) < 0) {
-			static struct log_rl rl;
+	/* one room check for the whole frame, then its pieces copied in */
+	for (int i = 0; i < cnt; i++)
+		total += iov[i].iov_len;
+	o = conn_tx_room(c, total);
+	if (!o) {
+		static struct log_rl rl;
 
-			log_ratelimited(LOG_LVL_ERROR, &rl, "%s: out of memory queueing a frame",
-			                c->peer);
-			c->dead = 1;
-			return;
-		}
+		log_ratelimited(LOG_LVL_ERROR, &rl, "%s: out of memory queueing a frame", c->peer);
+		c->dead = 1;
+		return;
 	}
+	for (int i = 0; i < cnt; i++) {
+		memcpy(o, iov[i].iov_base, iov[i].iov_len);
+		o += iov[i].iov_len;
+	}
+	c->tx_len += total;
 	METRICS_INC(c->met->frames_out);
 	/* While the write watcher waits for room, it sends this too. */
 	if (!ev_is_active(&c->wio) && !ev_is_active(&c->flush))

@@ -211,15 +211,15 @@ static void exchange_trace_scan(const struct cfg *cfg, const struct args *a,
 /* ---- L1 eligibility ---- */
 
 /* 1 if <h> is a Cookie header holding one name=value pair: what haproxy.cfg
- * sends for an L1 candidate, and the bytes HAProxy's L1 key hashes. The one
- * copy of that rule, for the L1 check and the logout's L1 hash. */
+ * sends for an L1 candidate, and the bytes HAProxy's L1 key hashes
+ * (hapi_l1_cookie_ok(), shared with the admin endpoint), for the L1 check
+ * and the logout's L1 hash. */
 static int exchange_l1_cookie(const struct args_hdr *h)
 {
 	if (h->name_len != EXCHANGE_LIT_LEN("cookie") ||
 	    strncasecmp(h->name, "cookie", EXCHANGE_LIT_LEN("cookie")) != 0)
 		return 0;
-	return h->value_len > 1 && h->value[0] != '=' &&
-	       memchr(h->value, '=', h->value_len) && !memchr(h->value, ';', h->value_len);
+	return hapi_l1_cookie_ok(h->value, h->value_len);
 }
 
 /* Whether the decision for <a> may be kept by HAProxy's L1, whose key is the

@@ -21,6 +21,11 @@
 
 static atomic_ullong hapi_n_ok, hapi_n_failed;
 
+int hapi_l1_cookie_ok(const char *v, size_t len)
+{
+	return len > 1 && v[0] != '=' && memchr(v, '=', len) && !memchr(v, ';', len);
+}
+
 int hapi_l1_cred(const char *cookie, size_t len, char out[HAPI_L1_CRED_HEX + 1])
 {
 	static const char hex[] = "0123456789ABCDEF";

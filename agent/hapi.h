@@ -26,6 +26,13 @@
 #define HAPI_NAME_MAX 256            /* longest map/table name accepted */
 #define HAPI_CMD_MAX (HAPI_NAME_MAX + HAPI_L1_CRED_HEX + 64)
 
+/* 1 if <v>/<len> is one name=value cookie pair (a non-empty name, no ';'):
+ * the form of the SPOE `cookie` argument haproxy.cfg sends for an L1
+ * candidate, "<L1_COOKIE>=<value>", and so the only bytes an L1 key is
+ * ever hashed from. The one copy of that rule (the exchange's L1 check, the
+ * logout's and the admin endpoint's tombstones). */
+int hapi_l1_cookie_ok(const char *v, size_t len);
+
 /* Writes the session hash of <cookie>/<len> (the exact bytes of the SPOE
  * `cookie` argument) into <out> (64 uppercase hex chars + NUL). Returns 0,
  * or -1 if OpenSSL failed. */

@@ -134,6 +134,17 @@ int spop_varint_encode(uint8_t **p, const uint8_t *end, uint64_t v)
 
 /* ---- frames ---- */
 
+/* spop_varint_decode() with the one-byte case (every sid, fid and short
+ * length of the usual frame) decided here, without the call. */
+static inline int spop_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	if (*p < end && **p < 240) {
+		*v = *(*p)++;
+		return 1;
+	}
+	return spop_varint_decode(p, end, v);
+}
+
 long spop_frame_decode(const uint8_t *buf, size_t len, uint32_t max_len,
                        struct spop_frame *f, size_t *need)
 {
@@ -165,8 +176,8 @@ long spop_frame_decode(const uint8_t *buf, size_t len, uint32_t max_len,
 		return -SPOP_ERR_FRAG_NOT_SUPPORTED;
 
 	p = buf + 9;
-	if (spop_varint_decode(&p, end, &sid) != 1 ||
-	    spop_varint_decode(&p, end, &fid) != 1)
+	if (spop_varint_get(&p, end, &sid) != 1 ||
+	    spop_varint_get(&p, end, &fid) != 1)
 		return -SPOP_ERR_INVALID;
 
 	f->type = type;
@@ -185,7 +196,7 @@ int spop_str_decode(const uint8_t **p, const uint8_t *end, struct spop_str *s)
 	const uint8_t *q = *p;
 	uint64_t n;
 
-	if (spop_varint_decode(&q, end, &n) != 1)
+	if (spop_varint_get(&q, end, &n) != 1)
 		return -1;
 	if (n > spop_room(q, end))
 		return -1;
@@ -416,8 +427,9 @@ int spop_arg_next(const uint8_t **p, const uint8_t *end,
 	struct spop_str n;
 	struct spop_data v;
 
-	/* The usual argument (a short name, then NULL or a short STR/BIN):
-	 * decoded in place, the same result as the general path below. */
+	/* The usual argument (a short name, then NULL, a short STR/BIN or an
+	 * address): decoded in place, the same result as the general path
+	 * below. */
 	if (end - q >= 2 && q[0] <= SPOP_VARINT_1BYTE_MAX && (size_t)(end - q - 1) > q[0]) {
 		t = q + 1 + q[0];  /* the type byte, inside the frame */
 		switch (*t & 0x0F) {
@@ -436,6 +448,18 @@ int spop_arg_next(const uint8_t **p, const uint8_t *end,
 			val->u.str.len = t[1];
 			t += 1 + t[1];
 			goto fast;
+		case SPOP_T_IPV4:
+		case SPOP_T_IPV6: {
+			size_t alen = (*t & 0x0F) == SPOP_T_IPV4 ? 4 : 16;
+
+			if ((size_t)(end - t - 1) < alen)
+				break;
+			memset(val, 0, sizeof(*val));
+			val->type = (enum spop_type)(*t & 0x0F);
+			memcpy(val->u.ip, t + 1, alen);
+			t += alen;
+			goto fast;
+		}
 		}
 	}
 	if (spop_str_decode(&q, end, &n) != 1 ||

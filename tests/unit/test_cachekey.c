@@ -9,12 +9,16 @@
  * and one-call forms agree. A property test over generated Cookie headers:
  * whenever two headers get the same key under a cookie filter, every
  * reference parser of cookie_ref.h reads the same kept cookie in both.
+ * The digests against a plain one-shot SHA-256 of the documented encoding,
+ * for request sizes on both sides of the one-block finish.
  *
  * What it never does: depend on anything but cachekey.c and libcrypto.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "cachekey.h"
 #include "cookie_ref.h"
@@ -700,6 +704,125 @@ static void test_lengths(void)
 	cachekey_free(k);
 }
 
+/* ---- the digests against the documented encoding, hashed in one shot ---- */
+
+struct enc {
+	uint8_t b[1024];
+	size_t n;
+};
+
+static void enc_put(struct enc *e, const void *p, size_t n)
+{
+	memcpy(e->b + e->n, p, n);
+	e->n += n;
+}
+
+static void enc_u64(struct enc *e, uint8_t tag, uint64_t v)
+{
+	e->b[e->n++] = tag;
+	while (v >= 0x80) {
+		e->b[e->n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	e->b[e->n++] = (uint8_t)v;
+}
+
+static void enc_field(struct enc *e, uint8_t tag, const void *p, size_t n)
+{
+	enc_u64(e, tag, p ? (uint64_t)n + 1 : 0);
+	if (p)
+		enc_put(e, p, n);
+}
+
+static void enc_sha(const struct enc *e, const uint8_t *tail, size_t tail_n, uint8_t out[32])
+{
+	struct enc t = *e;
+	unsigned len = 32;
+
+	if (tail_n)
+		enc_put(&t, tail, tail_n);
+	if (EVP_Digest(t.b, t.n, out, &len, EVP_sha256(), NULL) != 1)
+		diag("EVP_Digest failed");
+}
+
+/* The unsalted, unscoped, unfiltered builder's prefix and one header. */
+static void enc_request(struct enc *e, const char *name, const char *value, size_t value_len)
+{
+	static const char tag[] = "spoa-auth/cred/3";
+	static const uint8_t zeros[64];
+	uint8_t pad;
+
+	e->n = 0;
+	enc_put(e, tag, sizeof(tag));
+	enc_field(e, 'S', NULL, 0);
+	enc_field(e, 's', NULL, 0);
+	enc_u64(e, 'F', UINT64_MAX);
+	pad = (uint8_t)((64 - (e->n + 2) % 64) % 64);
+	e->b[e->n++] = 'P';
+	e->b[e->n++] = pad;
+	enc_put(e, zeros, pad);
+	enc_field(e, 'n', name, strlen(name));
+	enc_field(e, 'v', value, value_len);
+	e->b[e->n++] = 'E';
+}
+
+static void test_encoding_reference(void)
+{
+	static const uint8_t ip[4] = { 192, 0, 2, 7 };
+	static const size_t vals[] = { 1, 9, 20, 40, 60, 120, 130, 300 };
+	char value[300], uri[160];
+	struct cachekey *k = mk(1, 1, NULL, 0);
+	size_t vi, ui, bad_key = 0, bad_cred = 0, bad_client = 0, cases = 0;
+
+	if (!k)
+		return;
+	memset(value, 'v', sizeof(value));
+	for (ui = 0; ui < sizeof(uri); ui++)
+		uri[ui] = (char)('a' + ui % 26);
+	for (vi = 0; vi < sizeof(vals) / sizeof(vals[0]); vi++) {
+		for (ui = 0; ui <= sizeof(uri); ui++) {
+			struct cachekey_hdr h = { "Cookie", 6, value, vals[vi] };
+			uint8_t key[32], cred[32], want[32];
+			struct enc e, t;
+
+			enc_request(&e, "cookie", value, vals[vi]);
+			/* cachekey_end(): flags, 'x' xff, 'u' uri; cred immediate */
+			cachekey_compute(k, &h, 1, "10.0.0.1", 8, uri, ui, key, cred);
+			enc_sha(&e, (const uint8_t *)"C", 1, want);
+			bad_cred += memcmp(cred, want, 32) != 0;
+			t = e;
+			t.b[t.n++] = 0x03;
+			enc_field(&t, 'x', "10.0.0.1", 8);
+			enc_field(&t, 'u', uri, ui);
+			enc_sha(&t, NULL, 0, want);
+			bad_key += memcmp(key, want, 32) != 0;
+			/* cachekey_end_client() (the exchange's path): cred deferred */
+			cachekey_begin(k);
+			cachekey_header(k, "Cookie", 6, value, vals[vi]);
+			memset(cred, 0, sizeof(cred));
+			cachekey_end_client(k, NULL, 0, CACHEKEY_ADDR_IPV4, ip, 4, uri, ui, key, NULL);
+			t = e;
+			t.b[t.n++] = 0x03;
+			enc_field(&t, 'y', NULL, 0);
+			enc_field(&t, CACHEKEY_ADDR_IPV4, ip, 4);
+			enc_field(&t, 'u', uri, ui);
+			enc_sha(&t, NULL, 0, want);
+			bad_client += memcmp(key, want, 32) != 0;
+			cachekey_cred(k, cred);
+			enc_sha(&e, (const uint8_t *)"C", 1, want);
+			bad_cred += memcmp(cred, want, 32) != 0;
+			cases++;
+		}
+	}
+	ok(bad_key == 0, "key == one-shot SHA-256 of the encoding (%zu of %zu differ)", bad_key,
+	   cases);
+	ok(bad_client == 0, "client-input key == one-shot SHA-256 (%zu of %zu differ)", bad_client,
+	   cases);
+	ok(bad_cred == 0, "cred, immediate and deferred, == one-shot SHA-256 (%zu differ)",
+	   bad_cred);
+	cachekey_free(k);
+}
+
 int main(void)
 {
 	test_default_key();
@@ -714,5 +837,6 @@ int main(void)
 	test_bad_opts();
 	test_cookie_uncertain();
 	test_cookie_property();
+	test_encoding_reference();
 	return done_testing();
 }
