@@ -504,20 +504,37 @@ def test_long_url_is_never_stored(l1):
 
 
 def test_key_holding_a_bar_is_never_stored(l1):
-    """The entry's key ends its value's first field: a URL holding "|" would
-    let a crafted entry read as another URL's, with its own expiry, status
-    and token. With one slot every key shares it: the crafted URL's answer
-    must never serve /api/business/admin."""
+    """A hit reads the entry's key as its value's last "|" field: a URL
+    holding "|" would store an answer under a key whose last field is another
+    URL's. With one slot every key shares it: the session's answer for the
+    crafted URL (200) must never serve /api/business/admin (403)."""
     gw = l1.tiny
-    case = ok_case(l1)
-    c = l1_cred(case)
-    crafted = "/api/business/adminu%s|9999999999|200|forged" % c
+    case = new_case()
+    l1.user.program(case, status=403, body="no",
+                    uri_rules=[("q-crafted", 200, "tok-crafted-" + case, [])])
+    crafted = "/api/business/q-crafted|/api/business/admin"
     for _ in range(2):
         r = get(gw, case, crafted)
         assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
+        assert identity(r) == ["tok-crafted-" + case]
     r = get(gw, case, "/api/business/admin")
-    assert r.status == 200 and r.header("X-Auth-Cache") != "l1", r
-    assert identity(r) == ["tok-" + case]
+    assert r.status == 403 and r.header("X-Auth-Cache") != "l1", r
+
+
+def test_token_starting_with_digits_still_expires(l1):
+    """The value starts with expiry and status read as one integer: a token
+    starting with digits must not extend it (an entry that never expires
+    would also outlive its session's tombstone)."""
+    case = new_case()
+    token = "9" * 12 + "-" + case
+    l1.user.program(case, status=200, body=token)
+    primed(l1, case)
+    r = get(l1, case)
+    assert (r.status, r.header("X-Auth-Cache"), identity(r)) == (200, "l1", [token]), r
+    time.sleep(L1_TTL_S + 0.2)
+    r = get(l1, case)
+    # past the L1's expiry; the agent's own cache entry (10 s) answers
+    assert (r.status, r.header("X-Auth-Cache")) == (200, "hit"), r
 
 
 def test_one_connection_never_reuses_another_cookies_hash(l1):
