@@ -28,7 +28,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_user_service import FakeUserService  # noqa: E402
-from harness import (HOST, PROCS, REPO, Bringup, free_ports, gateway,  # noqa: E402
+from harness import (HOST, PROCS, REPO, Bringup, agent_has_redis, free_ports, gateway,  # noqa: E402
                      start_python_service, stop_all)
 
 
@@ -165,3 +165,12 @@ def fake(fake_user, demo_services, haproxy_bin, agent_bin, logdir, upstream_clie
                  agent_name="agent-" + upstream_client, user=fake_user,
                  secret=demo_services["secret"]) as gw:
         yield gw
+
+
+@pytest.fixture(scope="module")
+def fleet_agent(agent_bin):
+    """The agent binary, for tests of the fleet level: skipped on a build
+    without it (no redis-address option)."""
+    if not agent_has_redis(agent_bin):
+        pytest.skip("this agent build has no redis-address option (the fleet level)")
+    return agent_bin

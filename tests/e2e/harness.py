@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import re
 import socket
 import subprocess
 import sys
@@ -461,6 +462,34 @@ def new_case():
 def biz_requests(gw):
     """How many requests the business service has served."""
     return json.loads(http(gw.biz_port, "GET", "/__stats").body)["requests"]
+
+
+def haproxy_major(haproxy_bin):
+    """The major version of <haproxy_bin> (2 or 3...)."""
+    out = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True).stdout
+    return int(re.search(r"version (\d+)\.", out).group(1))
+
+
+def runtime(gw, cmd):
+    """One command on <gw>'s HAProxy runtime socket (gw.sock); its answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(gw.sock)
+    s.sendall(cmd.encode() + b"\n")
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    return out.decode()
+
+
+def l1_cred(case):
+    """The L1 session hash haproxy.cfg computes for the cookie case=<case>
+    (and the agent, hapi_l1_cred())."""
+    return sha256_hex("spoa-l1-v1|case=" + case).upper()
 
 
 def sha256_hex(text):

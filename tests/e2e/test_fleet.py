@@ -15,9 +15,8 @@ import sys
 
 import pytest
 
-from harness import (FLEET_ADMIN_TOKEN, FLEET_KEY_SECRET, RedisServer, agent_has_redis,
-                     fleet_invalidate, fleet_node, metric, new_case, percentile, wait_metric,
-                     wait_status)
+from harness import (FLEET_ADMIN_TOKEN, FLEET_KEY_SECRET, fleet_invalidate, fleet_node, metric,
+                     new_case, percentile, RedisServer, wait_metric, wait_status)
 
 LOGOUT_ROUNDS = 100
 REFUSE_DEADLINE_S = 5.0         # bound of every poll for a refusal (not a latency target)
@@ -25,13 +24,6 @@ CONNECT_DEADLINE_S = 10.0
 PATH = "/api/business/fleet"
 
 USED = []                       # (case, token) of every session this module made
-
-
-@pytest.fixture(scope="module")
-def fleet_agent(agent_bin):
-    if not agent_has_redis(agent_bin):
-        pytest.skip("this agent build has no redis-address option (the fleet level)")
-    return agent_bin
 
 
 @pytest.fixture(scope="module")

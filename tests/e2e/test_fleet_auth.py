@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import (HOST, RedisServer, agent_has_redis, fleet_agent_args, free_ports, metric,
-                     new_case, wait_metric)
+from harness import (HOST, fleet_agent_args, free_ports, metric, new_case, RedisServer,
+                     wait_metric)
 
 START_DEADLINE_S = 15.0         # a wrong password must end the start within this
 CONNECT_DEADLINE_S = 10.0
@@ -21,13 +21,6 @@ PREFIX = "fleettest:"
 # The commands docs/fleet.md lists for the agent's own ACL user, and nothing else.
 ACL_COMMANDS = ("get set del sadd smembers exists pttl pexpire incr eval xadd xread xinfo "
                 "ping auth")
-
-
-@pytest.fixture(scope="module")
-def fleet_agent(agent_bin):
-    if not agent_has_redis(agent_bin):
-        pytest.skip("this agent build has no redis-address option (the fleet level)")
-    return agent_bin
 
 
 def cookie(case):

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from harness import (HOST, FakeResp, RedisServer, agent_has_redis, fleet_node, metric,
-                     new_case, wait_metric, wait_status)
+from harness import (HOST, FakeResp, fleet_node, metric, new_case, RedisServer, wait_metric,
+                     wait_status)
 
 LOAD_S = 3.0
 LOAD_THREADS = 4
@@ -29,13 +29,6 @@ REFUSE_DEADLINE_S = 5.0
 PATH = "/api/business/fleet-faults"
 STREAM_MAXLEN = 100             # the smallest the agent takes
 TRIM_LOGOUTS = 500              # > MAXLEN + a stream node (100 entries): MAXLEN ~ trims whole nodes
-
-
-@pytest.fixture(scope="module")
-def fleet_agent(agent_bin):
-    if not agent_has_redis(agent_bin):
-        pytest.skip("this agent build has no redis-address option (the fleet level)")
-    return agent_bin
 
 
 @pytest.fixture(scope="module")

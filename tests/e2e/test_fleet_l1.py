@@ -18,15 +18,13 @@ within the bound comes from the revocation, not from the entry's expiry.
 Run it on 2.6 and on 3.x (HAPROXY_BIN)."""
 import json
 import re
-import socket
-import subprocess
 import sys
 
 import pytest
 
-from harness import (FLEET_ADMIN_TOKEN, RedisServer, agent_has_redis, fleet_invalidate,
-                     metric, new_case, percentile, sha256_hex, start_fleet_node, stop_all,
-                     wait_metric, wait_status)
+from harness import (FLEET_ADMIN_TOKEN, fleet_invalidate, haproxy_major, l1_cred, metric, new_case,
+                     percentile, RedisServer, runtime, start_fleet_node, stop_all, wait_metric,
+                     wait_status)
 
 L1_TTL_S = 30                   # L1_MAX_TTL, l1-max-ttl: well past every poll's bound
 TOMB_EXPIRE = "60s"             # L1_TOMB_EXPIRE, above L1_TTL_S + timeout processing
@@ -37,18 +35,6 @@ RECONNECT_DEADLINE_S = 15.0     # a restarted Redis: reconnect backoff up to 5 s
 PATH = "/api/business/fleet-l1"
 
 USED = []                       # every case this module made
-
-
-def haproxy_major(haproxy_bin):
-    out = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True).stdout
-    return int(re.search(r"version (\d+)\.", out).group(1))
-
-
-@pytest.fixture(scope="module")
-def fleet_agent(agent_bin):
-    if not agent_has_redis(agent_bin):
-        pytest.skip("this agent build has no redis-address option (the fleet level)")
-    return agent_bin
 
 
 @pytest.fixture(scope="module")
@@ -111,27 +97,6 @@ def logged_out(user, case):
 
 def calls(user, case):
     return len(user.calls(case))
-
-
-def runtime(gw, cmd):
-    """One command on <gw>'s HAProxy runtime socket; its answer."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(gw.sock)
-    s.sendall(cmd.encode() + b"\n")
-    out = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        out += chunk
-    s.close()
-    return out.decode()
-
-
-def l1_cred(case):
-    """The L1 session hash haproxy.cfg computes."""
-    return sha256_hex("spoa-l1-v1|case=" + case).upper()
 
 
 def in_l1_of_b(a, b, case):

@@ -19,18 +19,13 @@ import urllib.parse
 
 import pytest
 
-from harness import (REPO, HOST, Gateway, Proc, free_ports, http, new_case, start_agent,
-                     start_haproxy, stop_all, wait_agent_up, wait_log, wait_port, SPOE_CONF,
-                     HAPROXY_CFG, sha256_hex)
+from harness import (HAPROXY_CFG, HOST, REPO, SPOE_CONF, free_ports, Gateway, haproxy_major, http,
+                     l1_cred, new_case, Proc, runtime, start_agent, start_haproxy, stop_all,
+                     wait_agent_up, wait_log, wait_port)
 
 ADMIN_TOKEN = "t-" + secrets.token_hex(16)
 L1_TTL_S = 3             # L1_MAX_TTL and the agent's l1-max-ttl
 SLOW_S = 0.35            # a slow user-service answer, below the agent's 500 ms timeout
-
-
-def haproxy_major(haproxy_bin):
-    out = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True).stdout
-    return int(re.search(r"version (\d+)\.", out).group(1))
 
 
 def l1_env(haproxy_bin, tmp, sock, slots=None):
@@ -139,28 +134,6 @@ def primed(gw, case, path="/api/business/x"):
     r = get(gw, case, path)
     assert (r.status, r.header("X-Auth-Cache")) == (200, "l1"), r
     return r
-
-
-def runtime(gw, cmd):
-    """One command on HAProxy's runtime socket; its answer."""
-    import socket
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(gw.sock)
-    s.sendall(cmd.encode() + b"\n")
-    out = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        out += chunk
-    s.close()
-    return out.decode()
-
-
-def l1_cred(case):
-    """The session hash haproxy.cfg computes (and the agent, hapi_l1_cred())."""
-    return sha256_hex("spoa-l1-v1|case=" + case).upper()
 
 
 def l1_key(case, path):
