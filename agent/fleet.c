@@ -837,7 +837,6 @@ static void fleet_flush(const char *why)
 static void fleet_l1_apply(int all, const uint8_t *l1)
 {
 	char cmd[HAPI_CMD_MAX], hex[HAPI_L1_CRED_HEX + 1], reply[256], err[128];
-	static const char hx[] = "0123456789ABCDEF";
 	size_t rlen;
 	uint64_t now;
 	int rc;
@@ -852,11 +851,7 @@ static void fleet_l1_apply(int all, const uint8_t *l1)
 	if (all) {
 		rc = hapi_cmd_clear_map(cmd, sizeof(cmd), fleet.hapi_map);
 	} else {
-		for (int i = 0; i < FLEETVAL_L1_LEN; i++) {
-			hex[2 * i] = hx[l1[i] >> 4];
-			hex[2 * i + 1] = hx[l1[i] & 15];
-		}
-		hex[HAPI_L1_CRED_HEX] = 0;
+		hex_encode(hex, l1, FLEETVAL_L1_LEN, 1);
 		rc = hapi_cmd_tombstone(cmd, sizeof(cmd), fleet.hapi_tombs, hex);
 		OPENSSL_cleanse(hex, sizeof(hex));
 	}

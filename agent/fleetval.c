@@ -64,17 +64,6 @@ out:
 	return ok ? 0 : -1;
 }
 
-static void fleetval_hex(const uint8_t *p, size_t n, char *out)
-{
-	static const char hx[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = hx[p[i] >> 4];
-		out[2 * i + 1] = hx[p[i] & 15];
-	}
-	out[2 * n] = 0;
-}
-
 int fleetval_keys_derive(struct fleetval_keys *k, const uint8_t *secret, size_t len)
 {
 	static const char *const labels[4] = {
@@ -111,7 +100,7 @@ int fleetval_cred_tag(const struct fleetval_keys *k, const uint8_t cred[32],
 
 	if (fleetval_hmac2(k->cred, sizeof(k->cred), cred, 32, NULL, 0, t) < 0)
 		return -1;
-	fleetval_hex(t, sizeof(t), out);
+	hex_encode(out, t, sizeof(t), 0);
 	return 0;
 }
 
@@ -134,7 +123,7 @@ int fleetval_name_value(const struct fleetval_keys *k, const char *prefix,
 	*o++ = '}';
 	if (fleetval_hmac2(k->key, sizeof(k->key), key, 32, NULL, 0, t) < 0)
 		return -1;
-	fleetval_hex(t, sizeof(t), o);
+	hex_encode(o, t, sizeof(t), 0);
 	o += FLEETVAL_HEX_LEN;
 	return (int)(o - out);
 }
@@ -287,7 +276,7 @@ void fleetval_event_format(const uint8_t *cred, char out[FLEETVAL_HEX_LEN + 1])
 		out[1] = 0;
 		return;
 	}
-	fleetval_hex(cred, 32, out);
+	hex_encode(out, cred, 32, 0);
 }
 
 int fleetval_l1ev_seal(const struct fleetval_keys *k, const uint8_t cred[32],
@@ -302,7 +291,7 @@ int fleetval_l1ev_seal(const struct fleetval_keys *k, const uint8_t cred[32],
 	                  FLEETVAL_L1_LEN, raw + FLEETVAL_NONCE_LEN,
 	                  raw + FLEETVAL_NONCE_LEN + FLEETVAL_L1_LEN);
 	if (rc == 0)
-		fleetval_hex(raw, sizeof(raw), out);
+		hex_encode(out, raw, sizeof(raw), 0);
 	OPENSSL_cleanse(raw, sizeof(raw));
 	return rc;
 }

@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 
 #include "hapi.h"
+#include "hex.h"
 
 static atomic_ullong hapi_n_ok, hapi_n_failed;
 
@@ -28,7 +29,6 @@ int hapi_l1_cookie_ok(const char *v, size_t len)
 
 int hapi_l1_cred(const char *cookie, size_t len, char out[HAPI_L1_CRED_HEX + 1])
 {
-	static const char hex[] = "0123456789ABCDEF";
 	unsigned char md[32];
 	unsigned mdlen = 0;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -43,11 +43,7 @@ int hapi_l1_cred(const char *cookie, size_t len, char out[HAPI_L1_CRED_HEX + 1])
 	EVP_MD_CTX_free(ctx);
 	if (!ok)
 		return -1;
-	for (size_t i = 0; i < sizeof(md); i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[HAPI_L1_CRED_HEX] = 0;
+	hex_encode(out, md, sizeof(md), 1);
 	return 0;
 }
 
