@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static int has_line(const char *doc, const char *line)
@@ -298,6 +299,17 @@ static void t_waiter_cb(struct cache_waiter *w, struct decision *d, int stale)
 	decision_put(d);
 }
 
+/* The clock the admin endpoint passes the cache (CLOCK_MONOTONIC, ms): the
+ * entries must be live on it, or an invalidation drops any expired entry it
+ * meets in the same credential bucket (one in a few dozen salts). */
+static uint64_t t_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* Stores an entry for a request carrying Cookie <cookie> at <uri>, keyed as a
  * worker would key it (cachekey from the same cfg and salt). */
 static void t_store(struct cache *c, struct cfg *cfg, const uint8_t *salt, const char *cookie,
@@ -311,8 +323,8 @@ static void t_store(struct cache *c, struct cfg *cfg, const uint8_t *salt, const
 
 	cachekey_compute(ck, &h, 1, "127.0.0.1", 9, uri, strlen(uri), key, cred);
 	cachekey_free(ck);
-	if (cache_lookup(c, key, cred, 1, &d, &w) == CACHE_MISS)
-		cache_complete(c, key, nd, 60000, 1, NULL);
+	if (cache_lookup(c, key, cred, t_now_ms(), &d, &w) == CACHE_MISS)
+		cache_complete(c, key, nd, 60000, t_now_ms(), NULL);
 	decision_put(d);
 	decision_put(nd);
 }
@@ -322,10 +334,11 @@ static int t_cached(struct cache *c, const uint8_t key[CACHE_KEY_LEN])
 	uint8_t cred[CACHE_KEY_LEN] = { 0 };
 	struct decision *d = NULL;
 	struct cache_waiter w = { t_waiter_cb, NULL };
-	int hit = cache_lookup(c, key, cred, 2, &d, &w) == CACHE_HIT;
+	uint64_t now = t_now_ms();
+	int hit = cache_lookup(c, key, cred, now, &d, &w) == CACHE_HIT;
 
 	if (!hit)
-		cache_fail(c, key, NULL, 2, NULL);  /* we became the leader: end it */
+		cache_fail(c, key, NULL, now, NULL);  /* we became the leader: end it */
 	decision_put(d);
 	return hit;
 }
